@@ -1,0 +1,347 @@
+//! Configuration: defaults, then the TOML file, then environment overrides. Loading takes
+//! the environment as a map so tests never touch the process environment. Validation
+//! gathers every problem with its dotted path and start-up fails once with the list.
+
+mod database;
+mod log;
+mod secret;
+mod server;
+mod upstream;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use database::{DatabaseConfig, LedgerConfig};
+pub use log::{LogConfig, LogFormat};
+pub use secret::Secret;
+pub use server::{DisconnectPolicy, ServerConfig};
+pub use upstream::UpstreamConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub ledger: LedgerConfig,
+    pub log: LogConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            ledger: LedgerConfig::default(),
+            log: LogConfig::default(),
+            upstreams: vec![UpstreamConfig::openai()],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Syntax {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_path_to_error::Error<toml::de::Error>,
+    },
+    #[error("invalid configuration:\n{0}")]
+    Invalid(Problems),
+}
+
+/// Every validation failure, each as `dotted.path: reason`.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push((path.into(), reason.into()));
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(path, _)| path.as_str())
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (path, reason) in &self.0 {
+            writeln!(f, "  {path}: {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Environment variables that override single settings, for containers.
+pub const ENV_CONFIG: &str = "TOLLGATE_CONFIG";
+pub const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
+pub const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
+pub const ENV_UPSTREAM_URL: &str = "TOLLGATE_UPSTREAM_URL";
+
+impl Config {
+    /// Loads the file named by `path` (or `TOLLGATE_CONFIG`, or none: defaults), applies
+    /// the environment overrides, and validates.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from));
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Self::from_toml(&text, &path.display().to_string())?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Parses TOML; an error names the file and the dotted path of the bad field.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|source| ConfigError::Syntax {
+                path: origin.to_owned(),
+                source,
+            })?;
+        serde_path_to_error::deserialize(deserializer).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source,
+        })
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        if let Some(listen) = env.get(ENV_LISTEN) {
+            match listen.parse() {
+                Ok(addr) => self.server.listen = addr,
+                Err(_) => {
+                    problems.push(ENV_LISTEN, format!("`{listen}` is not an IP:port address"))
+                }
+            }
+        }
+        if let Some(url) = env.get(ENV_DATABASE_URL) {
+            self.database.url.clone_from(url);
+        }
+        if let Some(url) = env.get(ENV_UPSTREAM_URL) {
+            match self.upstreams.first_mut() {
+                Some(first) => first.base_url.clone_from(url),
+                None => self.upstreams.push(UpstreamConfig {
+                    base_url: url.clone(),
+                    ..UpstreamConfig::openai()
+                }),
+            }
+        }
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        if self.server.max_body_bytes == 0 {
+            problems.push("server.max_body_bytes", "must be greater than 0");
+        }
+        if self.server.max_upload_bytes == 0 {
+            problems.push("server.max_upload_bytes", "must be greater than 0");
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            problems.push(
+                "database.url",
+                format!(
+                    "unsupported database URL `{}`: expected sqlite://PATH",
+                    self.database.url
+                ),
+            );
+        }
+        if self.ledger.queue_capacity == 0 {
+            problems.push("ledger.queue_capacity", "must be greater than 0");
+        }
+        if self.ledger.batch_size == 0 {
+            problems.push("ledger.batch_size", "must be greater than 0");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            problems.push(
+                "log.filter",
+                format!("`{}` is not a valid filter", self.log.filter),
+            );
+        }
+        if self.upstreams.is_empty() {
+            problems.push("upstreams", "at least one upstream is required");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let at = |field: &str| format!("upstreams[{i}].{field}");
+            if upstream.name.is_empty() {
+                problems.push(at("name"), "must not be empty");
+            } else if !names.insert(upstream.name.as_str()) {
+                problems.push(
+                    at("name"),
+                    format!("duplicate upstream name `{}`", upstream.name),
+                );
+            }
+            match reqwest::Url::parse(&upstream.base_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => problems.push(
+                    at("base_url"),
+                    format!("`{}` is not an http(s) URL", upstream.base_url),
+                ),
+            }
+            if upstream.models.is_empty() {
+                problems.push(
+                    at("models"),
+                    "needs at least one pattern (\"*\" matches all)",
+                );
+            }
+            for (j, pattern) in upstream.models.iter().enumerate() {
+                if let Err(error) = glob::Pattern::new(pattern) {
+                    problems.push(format!("upstreams[{i}].models[{j}]"), error.to_string());
+                }
+            }
+            for (field, value) in [
+                ("connect_timeout", upstream.connect_timeout),
+                ("first_byte_timeout", upstream.first_byte_timeout),
+                ("total_timeout", upstream.total_timeout),
+            ] {
+                if value.is_zero() {
+                    problems.push(at(field), "must be greater than 0");
+                }
+            }
+        }
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_forward_to_openai_with_embedded_sqlite() {
+        let config = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database.url, "sqlite://tollgate.db");
+        assert_eq!(config.upstreams[0].base_url, "https://api.openai.com/v1");
+        assert_eq!(
+            config.upstreams[0].api_key_env.as_deref(),
+            Some("OPENAI_API_KEY")
+        );
+        assert_eq!(config.server.max_body_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../../config.example.toml");
+        let config = Config::from_toml(text, "config.example.toml").unwrap();
+        config.validate().unwrap();
+        assert!(
+            config.upstreams.len() >= 2,
+            "the example shows a second upstream"
+        );
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let config = Config::load(
+            None,
+            &env(&[
+                (ENV_CONFIG, path.to_str().unwrap()),
+                (ENV_LISTEN, "0.0.0.0:8181"),
+                (ENV_DATABASE_URL, "sqlite:///tmp/x.db"),
+                (ENV_UPSTREAM_URL, "http://127.0.0.1:1/v1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:8181");
+        assert_eq!(config.database.url, "sqlite:///tmp/x.db");
+        assert_eq!(config.upstreams[0].base_url, "http://127.0.0.1:1/v1");
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_its_path() {
+        let error =
+            Config::from_toml("[server]\nmax_body_bytes = \"lots\"\n", "t.toml").unwrap_err();
+        assert!(
+            error.to_string().contains("server.max_body_bytes"),
+            "{error}"
+        );
+        let error = Config::from_toml("[server]\nlisten_on = 1\n", "t.toml").unwrap_err();
+        assert!(error.to_string().contains("listen_on"), "{error}");
+        let error =
+            Config::from_toml("[[upstreams]]\ntotal_timeout = \"ten\"\n", "t.toml").unwrap_err();
+        assert!(
+            error.to_string().contains("upstreams[0].total_timeout"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let config = Config::from_toml(
+            r#"
+[database]
+url = "mysql://x"
+[[upstreams]]
+name = "a"
+base_url = "ftp://x"
+models = ["[unclosed"]
+[[upstreams]]
+name = "a"
+total_timeout = "0s"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let problems = config.validate().unwrap_err();
+        let paths: Vec<&str> = problems.paths().collect();
+        assert_eq!(
+            paths,
+            [
+                "database.url",
+                "upstreams[0].base_url",
+                "upstreams[0].models[0]",
+                "upstreams[1].name",
+                "upstreams[1].total_timeout",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_listen_override_is_named() {
+        let error = Config::load(None, &env(&[(ENV_LISTEN, "nope")])).unwrap_err();
+        assert!(error.to_string().contains(ENV_LISTEN), "{error}");
+    }
+}

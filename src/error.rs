@@ -1,0 +1,197 @@
+//! `ApiError`: the one error that becomes an HTTP response, always in OpenAI's shape
+//! `{"error":{"message","type","param","code"}}` so every SDK surfaces it as it would
+//! an OpenAI error. Internal causes are logged where they happen, never returned.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// We could not parse the JSON body of your request. (HINT: This likely means you
+    /// aren't using your HTTP library correctly. The OpenAI API expects a JSON payload,
+    /// but what was sent was not valid JSON.)
+    #[error(
+        "We could not parse the JSON body of your request: {detail}. (HINT: This likely means you aren't using your HTTP library correctly. The API expects a JSON payload, but what was sent was not valid JSON.)"
+    )]
+    InvalidJson { detail: String },
+
+    /// The body is JSON, but a field the endpoint needs is missing or has the wrong type.
+    #[error("{message}")]
+    InvalidField {
+        param: &'static str,
+        message: String,
+    },
+
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    BodyTooLarge { limit: u64 },
+
+    #[error("Unknown request URL: {method} {path}. Please check the URL for typos.")]
+    NotFound { method: String, path: String },
+
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+
+    #[error("No upstream is configured for model `{model}`.")]
+    NoUpstream { model: String },
+
+    #[error("Could not reach the upstream `{upstream}`.")]
+    UpstreamUnreachable { upstream: String },
+
+    #[error("The upstream `{upstream}` did not answer in time.")]
+    UpstreamTimeout { upstream: String },
+
+    #[error("The server had an error while processing your request. Sorry about that!")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson { .. } | Self::InvalidField { .. } | Self::NoUpstream { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidJson { .. }
+            | Self::InvalidField { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::NotFound { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::NoUpstream { .. } => "invalid_request_error",
+            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::Internal => {
+                "server_error"
+            }
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidField { param, .. } => Some(param),
+            Self::NoUpstream { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidJson { .. } | Self::InvalidField { .. } => None,
+            Self::BodyTooLarge { .. } => Some("request_too_large"),
+            Self::NotFound { .. } => Some("unknown_url"),
+            Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::NoUpstream { .. } => Some("model_not_found"),
+            Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
+            Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::Internal => Some("internal_error"),
+        }
+    }
+
+    /// The variant's name, for logs and metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::NoUpstream { .. } => "no_upstream",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The JSON body, also used for the SSE error event sent when a stream fails midway.
+    pub fn body_json(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            error: ErrorObject {
+                message: self.to_string(),
+                kind: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        };
+        // Serialising a struct of strings cannot fail; fall back to a fixed body anyway.
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#
+                .to_vec()
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), self.body_json()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_openai_shape() {
+        let errors = [
+            ApiError::InvalidJson {
+                detail: "expected value at line 1 column 1".into(),
+            },
+            ApiError::InvalidField {
+                param: "model",
+                message: "you must provide a model parameter".into(),
+            },
+            ApiError::BodyTooLarge { limit: 10 },
+            ApiError::NotFound {
+                method: "GET".into(),
+                path: "/nope".into(),
+            },
+            ApiError::MethodNotAllowed {
+                method: "POST".into(),
+                path: "/healthz".into(),
+            },
+            ApiError::NoUpstream { model: "m".into() },
+            ApiError::UpstreamUnreachable {
+                upstream: "openai".into(),
+            },
+            ApiError::UpstreamTimeout {
+                upstream: "openai".into(),
+            },
+            ApiError::Internal,
+        ];
+        for error in errors {
+            let body: serde_json::Value = serde_json::from_slice(&error.body_json()).unwrap();
+            let object = body["error"].as_object().unwrap();
+            assert_eq!(object.len(), 4, "{body}");
+            assert!(object["message"].is_string());
+            assert!(object["type"].is_string());
+            assert!(object.contains_key("param") && object.contains_key("code"));
+        }
+    }
+}

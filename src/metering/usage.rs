@@ -1,0 +1,275 @@
+//! Reading usage from what the upstream sent. Field names differ by endpoint: chat,
+//! completions and embeddings say `prompt_tokens`/`completion_tokens`; responses (and
+//! batch-level usage) say `input_tokens`/`output_tokens`. Every field is optional:
+//! compatible providers omit details, and older snapshots omit whole objects.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::Usage;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    prompt_tokens_details: Option<RawDetails>,
+    input_tokens_details: Option<RawDetails>,
+    completion_tokens_details: Option<RawDetails>,
+    output_tokens_details: Option<RawDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawDetails {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+impl RawUsage {
+    pub(crate) fn to_usage(&self) -> Usage {
+        let details = |a: &Option<RawDetails>,
+                       b: &Option<RawDetails>,
+                       pick: fn(&RawDetails) -> Option<u64>| {
+            a.as_ref()
+                .and_then(pick)
+                .or_else(|| b.as_ref().and_then(pick))
+                .unwrap_or(0)
+        };
+        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+        let completion = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
+        Usage {
+            prompt_tokens: prompt,
+            // Subsets by definition; clamp so a confused provider cannot make them exceed
+            // their parent and turn into negative uncached tokens downstream.
+            cached_tokens: details(
+                &self.prompt_tokens_details,
+                &self.input_tokens_details,
+                |d| d.cached_tokens,
+            )
+            .min(prompt),
+            completion_tokens: completion,
+            reasoning_tokens: details(
+                &self.completion_tokens_details,
+                &self.output_tokens_details,
+                |d| d.reasoning_tokens,
+            )
+            .min(completion),
+        }
+    }
+}
+
+/// The parts of a non-streamed response body that metering reads.
+#[derive(Debug, Deserialize)]
+struct ResponseBody<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<RawUsage>,
+    #[serde(rename = "error")]
+    _error: Option<IgnoredAny>,
+}
+
+/// What a whole (non-streamed) response body says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BodyUsage {
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+/// Reads model and usage from a complete JSON response body of any metered endpoint.
+/// A body that is not JSON yields nothing rather than an error: metering never fails
+/// a request.
+pub fn from_body(body: &[u8]) -> BodyUsage {
+    match serde_json::from_slice::<ResponseBody<'_>>(body) {
+        Ok(parsed) => BodyUsage {
+            model: parsed.model.map(Cow::into_owned),
+            usage: parsed.usage.as_ref().map(RawUsage::to_usage),
+        },
+        Err(_) => BodyUsage::default(),
+    }
+}
+
+/// Reads model and usage from the last bytes of a body too large to keep whole (a big
+/// embeddings answer). Every endpoint writes `model` and `usage` after its payload, so
+/// the last occurrence of each key in the tail is the top-level one.
+pub fn from_tail(tail: &[u8]) -> BodyUsage {
+    let value_after = |key: &[u8]| -> Option<&[u8]> {
+        let at = tail.windows(key.len()).rposition(|w| w == key)?;
+        let rest = &tail[at + key.len()..];
+        let colon = rest.iter().position(|&b| b == b':')?;
+        Some(&rest[colon + 1..])
+    };
+    let first_value = |bytes: &[u8]| -> Option<serde_json::Value> {
+        serde_json::Deserializer::from_slice(bytes)
+            .into_iter::<serde_json::Value>()
+            .next()?
+            .ok()
+    };
+    let usage = value_after(b"\"usage\"")
+        .and_then(|bytes| {
+            serde_json::Deserializer::from_slice(bytes)
+                .into_iter::<RawUsage>()
+                .next()?
+                .ok()
+        })
+        .map(|raw| raw.to_usage());
+    let model = value_after(b"\"model\"")
+        .and_then(first_value)
+        .and_then(|v| v.as_str().map(str::to_owned));
+    BodyUsage { model, usage }
+}
+
+/// The generated text of a whole response body (choices' content, text, refusals and
+/// tool-call arguments; Responses output text), for counting when usage is missing.
+pub fn generated_text(body: &[u8]) -> String {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    let mut push = |value: &serde_json::Value| {
+        if let Some(s) = value.as_str() {
+            text.push_str(s);
+        }
+    };
+    for choice in json["choices"].as_array().into_iter().flatten() {
+        push(&choice["text"]);
+        let message = &choice["message"];
+        push(&message["content"]);
+        push(&message["refusal"]);
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            push(&call["function"]["name"]);
+            push(&call["function"]["arguments"]);
+        }
+    }
+    for item in json["output"].as_array().into_iter().flatten() {
+        push(&item["arguments"]);
+        for part in item["content"].as_array().into_iter().flatten() {
+            push(&part["text"]);
+            push(&part["refusal"]);
+        }
+    }
+    text
+}
+
+/// Field-by-field maximum: usage that arrives more than once in a stream only grows.
+pub fn merge_max(into: &mut Usage, other: Usage) {
+    if other.prompt_tokens < into.prompt_tokens || other.completion_tokens < into.completion_tokens
+    {
+        tracing::warn!(
+            ?into,
+            ?other,
+            "streamed usage shrank; keeping the larger figures"
+        );
+    }
+    into.prompt_tokens = into.prompt_tokens.max(other.prompt_tokens);
+    into.cached_tokens = into.cached_tokens.max(other.cached_tokens);
+    into.completion_tokens = into.completion_tokens.max(other.completion_tokens);
+    into.reasoning_tokens = into.reasoning_tokens.max(other.reasoning_tokens);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: u64, cached: u64, completion: u64, reasoning: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: completion,
+            reasoning_tokens: reasoning,
+        }
+    }
+
+    #[test]
+    fn every_endpoint_shape() {
+        let cases: &[(&str, &str, Option<Usage>)] = &[
+            (
+                "chat with details",
+                r#"{"id":"c","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":64,"audio_tokens":0}}}"#,
+                Some(usage(2006, 1920, 300, 64)),
+            ),
+            (
+                "chat without details",
+                r#"{"model":"m","usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#,
+                Some(usage(9, 0, 2, 0)),
+            ),
+            (
+                "completions",
+                r#"{"object":"text_completion","model":"gpt-3.5-turbo-instruct","choices":[{"text":"x"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+                Some(usage(5, 0, 7, 0)),
+            ),
+            (
+                "embeddings",
+                r#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+                Some(usage(8, 0, 0, 0)),
+            ),
+            (
+                "responses",
+                r#"{"id":"resp_1","object":"response","model":"gpt-4.1-2025-04-14","usage":{"input_tokens":12033,"input_tokens_details":{"cached_tokens":11904},"output_tokens":44,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":12077}}"#,
+                Some(usage(12033, 11904, 44, 0)),
+            ),
+            (
+                "null details",
+                r#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":null,"completion_tokens_details":null}}"#,
+                Some(usage(3, 0, 1, 0)),
+            ),
+            (
+                "details larger than parent are clamped",
+                r#"{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9},"completion_tokens_details":{"reasoning_tokens":5}}}"#,
+                Some(usage(3, 3, 1, 1)),
+            ),
+            ("no usage", r#"{"model":"m","choices":[]}"#, None),
+            ("usage null", r#"{"model":"m","usage":null}"#, None),
+            (
+                "error body",
+                r#"{"error":{"message":"x","type":"y","param":null,"code":null}}"#,
+                None,
+            ),
+            ("not json", "<html>bad gateway</html>", None),
+            ("wrong types", r#"{"model":5,"usage":"lots"}"#, None),
+        ];
+        for (name, body, expected) in cases {
+            assert_eq!(from_body(body.as_bytes()).usage, *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn model_is_the_answered_snapshot() {
+        let body = br#"{"model":"gpt-4o-mini-2024-07-18","usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        assert_eq!(
+            from_body(body).model.as_deref(),
+            Some("gpt-4o-mini-2024-07-18")
+        );
+        let escaped = br#"{"model":"a\"b","usage":null}"#;
+        assert_eq!(from_body(escaped).model.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn a_large_body_is_read_from_its_tail() {
+        let tail = br#"0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8000,"total_tokens":8000}}"#;
+        let read = from_tail(tail);
+        assert_eq!(read.model.as_deref(), Some("text-embedding-3-small"));
+        assert_eq!(read.usage.map(|u| u.prompt_tokens), Some(8000));
+        assert_eq!(from_tail(b"no keys here"), BodyUsage::default());
+        assert_eq!(from_tail(br#""usage":"#).usage, None);
+    }
+
+    #[test]
+    fn generated_text_covers_chat_completions_and_responses() {
+        let chat = br#"{"choices":[{"message":{"content":"Hi","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}},{"text":"!"}]}"#;
+        assert_eq!(generated_text(chat), "Hif{}!");
+        let responses = br#"{"output":[{"type":"message","content":[{"type":"output_text","text":"Hello"}]},{"type":"function_call","arguments":"{\"a\":1}"}]}"#;
+        assert_eq!(generated_text(responses), "Hello{\"a\":1}");
+        assert_eq!(generated_text(b"nope"), "");
+    }
+
+    #[test]
+    fn merge_keeps_the_maximum_of_each_field() {
+        let mut total = usage(10, 0, 5, 0);
+        merge_max(&mut total, usage(10, 4, 7, 2));
+        merge_max(&mut total, usage(9, 0, 6, 0));
+        assert_eq!(total, usage(10, 4, 7, 2));
+    }
+}

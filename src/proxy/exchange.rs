@@ -1,0 +1,121 @@
+//! One metered exchange from admission to its ledger row. Built when the request is
+//! admitted (taking its row slot), finished exactly once by whoever sees the end.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::config::DisconnectPolicy;
+use crate::ledger::{LedgerRow, Outcome, PendingRow};
+use crate::metering::{Endpoint, Usage, UsageSource, tokens};
+
+/// Counting more text than this moves to a blocking thread, off the async workers.
+const INLINE_COUNT_BYTES: usize = 16 * 1024;
+
+pub struct Exchange {
+    pub pending: PendingRow,
+    pub request_id: String,
+    pub caller: String,
+    pub upstream: String,
+    pub endpoint: Endpoint,
+    pub model_requested: Option<String>,
+    pub streamed: bool,
+    pub hide_usage: bool,
+    /// The request body, for counting the prompt when the upstream reports no usage.
+    pub request: Value,
+    pub ts_ms: i64,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub policy: DisconnectPolicy,
+}
+
+/// How the exchange ended.
+#[derive(Debug, Default)]
+pub struct Finish {
+    pub status: u16,
+    pub outcome: Option<Outcome>,
+    pub usage: Usage,
+    pub source: Option<UsageSource>,
+    pub model_answered: Option<String>,
+    pub upstream_request_id: Option<String>,
+    pub ttfb: Option<Duration>,
+}
+
+impl Exchange {
+    /// Writes the row (through the background writer) and the request's log line.
+    pub async fn finish(self, finish: Finish) {
+        let outcome = finish.outcome.unwrap_or(Outcome::Ok);
+        let source = finish.source.unwrap_or(UsageSource::Estimated);
+        let latency = self.started.elapsed();
+        tracing::info!(
+            request_id = %self.request_id,
+            caller = %self.caller,
+            upstream = %self.upstream,
+            endpoint = self.endpoint.as_str(),
+            model = self.model_requested.as_deref().unwrap_or(""),
+            status = finish.status,
+            outcome = outcome.as_str(),
+            prompt_tokens = finish.usage.prompt_tokens,
+            cached_tokens = finish.usage.cached_tokens,
+            completion_tokens = finish.usage.completion_tokens,
+            usage_source = source.as_str(),
+            latency_ms = millis(latency),
+            "request"
+        );
+        let row = LedgerRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            request_id: self.request_id,
+            upstream_request_id: finish.upstream_request_id,
+            ts_ms: self.ts_ms,
+            caller: self.caller,
+            upstream: self.upstream,
+            endpoint: self.endpoint.as_str().to_owned(),
+            model_requested: self.model_requested,
+            model_answered: finish.model_answered,
+            streamed: self.streamed,
+            usage: finish.usage,
+            usage_source: source,
+            status: finish.status,
+            outcome,
+            latency_ms: millis(latency),
+            ttfb_ms: finish.ttfb.map(millis),
+        };
+        self.pending.record(row).await;
+    }
+
+    /// Counts usage locally: the prompt from the request, the completion from what was
+    /// generated. Reasoning and cached tokens cannot be seen from outside and stay 0.
+    pub async fn estimate(&self, answered_model: Option<&str>, generated: String) -> Usage {
+        let model = answered_model
+            .or(self.model_requested.as_deref())
+            .unwrap_or_default()
+            .to_owned();
+        let size = tokens::prompt_text_len(self.endpoint, &self.request) + generated.len();
+        if size <= INLINE_COUNT_BYTES {
+            return count(self.endpoint, &model, &self.request, &generated);
+        }
+        let (endpoint, request) = (self.endpoint, self.request.clone());
+        tokio::task::spawn_blocking(move || count(endpoint, &model, &request, &generated))
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "token counting failed");
+                Usage::default()
+            })
+    }
+}
+
+fn count(endpoint: Endpoint, model: &str, request: &Value, generated: &str) -> Usage {
+    Usage {
+        prompt_tokens: tokens::count_prompt(endpoint, model, request),
+        completion_tokens: if generated.is_empty() {
+            0
+        } else {
+            tokens::count_text(model, generated)
+        },
+        ..Usage::default()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,335 @@
+//! Forwarding to the upstream: metered endpoints are read, rewritten where needed,
+//! relayed and recorded; every other `/v1` route is streamed through untouched.
+
+mod exchange;
+mod relay;
+mod request;
+pub mod sse;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, Response, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use sha2::{Digest, Sha256};
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::ledger::{LedgerWriter, Outcome};
+use crate::metering::{Endpoint, UsageSource};
+use exchange::{Exchange, Finish};
+use request::MeteredRequest;
+use upstream::{Upstream, Upstreams, X_REQUEST_ID};
+
+pub use upstream::UpstreamError;
+
+/// What the proxy handlers share.
+pub struct Proxy {
+    pub upstreams: Upstreams,
+    pub ledger: LedgerWriter,
+    /// Relay and recording tasks; shutdown waits for them.
+    pub tasks: TaskTracker,
+    pub server: ServerConfig,
+}
+
+/// `/v1/*`: metered endpoints on POST, pass-through for the rest.
+pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let Some(path) = parts.uri.path().strip_prefix("/v1") else {
+        return ApiError::NotFound {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        }
+        .into_response();
+    };
+    if let Err(error) = check_path(path) {
+        return error.into_response();
+    }
+    let path = path.to_owned();
+    let result = match Endpoint::from_path(&path) {
+        Some(endpoint) if parts.method == Method::POST => {
+            metered(&proxy, endpoint, &path, parts, body).await
+        }
+        _ => passthrough(&proxy, &path, parts, body).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Dot segments, plain or percent-encoded, would let a pass-through path climb out of
+/// the upstream's base path once the URL is normalised.
+fn check_path(path: &str) -> Result<(), ApiError> {
+    let dot_segment = path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    });
+    if dot_segment || path.contains('\\') || path.to_ascii_lowercase().contains("%2f") {
+        return Err(ApiError::InvalidField {
+            param: "path",
+            message: "The request path contains a dot segment or an encoded separator.".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+async fn metered(
+    proxy: &Proxy,
+    endpoint: Endpoint,
+    path: &str,
+    parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, ApiError> {
+    let started = Instant::now();
+    let ts_ms = now_ms();
+    let bytes = read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
+    let request = MeteredRequest::parse(endpoint, bytes)?;
+    let upstream = proxy
+        .upstreams
+        .route(request.model.as_deref())
+        .ok_or_else(|| ApiError::NoUpstream {
+            model: request.model.clone().unwrap_or_default(),
+        })?;
+    let exchange = Exchange {
+        pending: proxy.ledger.begin(),
+        request_id: request_id(&parts.headers),
+        caller: caller(&parts.headers),
+        upstream: upstream.name.clone(),
+        endpoint,
+        model_requested: request.model,
+        streamed: request.stream,
+        hide_usage: request.hide_usage,
+        request: request.json,
+        ts_ms,
+        started,
+        deadline: started + upstream.total_timeout,
+        policy: proxy.server.on_client_disconnect,
+    };
+    let send = upstream
+        .client
+        .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
+        .headers(upstream.request_headers(&parts.headers, true))
+        .body(request.body)
+        .send();
+    match tokio::time::timeout(upstream.first_byte_timeout, send).await {
+        Ok(Ok(response)) => Ok(relay::start(exchange, response, &proxy.tasks)),
+        Ok(Err(error)) => {
+            let error = upstream_failure(upstream, &error);
+            record_failure(proxy, exchange, &error);
+            Err(error)
+        }
+        Err(_elapsed) => {
+            let error = ApiError::UpstreamTimeout {
+                upstream: upstream.name.clone(),
+            };
+            record_failure(proxy, exchange, &error);
+            Err(error)
+        }
+    }
+}
+
+/// A request that never got an answer: nothing was billed upstream, so the row holds
+/// zero tokens. Recorded from a task so the client's error is not held up.
+fn record_failure(proxy: &Proxy, exchange: Exchange, error: &ApiError) {
+    let (status, outcome) = (
+        error.status().as_u16(),
+        match error {
+            ApiError::UpstreamTimeout { .. } => Outcome::UpstreamTimeout,
+            _ => Outcome::UpstreamUnreachable,
+        },
+    );
+    proxy.tasks.spawn(exchange.finish(Finish {
+        status,
+        outcome: Some(outcome),
+        source: Some(UsageSource::Estimated),
+        ..Finish::default()
+    }));
+}
+
+fn upstream_failure(upstream: &Upstream, error: &reqwest::Error) -> ApiError {
+    // reqwest's Display omits the cause chain; the chain never holds request headers.
+    tracing::warn!(upstream = %upstream.name, error = %error_chain(error), "upstream request failed");
+    if error.is_timeout() {
+        ApiError::UpstreamTimeout {
+            upstream: upstream.name.clone(),
+        }
+    } else {
+        ApiError::UpstreamUnreachable {
+            upstream: upstream.name.clone(),
+        }
+    }
+}
+
+async fn passthrough(
+    proxy: &Proxy,
+    path: &str,
+    parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, ApiError> {
+    let limit = proxy.server.max_upload_bytes;
+    check_declared_length(&parts.headers, limit)?;
+    let upstream = proxy
+        .upstreams
+        .route(None)
+        .ok_or_else(|| ApiError::NotFound {
+            method: parts.method.to_string(),
+            path: format!("/v1{path}"),
+        })?;
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let body = reqwest::Body::wrap_stream(limited.into_data_stream());
+    let send = upstream
+        .client
+        .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
+        .headers(upstream.request_headers(&parts.headers, false))
+        .timeout(upstream.total_timeout)
+        .body(body)
+        .send();
+    let response = match tokio::time::timeout(upstream.first_byte_timeout, send).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) if is_length_limit(&error) => return Err(ApiError::BodyTooLarge { limit }),
+        Ok(Err(error)) => return Err(upstream_failure(upstream, &error)),
+        Err(_elapsed) => {
+            return Err(ApiError::UpstreamTimeout {
+                upstream: upstream.name.clone(),
+            });
+        }
+    };
+    let status = response.status();
+    let headers = upstream::response_headers(response.headers());
+    let mut client = Response::new(Body::from_stream(response.bytes_stream()));
+    *client.status_mut() = status;
+    *client.headers_mut() = headers;
+    Ok(client)
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+    check_declared_length(headers, limit)?;
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
+        Err(error) => Err(ApiError::InvalidJson {
+            detail: format!("the request body could not be read ({error})"),
+        }),
+    }
+}
+
+/// Refuses an over-long body from its Content-Length before reading a byte of it.
+fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit => Err(ApiError::BodyTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+fn is_length_limit(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The id set by the request-id layer (the client's own, or a fresh one).
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Who is calling, without keeping their secret: a short SHA-256 prefix of the bearer.
+pub fn caller(headers: &HeaderMap) -> String {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|token| !token.is_empty());
+    match bearer {
+        Some(token) => {
+            let digest = Sha256::digest(token.as_bytes());
+            format!("fp:{}", hex::encode(&digest[..6]))
+        }
+        None => "anonymous".to_owned(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn dot_segments_are_refused_in_every_spelling() {
+        for bad in [
+            "/../admin",
+            "/files/./x",
+            "/%2e%2e/admin",
+            "/%2E%2e",
+            "/a%2Fb",
+            "/a\\..\\b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "/models",
+            "/files/file-abc/content",
+            "/fine_tuning/jobs",
+            "",
+            "/a.b/..c",
+        ] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn the_caller_is_a_fingerprint_never_the_secret() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(caller(&headers), "anonymous");
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-secret-123"),
+        );
+        let fingerprint = caller(&headers);
+        assert!(
+            fingerprint.starts_with("fp:") && fingerprint.len() == 15,
+            "{fingerprint}"
+        );
+        assert!(!fingerprint.contains("secret"));
+        assert_eq!(fingerprint, caller(&headers), "stable");
+    }
+}

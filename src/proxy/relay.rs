@@ -1,0 +1,323 @@
+//! The relay: a task of its own reads the upstream body, meters it, and hands bytes to
+//! the client's response over a small bounded channel. Because the task, not the
+//! response body, owns the upstream stream and the ledger row, a client that hangs up
+//! (even right after the last byte) can never cancel its own charge; because the
+//! channel is bounded, a client that stops reading holds at most a few chunks in memory.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{Response, StatusCode, header};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body::Frame;
+use tokio::sync::mpsc;
+use tokio::time::timeout_at;
+
+use super::exchange::{Exchange, Finish};
+use super::sse::{SseParser, strip_null_usage};
+use super::upstream::{X_UPSTREAM_REQUEST_ID, response_headers};
+use crate::config::DisconnectPolicy;
+use crate::error::ApiError;
+use crate::ledger::Outcome;
+use crate::metering::stream::{EventKind, StreamMeter};
+use crate::metering::usage::{self, BodyUsage};
+use crate::metering::{Usage, UsageSource};
+
+/// Chunks buffered between the relay task and a slow client.
+const CLIENT_BUFFER_CHUNKS: usize = 8;
+/// A non-streamed body is kept whole for metering up to this size; past it only its
+/// tail, where every endpoint puts `model` and `usage`, is kept.
+const BODY_KEEP_BYTES: usize = 4 * 1024 * 1024;
+const BODY_TAIL_BYTES: usize = 64 * 1024;
+
+type ClientTx = mpsc::Sender<Result<Bytes, io::Error>>;
+
+/// Starts relaying an upstream response; returns the client's response at once.
+pub fn start(
+    exchange: Exchange,
+    upstream: reqwest::Response,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Response<Body> {
+    let status = upstream.status();
+    let mut headers = response_headers(upstream.headers());
+    let is_sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse && exchange.hide_usage {
+        // Events are rewritten, so the upstream's length (if any) no longer holds.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let upstream_request_id = headers
+        .get(X_UPSTREAM_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
+    let meter = if is_sse && status.is_success() {
+        Meter::Sse(SseParser::new(), StreamMeter::new(exchange.endpoint))
+    } else {
+        Meter::Body(BodyTee::default())
+    };
+    tasks.spawn(pump(
+        exchange,
+        upstream,
+        tx,
+        meter,
+        status,
+        upstream_request_id,
+    ));
+    let mut response = Response::new(Body::new(ChannelBody(rx)));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+enum Meter {
+    Sse(SseParser, StreamMeter),
+    Body(BodyTee),
+}
+
+async fn pump(
+    exchange: Exchange,
+    upstream: reqwest::Response,
+    tx: ClientTx,
+    mut meter: Meter,
+    status: StatusCode,
+    upstream_request_id: Option<String>,
+) {
+    let deadline = exchange.deadline;
+    let abort_on_disconnect = exchange.policy == DisconnectPolicy::Abort;
+    let mut body = upstream.bytes_stream();
+    let mut client_gone = false;
+    let mut ttfb = None;
+    let end = loop {
+        let next = tokio::select! {
+            biased;
+            () = tx.closed(), if !client_gone => {
+                client_gone = true;
+                if abort_on_disconnect { break End::ClientGone } else { continue }
+            }
+            next = timeout_at(deadline.into(), body.next()) => next,
+        };
+        let chunk = match next {
+            Err(_elapsed) => break End::Timeout,
+            Ok(None) => break End::Eof,
+            Ok(Some(Err(error))) => {
+                tracing::warn!(request_id = %exchange.request_id, %error, "upstream body broke off");
+                break End::Cut;
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        ttfb.get_or_insert_with(|| exchange.started.elapsed());
+        let out = match &mut meter {
+            Meter::Sse(parser, stream) => relay_events(parser, stream, &chunk, exchange.hide_usage),
+            Meter::Body(tee) => {
+                tee.push(&chunk);
+                chunk
+            }
+        };
+        if client_gone || out.is_empty() {
+            continue;
+        }
+        match timeout_at(deadline.into(), tx.send(Ok(out))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => {
+                client_gone = true;
+                if abort_on_disconnect {
+                    break End::ClientGone;
+                }
+            }
+            Err(_elapsed) => break End::Timeout,
+        }
+    };
+    // Anything still buffered belongs to the client (a stream cut mid-event included).
+    if let Meter::Sse(parser, stream) = &mut meter {
+        if let Some(event) = parser.finish() {
+            if let Some(data) = &event.data {
+                stream.observe(data);
+            }
+            if !client_gone {
+                let _ = tx.send(Ok(event.raw)).await;
+            }
+        }
+    }
+    let outcome = outcome(&end, &meter, status, client_gone);
+    if matches!(outcome, Outcome::UpstreamTimeout | Outcome::UpstreamCut) {
+        fail_client(&tx, &meter, &exchange, &end).await;
+    }
+    drop(tx);
+    let finish = measure(&exchange, meter, status).await;
+    exchange
+        .finish(Finish {
+            status: status.as_u16(),
+            outcome: Some(outcome),
+            upstream_request_id,
+            ttfb,
+            ..finish
+        })
+        .await;
+}
+
+enum End {
+    Eof,
+    Cut,
+    Timeout,
+    ClientGone,
+}
+
+fn outcome(end: &End, meter: &Meter, status: StatusCode, client_gone: bool) -> Outcome {
+    let complete = match meter {
+        Meter::Sse(_, stream) => stream.finished(),
+        Meter::Body(_) => true,
+    };
+    match end {
+        _ if client_gone => Outcome::ClientDisconnected,
+        End::Timeout => Outcome::UpstreamTimeout,
+        End::Cut => Outcome::UpstreamCut,
+        End::Eof if !complete => Outcome::UpstreamCut,
+        End::Eof | End::ClientGone if !status.is_success() => Outcome::UpstreamError,
+        End::Eof | End::ClientGone => Outcome::Ok,
+    }
+}
+
+/// The client already has a 200 and part of a body. A stream gets one OpenAI-shaped
+/// error event (SDKs raise it); any other body is cut so the client sees it incomplete.
+async fn fail_client(tx: &ClientTx, meter: &Meter, exchange: &Exchange, end: &End) {
+    let error = match end {
+        End::Timeout => ApiError::UpstreamTimeout {
+            upstream: exchange.upstream.clone(),
+        },
+        _ => ApiError::UpstreamUnreachable {
+            upstream: exchange.upstream.clone(),
+        },
+    };
+    let item = match meter {
+        Meter::Sse(..) => {
+            let mut event = BytesMut::from(&b"data: "[..]);
+            event.extend_from_slice(&error.body_json());
+            event.extend_from_slice(b"\n\n");
+            Ok(event.freeze())
+        }
+        Meter::Body(_) => Err(io::Error::other(error.to_string())),
+    };
+    let _ = tx.send(item).await;
+}
+
+/// Parses the events completed by `chunk`, meters them, and returns the bytes the
+/// client should see: every event as received, except the usage chunk tollgate asked
+/// for on the client's behalf.
+fn relay_events(
+    parser: &mut SseParser,
+    meter: &mut StreamMeter,
+    chunk: &[u8],
+    hide_usage: bool,
+) -> Bytes {
+    parser.push(chunk);
+    let mut out = BytesMut::new();
+    while let Some(event) = parser.next_event() {
+        let kind = event
+            .data
+            .as_deref()
+            .map_or(EventKind::Content, |data| meter.observe(data));
+        match kind {
+            EventKind::UsageOnly if hide_usage => {}
+            EventKind::Content if hide_usage => {
+                out.extend_from_slice(&strip_null_usage(&event.raw))
+            }
+            _ => out.extend_from_slice(&event.raw),
+        }
+    }
+    out.freeze()
+}
+
+/// Usage for the row: the upstream's when it reported any, otherwise counted.
+async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finish {
+    let (reported, model, generated) = match meter {
+        Meter::Sse(_, stream) => (
+            stream.usage(),
+            stream.model().map(str::to_owned),
+            Some(stream.generated_text().to_owned()),
+        ),
+        Meter::Body(tee) => {
+            let BodyUsage { model, usage } = tee.usage();
+            let generated = tee.generated_text();
+            (usage, model, generated)
+        }
+    };
+    let (usage, source) = match reported {
+        Some(usage) => (usage, UsageSource::Upstream),
+        // An error answer reports no usage because nothing was billed.
+        None if !status.is_success() => (Usage::default(), UsageSource::Upstream),
+        None => {
+            let text = generated.unwrap_or_default();
+            (
+                exchange.estimate(model.as_deref(), text).await,
+                UsageSource::Estimated,
+            )
+        }
+    };
+    Finish {
+        usage,
+        source: Some(source),
+        model_answered: model,
+        ..Finish::default()
+    }
+}
+
+/// A copy of a non-streamed body for metering, bounded in memory.
+#[derive(Default)]
+struct BodyTee {
+    head: BytesMut,
+    tail: BytesMut,
+    overflowed: bool,
+}
+
+impl BodyTee {
+    fn push(&mut self, chunk: &[u8]) {
+        if !self.overflowed && self.head.len() + chunk.len() <= BODY_KEEP_BYTES {
+            self.head.extend_from_slice(chunk);
+            return;
+        }
+        if !self.overflowed {
+            self.overflowed = true;
+            self.tail = std::mem::take(&mut self.head);
+        }
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > 2 * BODY_TAIL_BYTES {
+            let excess = self.tail.len() - BODY_TAIL_BYTES;
+            let _ = self.tail.split_to(excess);
+        }
+    }
+
+    fn usage(&self) -> BodyUsage {
+        if self.overflowed {
+            usage::from_tail(&self.tail)
+        } else {
+            usage::from_body(&self.head)
+        }
+    }
+
+    fn generated_text(&self) -> Option<String> {
+        (!self.overflowed).then(|| usage::generated_text(&self.head))
+    }
+}
+
+/// The client's response body: whatever the relay task sends, as it sends it.
+struct ChannelBody(mpsc::Receiver<Result<Bytes, io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data)))
+    }
+}

@@ -1,0 +1,152 @@
+//! Reading a metered request: the few fields tollgate needs, and the one rewrite it
+//! makes (asking a stream to report usage). Everything else is forwarded as received.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::metering::Endpoint;
+
+#[derive(Debug)]
+pub struct MeteredRequest {
+    pub model: Option<String>,
+    pub stream: bool,
+    /// tollgate added `include_usage`: the usage-only chunk is not the client's to see.
+    pub hide_usage: bool,
+    /// The parsed body, kept for counting the prompt when the upstream reports no usage.
+    pub json: Value,
+    /// What goes upstream: the client's bytes, or the rewrite when one was needed.
+    pub body: Bytes,
+}
+
+impl MeteredRequest {
+    pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Self, ApiError> {
+        let mut json: Value =
+            serde_json::from_slice(&body).map_err(|error| ApiError::InvalidJson {
+                detail: error.to_string(),
+            })?;
+        let Some(object) = json.as_object_mut() else {
+            return Err(ApiError::InvalidJson {
+                detail: "the body must be a JSON object".to_owned(),
+            });
+        };
+        let model = match object.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(model)) => Some(model.clone()),
+            Some(_) => {
+                return Err(ApiError::InvalidField {
+                    param: "model",
+                    message: "`model` must be a string".to_owned(),
+                });
+            }
+        };
+        let stream = object
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut hide_usage = false;
+        let mut body = body;
+        if stream && endpoint.needs_include_usage() {
+            hide_usage = !asks_for_usage(object);
+            if hide_usage {
+                include_usage(object);
+                body = Bytes::from(serde_json::to_vec(&json).map_err(|_| ApiError::Internal)?);
+            }
+        }
+        Ok(Self {
+            model,
+            stream,
+            hide_usage,
+            json,
+            body,
+        })
+    }
+}
+
+fn asks_for_usage(object: &Map<String, Value>) -> bool {
+    object
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Merges rather than overwrites: the client's other stream options (for example
+/// `include_obfuscation`) are kept.
+fn include_usage(object: &mut Map<String, Value>) {
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    if let Some(options) = options.as_object_mut() {
+        options.insert("include_usage".to_owned(), Value::Bool(true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(endpoint: Endpoint, body: &str) -> Result<MeteredRequest, ApiError> {
+        MeteredRequest::parse(endpoint, Bytes::from(body.to_owned()))
+    }
+
+    #[test]
+    fn a_plain_request_is_forwarded_byte_for_byte() {
+        let body = r#"{"model":"gpt-4o-mini", "messages":[{"role":"user","content":"hi"}]}"#;
+        let request = parse(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(request.body, body.as_bytes());
+        assert_eq!(request.model.as_deref(), Some("gpt-4o-mini"));
+        assert!(!request.stream && !request.hide_usage);
+    }
+
+    #[test]
+    fn a_stream_gets_include_usage_merged_into_its_options() {
+        let request = parse(
+            Endpoint::ChatCompletions,
+            r#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false},"messages":[]}"#,
+        )
+        .unwrap();
+        assert!(request.hide_usage);
+        let sent: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            sent["stream_options"],
+            serde_json::json!({"include_obfuscation": false, "include_usage": true})
+        );
+    }
+
+    #[test]
+    fn a_client_that_asked_for_usage_keeps_its_body_and_sees_usage() {
+        let body =
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"prompt":"x"}"#;
+        let request = parse(Endpoint::Completions, body).unwrap();
+        assert!(!request.hide_usage);
+        assert_eq!(request.body, body.as_bytes());
+    }
+
+    #[test]
+    fn responses_streams_are_not_rewritten() {
+        let body = r#"{"model":"m","stream":true,"input":"x"}"#;
+        let request = parse(Endpoint::Responses, body).unwrap();
+        assert!(request.stream && !request.hide_usage);
+        assert_eq!(request.body, body.as_bytes());
+    }
+
+    #[test]
+    fn bad_bodies_are_400s() {
+        for body in ["", "{", "[1,2]", "\"text\"", "{\"model\":", "\u{0}"] {
+            let error = parse(Endpoint::ChatCompletions, body).unwrap_err();
+            assert!(
+                matches!(error, ApiError::InvalidJson { .. }),
+                "{body:?}: {error:?}"
+            );
+        }
+        let error = parse(Endpoint::ChatCompletions, r#"{"model":5}"#).unwrap_err();
+        assert!(matches!(
+            error,
+            ApiError::InvalidField { param: "model", .. }
+        ));
+    }
+}

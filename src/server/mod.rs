@@ -1,0 +1,185 @@
+//! The HTTP server: router, layer order, the accept loop, and graceful shutdown.
+
+mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ServerConfig};
+use crate::ledger::{LedgerError, LedgerWriter, Store};
+use crate::proxy::upstream::Upstreams;
+use crate::proxy::{Proxy, UpstreamError};
+
+pub use routes::router;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    pub proxy: Arc<Proxy>,
+    pub store: Store,
+}
+
+/// A running tollgate: its address, its ledger (tests flush it), and a way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ledger: LedgerWriter,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops as SIGTERM would: drain in-flight requests, flush the ledger, return.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "server task failed");
+        }
+    }
+
+    /// Resolves when the server has stopped by itself (it never does, short of a bug).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Opens the ledger, binds the listener and starts serving in the background.
+/// `env` supplies the upstream keys (the process environment in production).
+pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
+    // reqwest is built without a default crypto provider; ring is the one linked in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::task::spawn_blocking(crate::metering::tokens::warm);
+    let store = Store::open(&config.database.url).await?;
+    let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
+    let upstreams = Upstreams::new(&config.upstreams, env)?;
+    let addr = config.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let proxy = Arc::new(Proxy {
+        upstreams,
+        ledger: ledger.clone(),
+        tasks: TaskTracker::new(),
+        server: config.server.clone(),
+    });
+    let state = AppState { proxy, store };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, state, config.server, async move {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, "tollgate listening");
+    Ok(Running {
+        addr,
+        ledger,
+        stop,
+        task,
+    })
+}
+
+/// Accepts connections until `shutdown` resolves, then drains: open connections finish
+/// their in-flight requests (HTTP/1 closes after the current response, HTTP/2 sends
+/// GOAWAY), relay tasks finish their streams and rows, and the ledger is flushed, all
+/// within `drain_timeout`.
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let app: Router = router(state.clone());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without it a response written as headers then body stalls on delayed ACKs.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let deadline = Instant::now() + config.drain_timeout;
+    tracing::info!(drain_timeout = ?config.drain_timeout, "shutting down: draining connections");
+    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached with connections still open");
+    }
+    let tasks = &state.proxy.tasks;
+    tasks.close();
+    if tokio::time::timeout_at(deadline.into(), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "drain timeout reached with relays still running"
+        );
+    }
+    // The flush gets its own bound: rows of finished requests are worth a little wait.
+    let flush = state.proxy.ledger.flush();
+    if tokio::time::timeout(Duration::from_secs(10), flush)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            queued = state.proxy.ledger.queue_depth(),
+            "ledger flush timed out: the database is not accepting rows"
+        );
+    }
+    tracing::info!("shutdown complete");
+}

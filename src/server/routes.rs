@@ -1,0 +1,84 @@
+//! The route table and the layers every route passes through.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRef, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::ledger::Store;
+use crate::proxy::{self, Proxy};
+
+impl FromRef<AppState> for Arc<Proxy> {
+    fn from_ref(state: &AppState) -> Self {
+        state.proxy.clone()
+    }
+}
+
+/// Layers, outermost first (a request meets them top to bottom):
+/// 1. `SetRequestId`: keeps the client's `x-request-id` or mints a UUID, so every later
+///    stage, log line and ledger row carries one.
+/// 2. `PropagateRequestId`: copies it onto the response, errors included.
+/// 3. `CatchPanic`: a bug in a handler becomes an OpenAI-shaped 500, never a dropped
+///    connection; inside the id layers so the 500 still carries the id.
+///
+/// Body limits are not a layer: metered routes read whole bodies under
+/// `server.max_body_bytes`, pass-through routes stream under `server.max_upload_bytes`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1", any(proxy::forward))
+        .route("/v1/{*rest}", any(proxy::forward))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the ledger's database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match &state.store {
+        Store::Sqlite(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
+    };
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if database { "ready" } else { "not_ready" },
+        "database": if database { "ok" } else { "unreachable" },
+        "ledger_queue": state.proxy.ledger.queue_depth(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+}

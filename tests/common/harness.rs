@@ -1,0 +1,162 @@
+//! Starts the real tollgate in-process on 127.0.0.1:0 with a temp SQLite ledger.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use sqlx::Row as _;
+use tollgate::config::Config;
+use tollgate::server::Running;
+
+pub struct Harness {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub db: PathBuf,
+    running: Option<Running>,
+    _dir: tempfile::TempDir,
+}
+
+/// One ledger row, as the tests read it back.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub request_id: String,
+    pub upstream_request_id: Option<String>,
+    pub caller: String,
+    pub endpoint: String,
+    pub model_requested: Option<String>,
+    pub model_answered: Option<String>,
+    pub streamed: bool,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub usage_source: String,
+    pub status: i64,
+    pub outcome: String,
+}
+
+impl Harness {
+    pub async fn start(upstream_url: &str) -> Self {
+        Self::start_with(upstream_url, |_| {}).await
+    }
+
+    pub async fn start_with(upstream_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.database.url = format!("sqlite://{}", db.display());
+        config.upstreams[0].base_url = upstream_url.to_owned();
+        config.upstreams[0].api_key_env = Some("TEST_UPSTREAM_KEY".to_owned());
+        tweak(&mut config);
+        config.validate().unwrap();
+        let env: HashMap<String, String> = [(
+            "TEST_UPSTREAM_KEY".to_owned(),
+            "sk-upstream-secret".to_owned(),
+        )]
+        .into();
+        let running = tollgate::server::start(config, &env).await.unwrap();
+        Self {
+            url: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            db,
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth("sk-client-key")
+    }
+
+    /// Every ledger row, after waiting for every served request to be recorded.
+    pub async fn rows(&self) -> Vec<Row> {
+        if let Some(running) = &self.running {
+            running.ledger.flush().await;
+        }
+        self.read_rows().await
+    }
+
+    pub async fn read_rows(&self) -> Vec<Row> {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db.display()))
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT * FROM requests ORDER BY ts_ms, rowid")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows.iter()
+            .map(|r| Row {
+                request_id: r.get("request_id"),
+                upstream_request_id: r.get("upstream_request_id"),
+                caller: r.get("caller"),
+                endpoint: r.get("endpoint"),
+                model_requested: r.get("model_requested"),
+                model_answered: r.get("model_answered"),
+                streamed: r.get("streamed"),
+                prompt_tokens: r.get("prompt_tokens"),
+                cached_tokens: r.get("cached_tokens"),
+                completion_tokens: r.get("completion_tokens"),
+                reasoning_tokens: r.get("reasoning_tokens"),
+                usage_source: r.get("usage_source"),
+                status: r.get("status"),
+                outcome: r.get("outcome"),
+            })
+            .collect()
+    }
+
+    /// The single row the test expects.
+    #[track_caller]
+    pub fn only(rows: &[Row]) -> &Row {
+        assert_eq!(rows.len(), 1, "expected one ledger row, got {rows:#?}");
+        &rows[0]
+    }
+
+    /// Stops tollgate as SIGTERM would (drain, flush).
+    pub async fn shutdown(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// A URL where nothing listens: the port was bound and released.
+pub async fn refused_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}/v1")
+}
+
+/// Asserts an OpenAI-shaped error body and returns it.
+#[track_caller]
+pub fn assert_openai_error(
+    body: &serde_json::Value,
+) -> &serde_json::Map<String, serde_json::Value> {
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
+    for key in ["message", "type", "param", "code"] {
+        assert!(error.contains_key(key), "error lacks {key}: {body}");
+    }
+    assert!(
+        error["message"].is_string() && error["type"].is_string(),
+        "{body}"
+    );
+    error
+}
+
+/// A URL whose server accepts connections and never answers.
+pub async fn silent_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}/v1")
+}
