@@ -43,6 +43,9 @@ impl Upstreams {
         configs: &[UpstreamConfig],
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Self, UpstreamError> {
+        // reqwest is built without a default TLS crypto provider (and panics without
+        // one); ring is the provider linked in. Installing twice is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         configs
             .iter()
             .enumerate()
