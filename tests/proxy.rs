@@ -1,5 +1,6 @@
 //! The proxy core end to end: a real tollgate in front of a scripted upstream on
 //! loopback, spoken to over HTTP, with the ledger read back from its SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -52,12 +52,12 @@ pub enum ConfigError {
     #[error("{path}: {source}")]
     Syntax {
         path: String,
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     #[error("{path}: {source}")]
     Parse {
         path: String,
-        source: serde_path_to_error::Error<toml::de::Error>,
+        source: Box<serde_path_to_error::Error<toml::de::Error>>,
     },
     #[error("invalid configuration:\n{0}")]
     Invalid(Problems),
@@ -119,11 +119,11 @@ impl Config {
         let deserializer =
             toml::Deserializer::parse(text).map_err(|source| ConfigError::Syntax {
                 path: origin.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         serde_path_to_error::deserialize(deserializer).map_err(|source| ConfigError::Parse {
             path: origin.to_owned(),
-            source,
+            source: Box::new(source),
         })
     }
 
