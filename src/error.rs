@@ -62,9 +62,9 @@ struct ErrorObject<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson { .. } | Self::InvalidField { .. } | Self::NoUpstream { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            // What OpenAI answers for a model it does not serve.
+            Self::NoUpstream { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

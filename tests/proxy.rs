@@ -84,6 +84,26 @@ async fn plain_chat_is_forwarded_with_the_upstream_key_and_recorded() {
 }
 
 #[tokio::test]
+async fn h2c_clients_are_served_too() {
+    let upstream = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(2, 3))).await;
+    let tollgate = Harness::start(&upstream.base_url).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .post(format!("{}/v1/chat/completions", tollgate.url))
+        .json(&chat_request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let rows = tollgate.rows().await;
+    assert_eq!(Harness::only(&rows).completion_tokens, 3);
+}
+
+#[tokio::test]
 async fn a_request_id_is_minted_when_the_client_sends_none() {
     let upstream = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(1, 1))).await;
     let tollgate = Harness::start(&upstream.base_url).await;
@@ -600,4 +620,55 @@ async fn a_provider_that_reports_no_usage_is_counted_and_marked_estimated() {
     // "Say hello" as one user message: 3 + 1 (role) + 2 (content) + 3 (priming).
     assert_eq!(row.prompt_tokens, 9);
     assert_eq!(row.completion_tokens, 3, "\"Hello there!\"");
+}
+
+#[tokio::test]
+async fn requests_route_by_model_and_an_unserved_model_is_a_404() {
+    let local = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(1, 1))).await;
+    let openai = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(2, 2))).await;
+    let local_url = local.base_url.clone();
+    let tollgate = Harness::start_with(&openai.base_url, move |config| {
+        config.upstreams[0].models = vec!["gpt-*".to_owned(), "text-embedding-*".to_owned()];
+        config.upstreams.insert(
+            0,
+            tollgate::config::UpstreamConfig {
+                name: "local".to_owned(),
+                base_url: local_url,
+                models: vec!["qwen*".to_owned()],
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let ask = |model: &'static str| {
+        tollgate
+            .post("/v1/chat/completions")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(ask("qwen2.5-7b").await.unwrap().status(), 200);
+    assert_eq!(ask("gpt-4o-mini").await.unwrap().status(), 200);
+    let refused = ask("claude-haiku-4.5").await.unwrap();
+    assert_eq!(refused.status(), 404);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(assert_openai_error(&body)["code"], "model_not_found");
+
+    assert_eq!(local.received().len(), 1);
+    assert!(
+        local
+            .last()
+            .headers
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("sk-client-key"),
+        "an upstream without a key gets the client's bearer, never another upstream's key"
+    );
+    assert_eq!(openai.received().len(), 1);
+    assert_eq!(
+        tollgate.rows().await.len(),
+        2,
+        "the refused request cost nothing and has no row"
+    );
 }
