@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::DisconnectPolicy;
@@ -21,8 +22,9 @@ pub struct Exchange {
     pub model_requested: Option<String>,
     pub streamed: bool,
     pub hide_usage: bool,
-    /// The request body, for counting the prompt when the upstream reports no usage.
-    pub request: Value,
+    /// The request body as sent upstream, for counting the prompt when the upstream
+    /// reports no usage (rare: it is parsed again only then).
+    pub request: Bytes,
     pub ts_ms: i64,
     pub started: Instant,
     pub deadline: Instant,
@@ -90,8 +92,7 @@ impl Exchange {
             .or(self.model_requested.as_deref())
             .unwrap_or_default()
             .to_owned();
-        let size = tokens::prompt_text_len(self.endpoint, &self.request) + generated.len();
-        if size <= INLINE_COUNT_BYTES {
+        if self.request.len() + generated.len() <= INLINE_COUNT_BYTES {
             return count(self.endpoint, &model, &self.request, &generated);
         }
         let (endpoint, request) = (self.endpoint, self.request.clone());
@@ -104,9 +105,12 @@ impl Exchange {
     }
 }
 
-fn count(endpoint: Endpoint, model: &str, request: &Value, generated: &str) -> Usage {
+fn count(endpoint: Endpoint, model: &str, request: &[u8], generated: &str) -> Usage {
+    let prompt = serde_json::from_slice::<Value>(request)
+        .map(|json| tokens::count_prompt(endpoint, model, &json))
+        .unwrap_or(0);
     Usage {
-        prompt_tokens: tokens::count_prompt(endpoint, model, request),
+        prompt_tokens: prompt,
         completion_tokens: if generated.is_empty() {
             0
         } else {

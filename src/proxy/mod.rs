@@ -30,6 +30,9 @@ use upstream::{Upstream, Upstreams, X_REQUEST_ID};
 
 pub use upstream::UpstreamError;
 
+/// Bodies larger than this are parsed on a blocking thread, off the async workers.
+const INLINE_PARSE_BYTES: usize = 256 * 1024;
+
 /// What the proxy handlers share.
 pub struct Proxy {
     pub upstreams: Upstreams,
@@ -88,7 +91,14 @@ async fn metered(
     let started = Instant::now();
     let ts_ms = now_ms();
     let bytes = read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
-    let request = MeteredRequest::parse(endpoint, bytes)?;
+    let request = if bytes.len() <= INLINE_PARSE_BYTES {
+        MeteredRequest::parse(endpoint, bytes)?
+    } else {
+        // Parsing tens of MB of JSON takes long enough to stall other requests.
+        tokio::task::spawn_blocking(move || MeteredRequest::parse(endpoint, bytes))
+            .await
+            .map_err(|_| ApiError::Internal)??
+    };
     let upstream = proxy
         .upstreams
         .route(request.model.as_deref())
@@ -104,7 +114,7 @@ async fn metered(
         model_requested: request.model,
         streamed: request.stream,
         hide_usage: request.hide_usage,
-        request: request.json,
+        request: request.body.clone(),
         ts_ms,
         started,
         deadline: started + upstream.total_timeout,

@@ -2,6 +2,7 @@
 //! makes (asking a stream to report usage). Everything else is forwarded as received.
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -13,26 +14,31 @@ pub struct MeteredRequest {
     pub stream: bool,
     /// tollgate added `include_usage`: the usage-only chunk is not the client's to see.
     pub hide_usage: bool,
-    /// The parsed body, kept for counting the prompt when the upstream reports no usage.
-    pub json: Value,
-    /// What goes upstream: the client's bytes, or the rewrite when one was needed.
+    /// What goes upstream: the client's bytes, or the rewrite when one was needed. Also
+    /// what is counted when the upstream reports no usage (the rewrite adds no prompt).
     pub body: Bytes,
+}
+
+/// The only fields read on the hot path. Deserialising into it validates the whole
+/// body as JSON without building a tree of the messages.
+#[derive(Deserialize)]
+struct Probe {
+    model: Option<Value>,
+    stream: Option<Value>,
+    stream_options: Option<Value>,
 }
 
 impl MeteredRequest {
     pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Self, ApiError> {
-        let mut json: Value =
-            serde_json::from_slice(&body).map_err(|error| ApiError::InvalidJson {
-                detail: error.to_string(),
-            })?;
-        let Some(object) = json.as_object_mut() else {
-            return Err(ApiError::InvalidJson {
-                detail: "the body must be a JSON object".to_owned(),
-            });
-        };
-        let model = match object.get("model") {
+        // A struct also deserialises from a JSON array; only an object is a request.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(invalid_json("the body must be a JSON object".to_owned()));
+        }
+        let probe: Probe =
+            serde_json::from_slice(&body).map_err(|error| invalid_json(error.to_string()))?;
+        let model = match probe.model {
             None | Some(Value::Null) => None,
-            Some(Value::String(model)) => Some(model.clone()),
+            Some(Value::String(model)) => Some(model),
             Some(_) => {
                 return Err(ApiError::InvalidField {
                     param: "model",
@@ -40,40 +46,44 @@ impl MeteredRequest {
                 });
             }
         };
-        let stream = object
-            .get("stream")
+        let stream = probe
+            .stream
+            .as_ref()
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let mut hide_usage = false;
-        let mut body = body;
-        if stream && endpoint.needs_include_usage() {
-            hide_usage = !asks_for_usage(object);
-            if hide_usage {
-                include_usage(object);
-                body = Bytes::from(serde_json::to_vec(&json).map_err(|_| ApiError::Internal)?);
-            }
-        }
+        let asked = probe
+            .stream_options
+            .as_ref()
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let hide_usage = stream && endpoint.needs_include_usage() && !asked;
+        let body = if hide_usage {
+            with_include_usage(&body)?
+        } else {
+            body
+        };
         Ok(Self {
             model,
             stream,
             hide_usage,
-            json,
             body,
         })
     }
 }
 
-fn asks_for_usage(object: &Map<String, Value>) -> bool {
-    object
-        .get("stream_options")
-        .and_then(|options| options.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+fn invalid_json(detail: String) -> ApiError {
+    ApiError::InvalidJson { detail }
 }
 
-/// Merges rather than overwrites: the client's other stream options (for example
-/// `include_obfuscation`) are kept.
-fn include_usage(object: &mut Map<String, Value>) {
+/// The body with `stream_options.include_usage = true`, merged into the client's other
+/// stream options (for example `include_obfuscation`) rather than replacing them.
+fn with_include_usage(body: &[u8]) -> Result<Bytes, ApiError> {
+    let mut json: Value =
+        serde_json::from_slice(body).map_err(|error| invalid_json(error.to_string()))?;
+    let Some(object) = json.as_object_mut() else {
+        return Err(invalid_json("the body must be a JSON object".to_owned()));
+    };
     let options = object
         .entry("stream_options")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -83,6 +93,9 @@ fn include_usage(object: &mut Map<String, Value>) {
     if let Some(options) = options.as_object_mut() {
         options.insert("include_usage".to_owned(), Value::Bool(true));
     }
+    serde_json::to_vec(&json)
+        .map(Bytes::from)
+        .map_err(|_| ApiError::Internal)
 }
 
 #[cfg(test)]
