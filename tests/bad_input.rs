@@ -113,12 +113,7 @@ async fn garbage_at_every_route_gets_a_well_formed_answer() {
         }
         assert!(!received.path.contains(".."), "{}", received.path);
     }
-    let health = tollgate
-        .client
-        .get(format!("{}/healthz", tollgate.url))
-        .send()
-        .await
-        .unwrap();
+    let health = tollgate.get("/healthz").send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
 
@@ -181,11 +176,6 @@ async fn raw_protocol_garbage_does_not_take_the_server_down() {
         let mut answer = Vec::new();
         let _ = socket.read_to_end(&mut answer).await;
     }
-    let health = tollgate
-        .client
-        .get(format!("{}/healthz", tollgate.url))
-        .send()
-        .await
-        .unwrap();
+    let health = tollgate.get("/healthz").send().await.unwrap();
     assert_eq!(health.status(), 200);
 }

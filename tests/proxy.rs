@@ -7,9 +7,7 @@ mod common;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use common::harness::{Harness, assert_openai_error, refused_url, silent_url};
-use common::mock_upstream::{
-    MockUpstream, chat_chunk, chat_chunks, chat_completion, json, sse, sse_channel,
-};
+use common::mock_upstream::{MockUpstream, chat_chunk, chat_chunks, chat_completion, json, sse};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -184,9 +182,7 @@ async fn a_stream_keeps_the_usage_chunk_when_the_client_asked() {
 
 #[tokio::test]
 async fn chunks_reach_the_client_while_the_upstream_holds_the_stream_open() {
-    let (tx, response) = sse_channel();
-    let response = std::sync::Mutex::new(Some(response));
-    let upstream = MockUpstream::start(move |_| response.lock().unwrap().take().unwrap()).await;
+    let (upstream, tx) = MockUpstream::start_stream().await;
     let tollgate = Harness::start(&upstream.base_url).await;
 
     let client = tollgate
@@ -216,9 +212,7 @@ async fn chunks_reach_the_client_while_the_upstream_holds_the_stream_open() {
 
 /// The client reads the first chunk and hangs up while the upstream is mid-stream.
 async fn abandon_mid_stream(policy: &str) -> (Harness, tokio::sync::mpsc::UnboundedSender<Bytes>) {
-    let (tx, response) = sse_channel();
-    let response = std::sync::Mutex::new(Some(response));
-    let upstream = MockUpstream::start(move |_| response.lock().unwrap().take().unwrap()).await;
+    let (upstream, tx) = MockUpstream::start_stream().await;
     let policy = policy.to_owned();
     let tollgate = Harness::start_with(&upstream.base_url, |config| {
         config.server.on_client_disconnect = serde_json::from_value(json!(policy)).unwrap();
@@ -308,9 +302,7 @@ async fn a_client_that_closes_right_after_the_last_chunk_is_billed() {
 
 #[tokio::test]
 async fn a_stream_the_upstream_cuts_is_estimated_and_the_client_gets_an_error_event() {
-    let (tx, response) = sse_channel();
-    let response = std::sync::Mutex::new(Some(response));
-    let upstream = MockUpstream::start(move |_| response.lock().unwrap().take().unwrap()).await;
+    let (upstream, tx) = MockUpstream::start_stream().await;
     let tollgate = Harness::start(&upstream.base_url).await;
     let chunk = chat_chunk(json!({"content": "Hello world"}), None, true);
     tx.send(Bytes::from(format!("data: {chunk}\n\n"))).unwrap();

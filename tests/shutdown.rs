@@ -5,15 +5,13 @@ mod common;
 
 use bytes::Bytes;
 use common::harness::Harness;
-use common::mock_upstream::{MockUpstream, chat_chunks, sse_channel};
+use common::mock_upstream::{MockUpstream, chat_chunks};
 use futures_util::StreamExt;
 use serde_json::json;
 
 #[tokio::test]
 async fn shutdown_lets_an_open_stream_finish_and_flushes_its_row() {
-    let (tx, response) = sse_channel();
-    let response = std::sync::Mutex::new(Some(response));
-    let upstream = MockUpstream::start(move |_| response.lock().unwrap().take().unwrap()).await;
+    let (upstream, tx) = MockUpstream::start_stream().await;
     let mut tollgate = Harness::start(&upstream.base_url).await;
 
     let request = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]});

@@ -61,11 +61,6 @@ impl Running {
             tracing::error!(%error, "server task failed");
         }
     }
-
-    /// Resolves when the server has stopped by itself (it never does, short of a bug).
-    pub async fn wait(&mut self) {
-        let _ = (&mut self.task).await;
-    }
 }
 
 /// Opens the ledger, binds the listener and starts serving in the background.

@@ -70,6 +70,10 @@ impl Harness {
             .bearer_auth("sk-client-key")
     }
 
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
     /// Every ledger row, after waiting for every served request to be recorded.
     pub async fn rows(&self) -> Vec<Row> {
         if let Some(running) = &self.running {

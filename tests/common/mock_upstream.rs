@@ -69,6 +69,21 @@ impl MockUpstream {
         }
     }
 
+    /// An upstream whose single answer is an SSE stream the test writes by hand.
+    pub async fn start_stream() -> (Self, mpsc::UnboundedSender<Bytes>) {
+        let (tx, response) = sse_channel();
+        let response = Mutex::new(Some(response));
+        let upstream = Self::start(move |_| {
+            response
+                .lock()
+                .unwrap()
+                .take()
+                .expect("a hand-written stream answers once")
+        })
+        .await;
+        (upstream, tx)
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
