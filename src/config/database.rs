@@ -24,6 +24,10 @@ pub struct LedgerConfig {
     pub queue_capacity: usize,
     /// Most rows written in one transaction.
     pub batch_size: usize,
+    /// How long the writer waits for a batch to fill before writing what it has. Rows
+    /// reach the database at most this much later; clients never wait for it.
+    #[serde(with = "humantime_serde")]
+    pub max_batch_delay: std::time::Duration,
 }
 
 impl Default for LedgerConfig {
@@ -31,6 +35,7 @@ impl Default for LedgerConfig {
         Self {
             queue_capacity: 65_536,
             batch_size: 512,
+            max_batch_delay: std::time::Duration::from_millis(50),
         }
     }
 }

@@ -88,7 +88,7 @@ impl LedgerWriter {
     /// drained; await the returned handle to know the last row is committed.
     pub fn spawn(store: Store, config: &LedgerConfig) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
-        let task = tokio::spawn(run(store, rx, config.batch_size));
+        let task = tokio::spawn(run(store, rx, config.batch_size, config.max_batch_delay));
         let writer = Self {
             tx,
             pending: Arc::default(),
@@ -119,10 +119,11 @@ impl LedgerWriter {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Command>, batch_size: usize) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Command>, batch_size: usize, linger: Duration) {
     let mut commands = Vec::with_capacity(batch_size);
     let mut rows = Vec::with_capacity(batch_size);
     while rx.recv_many(&mut commands, batch_size).await > 0 {
+        gather(&mut rx, &mut commands, batch_size, linger).await;
         let mut acks = Vec::new();
         for command in commands.drain(..) {
             match command {
@@ -134,6 +135,25 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Command>, batch_size: usize) {
         rows.clear();
         for ack in acks {
             let _ = ack.send(());
+        }
+    }
+}
+
+/// Waits up to `linger` for the batch to fill: one transaction of many rows costs the
+/// database about what one of a single row does, so under load this turns thousands of
+/// commits a second into a few dozen. A flush waiting in the batch cuts the wait short.
+async fn gather(
+    rx: &mut mpsc::Receiver<Command>,
+    commands: &mut Vec<Command>,
+    batch_size: usize,
+    linger: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + linger;
+    while commands.len() < batch_size && !commands.iter().any(|c| matches!(c, Command::Flush(_))) {
+        let room = batch_size - commands.len();
+        match tokio::time::timeout_at(deadline, rx.recv_many(commands, room)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }

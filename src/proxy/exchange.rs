@@ -10,9 +10,6 @@ use crate::config::DisconnectPolicy;
 use crate::ledger::{LedgerRow, Outcome, PendingRow};
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 
-/// Counting more text than this moves to a blocking thread, off the async workers.
-const INLINE_COUNT_BYTES: usize = 16 * 1024;
-
 pub struct Exchange {
     pub pending: PendingRow,
     pub request_id: String,
@@ -87,14 +84,13 @@ impl Exchange {
 
     /// Counts usage locally: the prompt from the request, the completion from what was
     /// generated. Reasoning and cached tokens cannot be seen from outside and stay 0.
+    /// Always on a blocking thread: the first count also loads the tokenizer (tens of
+    /// milliseconds), and estimates are rare enough that the hop costs nothing.
     pub async fn estimate(&self, answered_model: Option<&str>, generated: String) -> Usage {
         let model = answered_model
             .or(self.model_requested.as_deref())
             .unwrap_or_default()
             .to_owned();
-        if self.request.len() + generated.len() <= INLINE_COUNT_BYTES {
-            return count(self.endpoint, &model, &self.request, &generated);
-        }
         let (endpoint, request) = (self.endpoint, self.request.clone());
         tokio::task::spawn_blocking(move || count(endpoint, &model, &request, &generated))
             .await

@@ -66,7 +66,6 @@ impl Running {
 /// Opens the ledger, binds the listener and starts serving in the background.
 /// `env` supplies the upstream keys (the process environment in production).
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
-    tokio::task::spawn_blocking(crate::metering::tokens::warm);
     let store = Store::open(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
     let upstreams = Upstreams::new(&config.upstreams, env)?;
