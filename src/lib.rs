@@ -9,6 +9,8 @@ pub mod error;
 pub mod ledger;
 /// Usage extraction and tiktoken counting (pure).
 pub mod metering;
+/// Price catalog and exact cost computation (pure).
+pub mod pricing;
 /// Upstream routing, request rewrite, SSE relay.
 pub mod proxy;
 /// Router, layers, accept loop and graceful shutdown.
