@@ -32,6 +32,11 @@ pub enum ApiError {
     #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
 
+    #[error(
+        "The model `{model}` has no price in tollgate's catalog, and this gateway refuses unpriced models."
+    )]
+    UnpricedModel { model: String },
+
     #[error("No upstream is configured for model `{model}`.")]
     NoUpstream { model: String },
 
@@ -62,7 +67,9 @@ struct ErrorObject<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidJson { .. } | Self::InvalidField { .. } | Self::UnpricedModel { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             // What OpenAI answers for a model it does not serve.
             Self::NoUpstream { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,6 +88,7 @@ impl ApiError {
             | Self::BodyTooLarge { .. }
             | Self::NotFound { .. }
             | Self::MethodNotAllowed { .. }
+            | Self::UnpricedModel { .. }
             | Self::NoUpstream { .. } => "invalid_request_error",
             Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::Internal => {
                 "server_error"
@@ -91,7 +99,7 @@ impl ApiError {
     fn param(&self) -> Option<&'static str> {
         match self {
             Self::InvalidField { param, .. } => Some(param),
-            Self::NoUpstream { .. } => Some("model"),
+            Self::NoUpstream { .. } | Self::UnpricedModel { .. } => Some("model"),
             _ => None,
         }
     }
@@ -103,6 +111,7 @@ impl ApiError {
             Self::NotFound { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::NoUpstream { .. } => Some("model_not_found"),
+            Self::UnpricedModel { .. } => Some("model_not_priced"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::Internal => Some("internal_error"),
@@ -118,6 +127,7 @@ impl ApiError {
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::NoUpstream { .. } => "no_upstream",
+            Self::UnpricedModel { .. } => "unpriced_model",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Internal => "internal",
@@ -177,6 +187,7 @@ mod tests {
                 path: "/healthz".into(),
             },
             ApiError::NoUpstream { model: "m".into() },
+            ApiError::UnpricedModel { model: "m".into() },
             ApiError::UpstreamUnreachable {
                 upstream: "openai".into(),
             },

@@ -28,6 +28,7 @@ fn row(id: usize) -> LedgerRow {
         outcome: Outcome::Ok,
         latency_ms: 1,
         ttfb_ms: Some(1),
+        price: None,
     }
 }
 

@@ -29,8 +29,22 @@ CREATE TABLE IF NOT EXISTS requests (
     outcome             TEXT NOT NULL,
     latency_ms          INTEGER NOT NULL,
     -- Time to the upstream's first body byte; NULL when none arrived.
-    ttfb_ms             INTEGER
+    ttfb_ms             INTEGER,
+    -- What the request cost, in pico-USD (1e-12 USD): tokens x rates, exact. NULL means
+    -- unpriced (no catalog entry for the model), never $0; `tollgate prices reprice`
+    -- fills it in once the model is priced.
+    cost_pico           INTEGER,
+    -- The catalog entry and variant used (standard, batch, fine_tuned, fine_tuned_batch).
+    priced_model        TEXT,
+    price_variant       TEXT,
+    -- The unit prices charged, in micro-USD per 1M tokens, so a later price change
+    -- never rewrites history.
+    input_rate          INTEGER,
+    cached_input_rate   INTEGER,
+    output_rate         INTEGER
 );
 
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts_ms);
 CREATE INDEX IF NOT EXISTS requests_caller_ts ON requests (caller, ts_ms);
+-- Finds the unpriced rows of a model for a reprice.
+CREATE INDEX IF NOT EXISTS requests_unpriced ON requests (model_requested, ts_ms) WHERE cost_pico IS NULL;

@@ -4,6 +4,7 @@
 
 mod database;
 mod log;
+mod pricing;
 mod secret;
 mod server;
 mod upstream;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use database::{DatabaseConfig, LedgerConfig};
 pub use log::{LogConfig, LogFormat};
+pub use pricing::{PricingConfig, UnknownModelPolicy};
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
 pub use upstream::UpstreamConfig;
@@ -27,6 +29,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub ledger: LedgerConfig,
     pub log: LogConfig,
+    pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
 }
 
@@ -37,6 +40,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             ledger: LedgerConfig::default(),
             log: LogConfig::default(),
+            pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
         }
     }
@@ -304,6 +308,40 @@ mod tests {
             Config::from_toml("[[upstreams]]\ntotal_timeout = \"ten\"\n", "t.toml").unwrap_err();
         assert!(
             error.to_string().contains("upstreams[0].total_timeout"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_price_is_named_with_its_model_and_field() {
+        let error = Config::from_toml("[pricing.models.\"gpt-4o\"]\ninput = \"-0.15\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pricing.models.gpt-4o.input"), "{error}");
+        assert!(error.contains("negative"), "{error}");
+        let error = Config::from_toml("[pricing.models.\"m\"]\noutput = \"cheap\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pricing.models.m.output"), "{error}");
+    }
+
+    #[test]
+    fn a_prices_file_merges_under_the_config_and_its_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prices.toml");
+        std::fs::write(
+            &file,
+            "[models.\"house-model\"]\ninput = \"1\"\noutput = \"2\"\n",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.pricing.file = Some(file.clone());
+        let catalog = config.pricing.catalog().unwrap();
+        assert!(catalog.get("house-model").is_some());
+        std::fs::write(&file, "[models.\"house-model\"]\ninput = \"-1\"\n").unwrap();
+        let error = config.pricing.catalog().unwrap_err().to_string();
+        assert!(
+            error.contains("prices.toml") && error.contains("house-model"),
             "{error}"
         );
     }

@@ -7,6 +7,7 @@ mod writer;
 use serde::{Deserialize, Serialize};
 
 use crate::metering::{Usage, UsageSource};
+use crate::pricing::{Cost, UnitRates, Variant};
 
 pub use sqlite::SqliteLedger;
 pub use writer::{LedgerWriter, PendingRow};
@@ -77,6 +78,18 @@ pub struct LedgerRow {
     pub outcome: Outcome,
     pub latency_ms: u64,
     pub ttfb_ms: Option<u64>,
+    /// `None`: the model is not in the catalog; the row is unpriced, not free.
+    pub price: Option<RowPrice>,
+}
+
+/// What a row was charged and at which unit prices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowPrice {
+    pub cost: Cost,
+    /// The catalog entry used (`gpt-4o-mini` for `ft:gpt-4o-mini-…:acme::x`).
+    pub model: String,
+    pub variant: Variant,
+    pub rates: UnitRates,
 }
 
 /// The storage behind the writer. An enum rather than a trait object: the set of

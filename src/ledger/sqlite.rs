@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use super::{LedgerError, LedgerRow};
+use crate::pricing::{Rate, UnitRates};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
@@ -23,7 +24,7 @@ fn migrator() -> Migrator {
     )])
 }
 
-// SQLite caps bound parameters per statement at 32766; 19 columns a row.
+// SQLite caps bound parameters per statement at 32766; 25 columns a row.
 const ROWS_PER_STATEMENT: usize = 1000;
 
 #[derive(Debug, Clone)]
@@ -65,7 +66,8 @@ impl SqliteLedger {
                 "INSERT OR IGNORE INTO requests (id, request_id, upstream_request_id, ts_ms, caller, \
                  upstream, endpoint, model_requested, model_answered, streamed, prompt_tokens, \
                  cached_tokens, completion_tokens, reasoning_tokens, usage_source, status, outcome, \
-                 latency_ms, ttfb_ms) ",
+                 latency_ms, ttfb_ms, cost_pico, priced_model, price_variant, input_rate, \
+                 cached_input_rate, output_rate) ",
             );
             query.push_values(chunk, |mut b, row| {
                 b.push_bind(&row.id)
@@ -87,6 +89,16 @@ impl SqliteLedger {
                     .push_bind(row.outcome.as_str())
                     .push_bind(to_i64(row.latency_ms))
                     .push_bind(row.ttfb_ms.map(to_i64));
+                let price = row.price.as_ref();
+                let rate = |pick: fn(&UnitRates) -> Rate| {
+                    price.map(|p| to_i64(pick(&p.rates).micros_per_million()))
+                };
+                b.push_bind(price.map(|p| i64::try_from(p.cost.as_pico()).unwrap_or(i64::MAX)))
+                    .push_bind(price.map(|p| p.model.clone()))
+                    .push_bind(price.map(|p| p.variant.as_str()))
+                    .push_bind(rate(|r| r.input))
+                    .push_bind(rate(|r| r.cached_input))
+                    .push_bind(rate(|r| r.output));
             });
             query.build().execute(&mut *tx).await.map_err(write_error)?;
         }

@@ -44,7 +44,7 @@ impl Variant {
 }
 
 /// The three rates a request is charged at, stored on the ledger row beside the cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitRates {
     pub input: Rate,
     pub cached_input: Rate,

@@ -200,6 +200,21 @@ impl fmt::Display for Cost {
     }
 }
 
+// The exact decimal string: what reports and the spill file carry, never a float.
+impl Serialize for Cost {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_decimal_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cost {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::from_decimal_str(&text)
+            .map_err(|reason| de::Error::custom(format_args!("invalid cost `{text}`: {reason}")))
+    }
+}
+
 impl FromStr for Cost {
     type Err = DecimalError;
 

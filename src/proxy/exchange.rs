@@ -1,17 +1,20 @@
 //! One metered exchange from admission to its ledger row. Built when the request is
 //! admitted (taking its row slot), finished exactly once by whoever sees the end.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::price::Pricer;
 use crate::config::DisconnectPolicy;
 use crate::ledger::{LedgerRow, Outcome, PendingRow};
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 
 pub struct Exchange {
     pub pending: PendingRow,
+    pub pricer: Arc<Pricer>,
     pub request_id: String,
     pub caller: String,
     pub upstream: String,
@@ -61,6 +64,11 @@ impl Exchange {
             latency_ms = millis(latency),
             "request"
         );
+        let price = self.pricer.price(
+            finish.model_answered.as_deref(),
+            self.model_requested.as_deref(),
+            &finish.usage,
+        );
         let row = LedgerRow {
             id: uuid::Uuid::new_v4().to_string(),
             request_id: self.request_id,
@@ -78,6 +86,7 @@ impl Exchange {
             outcome,
             latency_ms: millis(latency),
             ttfb_ms: finish.ttfb.map(millis),
+            price,
         };
         self.pending.record(row).await;
     }

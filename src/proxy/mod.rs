@@ -2,6 +2,7 @@
 //! relayed and recorded; every other `/v1` route is streamed through untouched.
 
 mod exchange;
+mod price;
 mod relay;
 mod request;
 pub mod sse;
@@ -28,6 +29,7 @@ use exchange::{Exchange, Finish};
 use request::MeteredRequest;
 use upstream::{Upstream, Upstreams, X_REQUEST_ID};
 
+pub use price::Pricer;
 pub use upstream::UpstreamError;
 
 /// Bodies larger than this are parsed on a blocking thread, off the async workers.
@@ -36,6 +38,7 @@ const INLINE_PARSE_BYTES: usize = 256 * 1024;
 /// What the proxy handlers share.
 pub struct Proxy {
     pub upstreams: Upstreams,
+    pub pricer: Arc<Pricer>,
     pub ledger: LedgerWriter,
     /// Relay and recording tasks; shutdown waits for them.
     pub tasks: TaskTracker,
@@ -99,6 +102,7 @@ async fn metered(
             .await
             .map_err(|_| ApiError::Internal)??
     };
+    proxy.pricer.admit(request.model.as_deref())?;
     let upstream = proxy
         .upstreams
         .route(request.model.as_deref())
@@ -107,6 +111,7 @@ async fn metered(
         })?;
     let exchange = Exchange {
         pending: proxy.ledger.begin(),
+        pricer: proxy.pricer.clone(),
         request_id: request_id(&parts.headers),
         caller: caller(&parts.headers),
         upstream: upstream.name.clone(),

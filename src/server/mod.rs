@@ -20,8 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServerConfig};
 use crate::ledger::{LedgerError, LedgerWriter, Store};
+use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
-use crate::proxy::{Proxy, UpstreamError};
+use crate::proxy::{Pricer, Proxy, UpstreamError};
 
 pub use routes::router;
 
@@ -36,6 +37,8 @@ pub enum ServeError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
 }
 
 /// What the routes share.
@@ -66,6 +69,8 @@ impl Running {
 /// Opens the ledger, binds the listener and starts serving in the background.
 /// `env` supplies the upstream keys (the process environment in production).
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
+    // Prices first: a bad prices file should stop start-up before anything else opens.
+    let pricer = Pricer::new(config.pricing.catalog()?, config.pricing.unknown_model);
     let store = Store::open(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
     let upstreams = Upstreams::new(&config.upstreams, env)?;
@@ -78,6 +83,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         .map_err(|source| ServeError::Bind { addr, source })?;
     let proxy = Arc::new(Proxy {
         upstreams,
+        pricer: Arc::new(pricer),
         ledger: ledger.clone(),
         tasks: TaskTracker::new(),
         server: config.server.clone(),

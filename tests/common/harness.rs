@@ -32,6 +32,11 @@ pub struct Row {
     pub usage_source: String,
     pub status: i64,
     pub outcome: String,
+    pub cost_pico: Option<i64>,
+    pub priced_model: Option<String>,
+    pub price_variant: Option<String>,
+    /// input, cached input, output: micro-USD per 1M tokens.
+    pub rates: (Option<i64>, Option<i64>, Option<i64>),
 }
 
 impl Harness {
@@ -107,6 +112,14 @@ impl Harness {
                 usage_source: r.get("usage_source"),
                 status: r.get("status"),
                 outcome: r.get("outcome"),
+                cost_pico: r.get("cost_pico"),
+                priced_model: r.get("priced_model"),
+                price_variant: r.get("price_variant"),
+                rates: (
+                    r.get("input_rate"),
+                    r.get("cached_input_rate"),
+                    r.get("output_rate"),
+                ),
             })
             .collect()
     }

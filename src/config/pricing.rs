@@ -1,0 +1,56 @@
+//! `[pricing]`: where prices come from beyond the built-in catalog, and what to do with
+//! a model none of them lists.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pricing::{Catalog, ModelPriceOverride, PricingError, PricingOverrides};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    /// A prices file (the catalog's TOML shape, e.g. written by `tollgate prices import`),
+    /// merged over the built-in catalog; `[pricing.models]` below wins over both.
+    pub file: Option<PathBuf>,
+    /// What happens to a request for a model no catalog prices.
+    pub unknown_model: UnknownModelPolicy,
+    /// Per-model overrides or additions, per 1M tokens.
+    pub models: BTreeMap<String, ModelPriceOverride>,
+    /// Provider names (an Azure deployment, say) → catalog model.
+    pub aliases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownModelPolicy {
+    /// Forward it; the row keeps its tokens with the cost marked unknown (NULL), never
+    /// a silent $0, until `tollgate prices reprice` fills it in.
+    #[default]
+    Record,
+    /// Refuse it with a 400 before anything is forwarded.
+    Reject,
+}
+
+impl PricingConfig {
+    /// The effective catalog: built-in < `file` < `[pricing.models]`/`[pricing.aliases]`.
+    /// Errors name the file, the model and the field.
+    pub fn catalog(&self) -> Result<Catalog, PricingError> {
+        let mut catalog = Catalog::builtin();
+        if let Some(path) = &self.file {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|error| PricingError::Import {
+                origin: origin.clone(),
+                reason: format!("cannot read the prices file: {error}"),
+            })?;
+            let file = PricingOverrides::from_toml(&text, &origin)?;
+            catalog = catalog.merge(&file, &origin)?;
+        }
+        let config = PricingOverrides {
+            models: self.models.clone(),
+            aliases: self.aliases.clone(),
+        };
+        catalog.merge(&config, "[pricing] in the config")
+    }
+}

@@ -1,0 +1,77 @@
+//! Pricing on the request path: the catalog, the unknown-model policy, and the
+//! once-per-model warning for models it cannot price.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use crate::config::UnknownModelPolicy;
+use crate::error::ApiError;
+use crate::ledger::RowPrice;
+use crate::metering::Usage;
+use crate::pricing::Catalog;
+
+pub struct Pricer {
+    catalog: Catalog,
+    policy: UnknownModelPolicy,
+    warned: Mutex<HashSet<String>>,
+}
+
+impl Pricer {
+    pub fn new(catalog: Catalog, policy: UnknownModelPolicy) -> Self {
+        Self {
+            catalog,
+            policy,
+            warned: Mutex::default(),
+        }
+    }
+
+    /// Refuses, before anything is forwarded, a model no catalog prices when the policy
+    /// says so. A request without a model is the upstream's to refuse.
+    pub fn admit(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            Some(model)
+                if self.policy == UnknownModelPolicy::Reject
+                    && self.catalog.resolve(model).is_none() =>
+            {
+                Err(ApiError::UnpricedModel {
+                    model: model.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The row's price: by the model the upstream answered with, else the one asked
+    /// for. `None` (unpriced) is logged once per model, so operators see what to add.
+    pub fn price(
+        &self,
+        answered: Option<&str>,
+        requested: Option<&str>,
+        usage: &Usage,
+    ) -> Option<RowPrice> {
+        if let Some(priced) = self.catalog.price(answered, requested, usage, false) {
+            return Some(RowPrice {
+                cost: priced.cost,
+                model: priced.model.to_owned(),
+                variant: priced.variant,
+                rates: priced.rates,
+            });
+        }
+        let model = answered.or(requested).unwrap_or("");
+        let first = self
+            .warned
+            .lock()
+            .map(|mut warned| warned.insert(model.to_owned()))
+            .unwrap_or(false);
+        if first {
+            let suggestions = self.catalog.suggest(model).join(", ");
+            tracing::warn!(
+                model,
+                %suggestions,
+                "model has no price: its rows record tokens with an unknown cost; add it under \
+                 [pricing.models] and run `tollgate prices reprice`"
+            );
+        }
+        None
+    }
+}
