@@ -117,3 +117,39 @@ async fn an_unknown_model_is_refused_before_forwarding_when_configured() {
         .unwrap();
     assert_eq!(allowed.status(), 200);
 }
+
+#[tokio::test]
+async fn a_body_too_large_to_hold_streams_through_and_is_still_priced_from_its_tail() {
+    // ~6 MB of embedding, larger than the 4 MiB tollgate holds whole.
+    let vector: Vec<f64> = vec![0.012_345_678_9; 400_000];
+    let answer = json!({
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8000, "total_tokens": 8000}
+    });
+    let expected_len = answer.to_string().len();
+    let upstream = MockUpstream::start(move |_| json(StatusCode::OK, &answer)).await;
+    let tollgate = Harness::start(&upstream.base_url).await;
+    let response = tollgate
+        .post("/v1/embeddings")
+        .json(&json!({"model": "text-embedding-3-small", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-tollgate-cost-usd").is_none());
+    assert_eq!(
+        response.bytes().await.unwrap().len(),
+        expected_len,
+        "the body arrives whole"
+    );
+    let rows = tollgate.rows().await;
+    let row = Harness::only(&rows);
+    assert_eq!(
+        (row.prompt_tokens, row.usage_source.as_str()),
+        (8000, "upstream")
+    );
+    // 8,000 x $0.02 per 1M = $0.00016.
+    assert_eq!(row.cost_pico, Some(160_000_000));
+}

@@ -664,3 +664,46 @@ async fn requests_route_by_model_and_an_unserved_model_is_a_404() {
         "the refused request cost nothing and has no row"
     );
 }
+
+#[tokio::test]
+async fn a_plain_answer_cut_midway_is_a_502_not_a_truncated_200() {
+    let upstream = MockUpstream::start(|_| {
+        // Headers and the first part go out (the pause makes hyper flush them), then
+        // the connection breaks.
+        let parts = futures_util::stream::unfold(0, |step| async move {
+            match step {
+                0 => Some((
+                    Ok(Bytes::from_static(b"{\"id\":\"chatcmpl-1\",\"choices\":[")),
+                    1,
+                )),
+                1 => {
+                    tokio::task::yield_now().await;
+                    Some((Err(std::io::Error::other("connection reset")), 2))
+                }
+                _ => None,
+            }
+        });
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(parts))
+            .unwrap()
+    })
+    .await;
+    let tollgate = Harness::start(&upstream.base_url).await;
+    let response = tollgate
+        .post("/v1/chat/completions")
+        .json(&chat_request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_openai_error(&body);
+    let rows = tollgate.rows().await;
+    let row = Harness::only(&rows);
+    assert_eq!(
+        (row.status, row.outcome.as_str(), row.usage_source.as_str()),
+        (502, "upstream_cut", "estimated")
+    );
+    assert!(row.prompt_tokens > 0 && row.completion_tokens == 0);
+}

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::price::Pricer;
 use crate::config::DisconnectPolicy;
-use crate::ledger::{LedgerRow, Outcome, PendingRow};
+use crate::ledger::{LedgerRow, Outcome, PendingRow, RowPrice};
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 
 pub struct Exchange {
@@ -44,8 +44,25 @@ pub struct Finish {
 }
 
 impl Exchange {
-    /// Writes the row (through the background writer) and the request's log line.
+    /// Prices the exchange and writes its row (through the background writer) and its
+    /// log line.
     pub async fn finish(self, finish: Finish) {
+        let price = self.price(&finish);
+        self.finish_priced(finish, price).await;
+    }
+
+    /// What the usage in `finish` costs, by the answered model, else the requested one.
+    pub fn price(&self, finish: &Finish) -> Option<RowPrice> {
+        self.pricer.price(
+            finish.model_answered.as_deref(),
+            self.model_requested.as_deref(),
+            &finish.usage,
+        )
+    }
+
+    /// As `finish`, with a price already computed (the buffered relay puts it in the
+    /// response's headers first).
+    pub async fn finish_priced(self, finish: Finish, price: Option<RowPrice>) {
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
         let latency = self.started.elapsed();
@@ -63,11 +80,6 @@ impl Exchange {
             usage_source = source.as_str(),
             latency_ms = millis(latency),
             "request"
-        );
-        let price = self.pricer.price(
-            finish.model_answered.as_deref(),
-            self.model_requested.as_deref(),
-            &finish.usage,
         );
         let row = LedgerRow {
             id: uuid::Uuid::new_v4().to_string(),

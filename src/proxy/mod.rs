@@ -1,6 +1,7 @@
 //! Forwarding to the upstream: metered endpoints are read, rewritten where needed,
 //! relayed and recorded; every other `/v1` route is streamed through untouched.
 
+mod buffered;
 mod exchange;
 mod price;
 mod relay;
@@ -132,7 +133,7 @@ async fn metered(
         .body(request.body)
         .send();
     match tokio::time::timeout(upstream.first_byte_timeout, send).await {
-        Ok(Ok(response)) => Ok(relay::start(exchange, response, &proxy.tasks)),
+        Ok(Ok(response)) => Ok(relay::start(exchange, response, &proxy.tasks).await),
         Ok(Err(error)) => {
             let error = upstream_failure(upstream, &error);
             record_failure(proxy, exchange, &error);

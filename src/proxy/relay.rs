@@ -9,11 +9,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{Response, StatusCode, header};
+use axum::http::{HeaderMap, Response, StatusCode, header};
+use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Frame;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout_at;
 
 use super::exchange::{Exchange, Finish};
@@ -30,13 +31,15 @@ use crate::metering::{Usage, UsageSource};
 const CLIENT_BUFFER_CHUNKS: usize = 8;
 /// A non-streamed body is kept whole for metering up to this size; past it only its
 /// tail, where every endpoint puts `model` and `usage`, is kept.
-const BODY_KEEP_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const BODY_KEEP_BYTES: usize = 4 * 1024 * 1024;
 const BODY_TAIL_BYTES: usize = 64 * 1024;
 
-type ClientTx = mpsc::Sender<Result<Bytes, io::Error>>;
+pub(super) type ClientTx = mpsc::Sender<Result<Bytes, io::Error>>;
 
-/// Starts relaying an upstream response; returns the client's response at once.
-pub fn start(
+/// Starts relaying an upstream response. Streams (and error answers) go to the client
+/// as they arrive; a successful non-streamed answer is read whole first, so its response
+/// can carry its cost and token counts in headers (see `buffered`).
+pub async fn start(
     exchange: Exchange,
     upstream: reqwest::Response,
     tasks: &tokio_util::task::TaskTracker,
@@ -55,44 +58,85 @@ pub fn start(
         .get(X_UPSTREAM_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (tx, rx) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
+    let head = Head {
+        status,
+        headers,
+        upstream_request_id,
+    };
+    let body = Box::pin(upstream.bytes_stream());
+    if !is_sse && status.is_success() {
+        let (reply, replied) = oneshot::channel();
+        // A task of its own, so a client that hangs up while the body is read cannot
+        // cancel the row.
+        tasks.spawn(super::buffered::relay(exchange, body, head, reply));
+        return replied
+            .await
+            .unwrap_or_else(|_| ApiError::Internal.into_response());
+    }
     let meter = if is_sse && status.is_success() {
         Meter::Sse(SseParser::new(), StreamMeter::new(exchange.endpoint))
     } else {
         Meter::Body(BodyTee::default())
     };
+    let (tx, client_body) = channel();
+    let response = head.response(client_body);
     tasks.spawn(pump(
         exchange,
-        upstream,
+        body,
         tx,
         meter,
-        status,
-        upstream_request_id,
+        head.status,
+        head.upstream_request_id,
+        None,
     ));
-    let mut response = Response::new(Body::new(ChannelBody(rx)));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
     response
 }
 
-enum Meter {
+/// What the client's response starts with, taken from the upstream's.
+pub(super) struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub upstream_request_id: Option<String>,
+}
+
+impl Head {
+    pub fn response(&self, body: Body) -> Response<Body> {
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+/// The upstream's body as the relay reads it.
+pub(super) type UpstreamBody =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Starts streaming to the client: a bounded channel the relay task fills.
+pub(super) fn channel() -> (ClientTx, Body) {
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
+    (tx, Body::new(ChannelBody(rx)))
+}
+
+pub(super) enum Meter {
     Sse(SseParser, StreamMeter),
     Body(BodyTee),
 }
 
-async fn pump(
+/// Reads the upstream body to its end (or the client's, under `abort`), feeding the
+/// client and the meter, then records the row.
+pub(super) async fn pump(
     exchange: Exchange,
-    upstream: reqwest::Response,
+    mut body: UpstreamBody,
     tx: ClientTx,
     mut meter: Meter,
     status: StatusCode,
     upstream_request_id: Option<String>,
+    mut ttfb: Option<std::time::Duration>,
 ) {
     let deadline = exchange.deadline;
     let abort_on_disconnect = exchange.policy == DisconnectPolicy::Abort;
-    let mut body = upstream.bytes_stream();
     let mut client_gone = false;
-    let mut ttfb = None;
     let end = loop {
         let next = tokio::select! {
             biased;
@@ -269,14 +313,14 @@ async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finis
 
 /// A copy of a non-streamed body for metering, bounded in memory.
 #[derive(Default)]
-struct BodyTee {
+pub(super) struct BodyTee {
     head: BytesMut,
     tail: BytesMut,
     overflowed: bool,
 }
 
 impl BodyTee {
-    fn push(&mut self, chunk: &[u8]) {
+    pub fn push(&mut self, chunk: &[u8]) {
         if !self.overflowed && self.head.len() + chunk.len() <= BODY_KEEP_BYTES {
             self.head.extend_from_slice(chunk);
             return;
