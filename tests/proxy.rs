@@ -707,3 +707,33 @@ async fn a_plain_answer_cut_midway_is_a_502_not_a_truncated_200() {
     );
     assert!(row.prompt_tokens > 0 && row.completion_tokens == 0);
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_before_the_upstream_answers_is_still_billed() {
+    let (upstream, answer) = MockUpstream::start_gated().await;
+    let tollgate = Harness::start(&upstream.base_url).await;
+    let gone = tollgate
+        .post("/v1/chat/completions")
+        .json(&chat_request(false))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up before any answer");
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "the request had reached the upstream"
+    );
+
+    // The upstream answers (and bills) after the client has left.
+    answer
+        .send(json(StatusCode::OK, &chat_completion(21, 8)))
+        .unwrap();
+    let rows = tollgate.rows().await;
+    let row = Harness::only(&rows);
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (21, 8));
+    assert_eq!(
+        (row.usage_source.as_str(), row.outcome.as_str()),
+        ("upstream", "client_disconnected")
+    );
+}

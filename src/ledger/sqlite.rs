@@ -25,7 +25,27 @@ fn migrator() -> Migrator {
 }
 
 // SQLite caps bound parameters per statement at 32766; 25 columns a row.
-const ROWS_PER_STATEMENT: usize = 1000;
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
+/// statement per distinct SQL text, so a batch of any size reuses at most nine shapes
+/// instead of preparing (and caching) a new one per batch size.
+fn power_of_two_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = &[LedgerRow]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = if rest.len() >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
@@ -61,7 +81,7 @@ impl SqliteLedger {
             source,
         };
         let mut tx = self.pool.begin().await.map_err(write_error)?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in power_of_two_chunks(rows) {
             let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT OR IGNORE INTO requests (id, request_id, upstream_request_id, ts_ms, caller, \
                  upstream, endpoint, model_requested, model_answered, streamed, prompt_tokens, \
@@ -109,4 +129,43 @@ impl SqliteLedger {
 // Token counts and milliseconds never approach i64::MAX; saturate rather than wrap.
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_power_of_two_statements() {
+        let sizes = |n: usize| -> Vec<usize> {
+            let rows: Vec<LedgerRow> = (0..n).map(|_| sample()).collect();
+            power_of_two_chunks(&rows).map(<[LedgerRow]>::len).collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(600), [256, 256, 64, 16, 8]);
+    }
+
+    fn sample() -> LedgerRow {
+        LedgerRow {
+            id: String::new(),
+            request_id: String::new(),
+            upstream_request_id: None,
+            ts_ms: 0,
+            caller: String::new(),
+            upstream: String::new(),
+            endpoint: String::new(),
+            model_requested: None,
+            model_answered: None,
+            streamed: false,
+            usage: crate::metering::Usage::default(),
+            usage_source: crate::metering::UsageSource::Upstream,
+            status: 200,
+            outcome: super::super::Outcome::Ok,
+            latency_ms: 0,
+            ttfb_ms: None,
+            price: None,
+        }
+    }
 }

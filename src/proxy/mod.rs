@@ -20,6 +20,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
@@ -28,7 +29,7 @@ use crate::ledger::{LedgerWriter, Outcome};
 use crate::metering::{Endpoint, UsageSource};
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
-use upstream::{Upstream, Upstreams, X_REQUEST_ID};
+use upstream::{Upstreams, X_REQUEST_ID};
 
 pub use price::Pricer;
 pub use upstream::UpstreamError;
@@ -104,6 +105,9 @@ async fn metered(
             .map_err(|_| ApiError::Internal)??
     };
     proxy.pricer.admit(request.model.as_deref())?;
+    if let Some(limit) = proxy.pricer.context_window(request.model.as_deref()) {
+        check_context(endpoint, request.model.as_deref(), &request.body, limit).await?;
+    }
     let upstream = proxy
         .upstreams
         .route(request.model.as_deref())
@@ -132,52 +136,89 @@ async fn metered(
         .headers(upstream.request_headers(&parts.headers, true))
         .body(request.body)
         .send();
-    match tokio::time::timeout(upstream.first_byte_timeout, send).await {
-        Ok(Ok(response)) => Ok(relay::start(exchange, response, &proxy.tasks).await),
-        Ok(Err(error)) => {
-            let error = upstream_failure(upstream, &error);
-            record_failure(proxy, exchange, &error);
-            Err(error)
+    // From here the exchange lives in a task of its own: hyper drops this handler if
+    // the client hangs up before the upstream answers, and that must not drop the row
+    // of a request the upstream may already be billing.
+    let (reply, replied) = oneshot::channel();
+    let (first_byte_timeout, name) = (upstream.first_byte_timeout, upstream.name.clone());
+    proxy.tasks.spawn(async move {
+        match tokio::time::timeout(first_byte_timeout, send).await {
+            Ok(Ok(response)) => relay::run(exchange, response, reply).await,
+            Ok(Err(error)) => fail_exchange(exchange, upstream_failure(&name, &error), reply).await,
+            Err(_elapsed) => {
+                let error = ApiError::UpstreamTimeout { upstream: name };
+                fail_exchange(exchange, error, reply).await;
+            }
         }
-        Err(_elapsed) => {
-            let error = ApiError::UpstreamTimeout {
-                upstream: upstream.name.clone(),
-            };
-            record_failure(proxy, exchange, &error);
-            Err(error)
-        }
-    }
+    });
+    replied.await.map_err(|_| ApiError::Internal)
 }
 
 /// A request that never got an answer: nothing was billed upstream, so the row holds
-/// zero tokens. Recorded from a task so the client's error is not held up.
-fn record_failure(proxy: &Proxy, exchange: Exchange, error: &ApiError) {
-    let (status, outcome) = (
-        error.status().as_u16(),
-        match error {
-            ApiError::UpstreamTimeout { .. } => Outcome::UpstreamTimeout,
-            _ => Outcome::UpstreamUnreachable,
-        },
-    );
-    proxy.tasks.spawn(exchange.finish(Finish {
-        status,
-        outcome: Some(outcome),
-        source: Some(UsageSource::Estimated),
-        ..Finish::default()
-    }));
+/// zero tokens. The client gets its error before the row is queued.
+async fn fail_exchange(
+    exchange: Exchange,
+    error: ApiError,
+    reply: oneshot::Sender<Response<Body>>,
+) {
+    let outcome = match error {
+        ApiError::UpstreamTimeout { .. } => Outcome::UpstreamTimeout,
+        _ => Outcome::UpstreamUnreachable,
+    };
+    let status = error.status().as_u16();
+    let _ = reply.send(error.into_response());
+    exchange
+        .finish(Finish {
+            status,
+            outcome: Some(outcome),
+            source: Some(UsageSource::Estimated),
+            ..Finish::default()
+        })
+        .await;
 }
 
-fn upstream_failure(upstream: &Upstream, error: &reqwest::Error) -> ApiError {
+/// Refuses a request that cannot fit the model's context window: the prompt counted
+/// with the tokenizer (on a blocking thread) plus the output cap it asks for.
+async fn check_context(
+    endpoint: Endpoint,
+    model: Option<&str>,
+    body: &Bytes,
+    limit: u64,
+) -> Result<(), ApiError> {
+    let (model, body) = (model.unwrap_or_default().to_owned(), body.clone());
+    let (prompt, output) = tokio::task::spawn_blocking(move || {
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let output = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|field| json.get(field).and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        (
+            crate::metering::tokens::count_prompt(endpoint, &model, &json),
+            output,
+        )
+    })
+    .await
+    .map_err(|_| ApiError::Internal)?;
+    let requested = prompt.saturating_add(output);
+    if requested > limit {
+        return Err(ApiError::ContextLengthExceeded {
+            limit,
+            requested,
+            prompt,
+            output,
+        });
+    }
+    Ok(())
+}
+
+fn upstream_failure(upstream: &str, error: &reqwest::Error) -> ApiError {
     // reqwest's Display omits the cause chain; the chain never holds request headers.
-    tracing::warn!(upstream = %upstream.name, error = %error_chain(error), "upstream request failed");
+    tracing::warn!(upstream, error = %error_chain(error), "upstream request failed");
+    let upstream = upstream.to_owned();
     if error.is_timeout() {
-        ApiError::UpstreamTimeout {
-            upstream: upstream.name.clone(),
-        }
+        ApiError::UpstreamTimeout { upstream }
     } else {
-        ApiError::UpstreamUnreachable {
-            upstream: upstream.name.clone(),
-        }
+        ApiError::UpstreamUnreachable { upstream }
     }
 }
 
@@ -208,7 +249,7 @@ async fn passthrough(
     let response = match tokio::time::timeout(upstream.first_byte_timeout, send).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) if is_length_limit(&error) => return Err(ApiError::BodyTooLarge { limit }),
-        Ok(Err(error)) => return Err(upstream_failure(upstream, &error)),
+        Ok(Err(error)) => return Err(upstream_failure(&upstream.name, &error)),
         Err(_elapsed) => {
             return Err(ApiError::UpstreamTimeout {
                 upstream: upstream.name.clone(),

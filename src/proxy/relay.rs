@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Response, StatusCode, header};
-use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Frame;
@@ -36,14 +35,16 @@ const BODY_TAIL_BYTES: usize = 64 * 1024;
 
 pub(super) type ClientTx = mpsc::Sender<Result<Bytes, io::Error>>;
 
-/// Starts relaying an upstream response. Streams (and error answers) go to the client
-/// as they arrive; a successful non-streamed answer is read whole first, so its response
-/// can carry its cost and token counts in headers (see `buffered`).
-pub async fn start(
+/// Relays an upstream response to the client's `reply` and records the exchange. Streams
+/// (and error answers) go to the client as they arrive; a successful non-streamed answer
+/// is read whole first, so its response can carry its cost and token counts in headers
+/// (see `buffered`). Runs in the exchange's own task; a `reply` nobody receives any more
+/// means the client has gone.
+pub async fn run(
     exchange: Exchange,
     upstream: reqwest::Response,
-    tasks: &tokio_util::task::TaskTracker,
-) -> Response<Body> {
+    reply: oneshot::Sender<Response<Body>>,
+) {
     let status = upstream.status();
     let mut headers = response_headers(upstream.headers());
     let is_sse = headers
@@ -65,13 +66,7 @@ pub async fn start(
     };
     let body = Box::pin(upstream.bytes_stream());
     if !is_sse && status.is_success() {
-        let (reply, replied) = oneshot::channel();
-        // A task of its own, so a client that hangs up while the body is read cannot
-        // cancel the row.
-        tasks.spawn(super::buffered::relay(exchange, body, head, reply));
-        return replied
-            .await
-            .unwrap_or_else(|_| ApiError::Internal.into_response());
+        return super::buffered::relay(exchange, body, head, reply).await;
     }
     let meter = if is_sse && status.is_success() {
         Meter::Sse(SseParser::new(), StreamMeter::new(exchange.endpoint))
@@ -79,8 +74,9 @@ pub async fn start(
         Meter::Body(BodyTee::default())
     };
     let (tx, client_body) = channel();
-    let response = head.response(client_body);
-    tasks.spawn(pump(
+    // If the client has gone, the dropped response closes the channel: the pump sees it.
+    let _ = reply.send(head.response(client_body));
+    pump(
         exchange,
         body,
         tx,
@@ -88,8 +84,8 @@ pub async fn start(
         head.status,
         head.upstream_request_id,
         None,
-    ));
-    response
+    )
+    .await;
 }
 
 /// What the client's response starts with, taken from the upstream's.
@@ -279,16 +275,11 @@ fn relay_events(
 
 /// Usage for the row: the upstream's when it reported any, otherwise counted.
 async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finish {
-    let (reported, model, generated) = match meter {
-        Meter::Sse(_, stream) => (
-            stream.usage(),
-            stream.model().map(str::to_owned),
-            Some(stream.generated_text().to_owned()),
-        ),
+    let (reported, model) = match &meter {
+        Meter::Sse(_, stream) => (stream.usage(), stream.model().map(str::to_owned)),
         Meter::Body(tee) => {
             let BodyUsage { model, usage } = tee.usage();
-            let generated = tee.generated_text();
-            (usage, model, generated)
+            (usage, model)
         }
     };
     let (usage, source) = match reported {
@@ -296,7 +287,11 @@ async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finis
         // An error answer reports no usage because nothing was billed.
         None if !status.is_success() => (Usage::default(), UsageSource::Upstream),
         None => {
-            let text = generated.unwrap_or_default();
+            // Only now is the generated text worth extracting.
+            let text = match &meter {
+                Meter::Sse(_, stream) => stream.generated_text().to_owned(),
+                Meter::Body(tee) => tee.generated_text().unwrap_or_default(),
+            };
             (
                 exchange.estimate(model.as_deref(), text).await,
                 UsageSource::Estimated,

@@ -54,6 +54,8 @@ impl Harness {
         config.upstreams[0].api_key_env = Some("TEST_UPSTREAM_KEY".to_owned());
         tweak(&mut config);
         config.validate().unwrap();
+        // The tweak may have moved the ledger.
+        let db = PathBuf::from(config.database.url.trim_start_matches("sqlite://"));
         let env: HashMap<String, String> = [(
             "TEST_UPSTREAM_KEY".to_owned(),
             "sk-upstream-secret".to_owned(),

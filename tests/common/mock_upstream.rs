@@ -84,6 +84,46 @@ impl MockUpstream {
         (upstream, tx)
     }
 
+    /// An upstream that answers its first request only when the test sends the answer.
+    pub async fn start_gated() -> (Self, tokio::sync::oneshot::Sender<Response>) {
+        let (answer, answered) = tokio::sync::oneshot::channel::<Response>();
+        let answered = Arc::new(tokio::sync::Mutex::new(Some(answered)));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let app = Router::new().fallback(move |request: Request| {
+            let (answered, log) = (answered.clone(), log.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                log.lock().unwrap().push(Received {
+                    method: parts.method,
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().map(str::to_owned),
+                    headers: parts.headers,
+                    body,
+                });
+                let gate = answered
+                    .lock()
+                    .await
+                    .take()
+                    .expect("a gated upstream answers once");
+                gate.await.expect("the test sends an answer")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let upstream = Self {
+            base_url: format!("http://{addr}/v1"),
+            received,
+        };
+        (upstream, answer)
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
