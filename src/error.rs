@@ -37,6 +37,16 @@ pub enum ApiError {
     )]
     UnpricedModel { model: String },
 
+    #[error(
+        "This model's maximum context length is {limit} tokens. However, you requested {requested} tokens ({prompt} in the messages, {output} in the completion). Please reduce the length of the messages or completion."
+    )]
+    ContextLengthExceeded {
+        limit: u64,
+        requested: u64,
+        prompt: u64,
+        output: u64,
+    },
+
     #[error("No upstream is configured for model `{model}`.")]
     NoUpstream { model: String },
 
@@ -67,9 +77,10 @@ struct ErrorObject<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson { .. } | Self::InvalidField { .. } | Self::UnpricedModel { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidJson { .. }
+            | Self::InvalidField { .. }
+            | Self::UnpricedModel { .. }
+            | Self::ContextLengthExceeded { .. } => StatusCode::BAD_REQUEST,
             // What OpenAI answers for a model it does not serve.
             Self::NoUpstream { .. } => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -89,6 +100,7 @@ impl ApiError {
             | Self::NotFound { .. }
             | Self::MethodNotAllowed { .. }
             | Self::UnpricedModel { .. }
+            | Self::ContextLengthExceeded { .. }
             | Self::NoUpstream { .. } => "invalid_request_error",
             Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::Internal => {
                 "server_error"
@@ -100,6 +112,7 @@ impl ApiError {
         match self {
             Self::InvalidField { param, .. } => Some(param),
             Self::NoUpstream { .. } | Self::UnpricedModel { .. } => Some("model"),
+            Self::ContextLengthExceeded { .. } => Some("messages"),
             _ => None,
         }
     }
@@ -112,6 +125,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::NoUpstream { .. } => Some("model_not_found"),
             Self::UnpricedModel { .. } => Some("model_not_priced"),
+            Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::Internal => Some("internal_error"),
@@ -128,6 +142,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::NoUpstream { .. } => "no_upstream",
             Self::UnpricedModel { .. } => "unpriced_model",
+            Self::ContextLengthExceeded { .. } => "context_length_exceeded",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Internal => "internal",
@@ -188,6 +203,12 @@ mod tests {
             },
             ApiError::NoUpstream { model: "m".into() },
             ApiError::UnpricedModel { model: "m".into() },
+            ApiError::ContextLengthExceeded {
+                limit: 1,
+                requested: 3,
+                prompt: 2,
+                output: 1,
+            },
             ApiError::UpstreamUnreachable {
                 upstream: "openai".into(),
             },

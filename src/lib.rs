@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 /// `ApiError`, the only error that becomes an HTTP response.
 pub mod error;
+/// `tollgate estimate`: what a workload would cost.
+pub mod estimate;
 /// The ledger: rows, storage backends and the background writer.
 pub mod ledger;
 /// Usage extraction and tiktoken counting (pure).

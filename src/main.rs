@@ -1,20 +1,22 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use tollgate::cli::{Cli, Command};
+use tollgate::cli::{Cli, Command, OutputFormat, PricesArgs, PricesCommand, SpendArgs, SpendGroup};
 use tollgate::config::{Config, LogConfig, LogFormat};
 use tollgate::ledger::Store;
+use tollgate::ledger::report::{self, Group};
+use tollgate::pricing::{self, Catalog};
 use tracing_subscriber::EnvFilter;
+
+type Error = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let args = match &cli.command {
-        Command::Serve(args) | Command::Migrate(args) => args,
-    };
-    let config = match Config::load(args.config.as_deref(), &env) {
+    let config = match Config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
@@ -26,29 +28,138 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&error),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(_) => serve(config, &env).await,
-            Command::Migrate(_) => Store::open(&config.database.url)
-                .await
-                .map(|_| tracing::info!(url = %config.database.url, "migrations applied"))
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli.command, config, &env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&*error),
     }
 }
 
-async fn serve(
-    config: Config,
-    env: &HashMap<String, String>,
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(command: Command, config: Config, env: &HashMap<String, String>) -> Result<(), Error> {
+    match command {
+        Command::Serve => serve(config, env).await,
+        Command::Migrate => {
+            Store::open(&config.database.url).await?;
+            tracing::info!(url = %config.database.url, "migrations applied");
+            Ok(())
+        }
+        Command::Prices(args) => prices(args, &config).await,
+        Command::Estimate(args) => {
+            let catalog = config.pricing.catalog()?;
+            print(&tollgate::estimate::run(&args, &catalog)?)
+        }
+        Command::Spend(args) => spend(args, &config).await,
+    }
+}
+
+async fn serve(config: Config, env: &HashMap<String, String>) -> Result<(), Error> {
     let running = tollgate::server::start(config, env).await?;
     shutdown_signal().await;
     running.shutdown().await;
     Ok(())
+}
+
+async fn prices(args: PricesArgs, config: &Config) -> Result<(), Error> {
+    match args.command {
+        None => {
+            let catalog = config.pricing.catalog()?;
+            if args.json {
+                print(&pricing::table::render_json(&catalog)?)
+            } else {
+                print(&pricing::table::render_table(&catalog))
+            }
+        }
+        Some(PricesCommand::Import {
+            file,
+            out,
+            providers,
+        }) => {
+            let origin = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{origin}: {e}"))?;
+            let providers: Vec<&str> = providers.iter().map(String::as_str).collect();
+            let imported = pricing::import_litellm(&text, &origin, &providers)?;
+            let toml = imported.to_toml()?;
+            // Check the result merges before handing it out as a prices file.
+            Catalog::builtin().merge(&imported.overrides, &origin)?;
+            let summary = format!(
+                "imported {} models, skipped {}; name the file in [pricing] file = \"…\"",
+                imported.imported,
+                imported.skipped.len()
+            );
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, toml).map_err(|e| format!("{}: {e}", path.display()))?;
+                    tracing::info!(path = %path.display(), "{summary}");
+                    Ok(())
+                }
+                None => {
+                    tracing::info!("{summary}");
+                    print(&toml)
+                }
+            }
+        }
+        Some(PricesCommand::Reprice { model, since }) => {
+            let catalog = config.pricing.catalog()?;
+            if catalog.resolve(&model).is_none() {
+                return Err(format!(
+                    "`{model}` still has no price: add it under [pricing.models] (close names: {})",
+                    catalog.suggest(&model).join(", ")
+                )
+                .into());
+            }
+            let since_ms = report::parse_since(&since, now_ms())?;
+            let store = Store::open(&config.database.url).await?;
+            let done = report::reprice(&store, &catalog, &model, since_ms).await?;
+            print(&format!(
+                "repriced {} rows of {model}; {} still unpriced\n",
+                done.priced, done.still_unpriced
+            ))
+        }
+    }
+}
+
+async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
+    let since_ms = report::parse_since(&args.since, now_ms())?;
+    let what_if = match &args.what_if {
+        Some(model) => {
+            let catalog = config.pricing.catalog()?;
+            Some(report::what_if_rates(&catalog, model).ok_or_else(|| {
+                format!(
+                    "unknown model `{model}`; close names: {}",
+                    catalog.suggest(model).join(", ")
+                )
+            })?)
+        }
+        None => None,
+    };
+    let group = match args.by {
+        SpendGroup::Caller => Group::Caller,
+        SpendGroup::Model => Group::Model,
+        SpendGroup::Day => Group::Day,
+    };
+    let store = Store::open(&config.database.url).await?;
+    let lines = report::spend(&store, since_ms, group, what_if).await?;
+    match args.format {
+        OutputFormat::Table => print(&report::render_table(&lines, args.what_if.as_deref())),
+        OutputFormat::Csv => print(&report::render_csv(&lines)),
+        OutputFormat::Json => print(&serde_json::to_string_pretty(
+            &serde_json::json!({"data": lines}),
+        )?),
+    }
+}
+
+fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn shutdown_signal() {

@@ -153,3 +153,54 @@ async fn a_body_too_large_to_hold_streams_through_and_is_still_priced_from_its_t
     // 8,000 x $0.02 per 1M = $0.00016.
     assert_eq!(row.cost_pico, Some(160_000_000));
 }
+
+#[tokio::test]
+async fn a_request_beyond_the_context_window_is_refused_before_forwarding() {
+    let upstream = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(1, 1))).await;
+    let tollgate = Harness::start_with(&upstream.base_url, |config| {
+        config.pricing = toml::from_str(
+            r#"
+            enforce_context_window = true
+            [models."tiny-model"]
+            input = "1"
+            output = "1"
+            context_window = 100
+            "#,
+        )
+        .unwrap();
+    })
+    .await;
+    let ask = |content: String, cap: u64| json!({"model": "tiny-model", "max_completion_tokens": cap, "messages": [{"role": "user", "content": content}]});
+    // "hello " x 50 is about 50 tokens; with 7 of message framing, under 60 in the
+    // messages: 40 more fit in 100, 60 more do not.
+    let fits = tollgate
+        .post("/v1/chat/completions")
+        .json(&ask("hello ".repeat(50), 40))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fits.status(), 200);
+    let refused = tollgate
+        .post("/v1/chat/completions")
+        .json(&ask("hello ".repeat(50), 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    let error = assert_openai_error(&body);
+    assert_eq!(error["code"], "context_length_exceeded");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length is 100 tokens"),
+        "{body}"
+    );
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "the refused request was not forwarded"
+    );
+    assert_eq!(tollgate.rows().await.len(), 1, "nor billed");
+}

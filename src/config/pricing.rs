@@ -16,6 +16,10 @@ pub struct PricingConfig {
     pub file: Option<PathBuf>,
     /// What happens to a request for a model no catalog prices.
     pub unknown_model: UnknownModelPolicy,
+    /// Refuse, before forwarding (and billing), a request whose prompt estimate plus
+    /// output cap exceeds the model's context window in the catalog. Costs a tokenizer
+    /// pass over every request's prompt.
+    pub enforce_context_window: bool,
     /// Per-model overrides or additions, per 1M tokens.
     pub models: BTreeMap<String, ModelPriceOverride>,
     /// Provider names (an Azure deployment, say) → catalog model.

@@ -1,6 +1,7 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
+pub mod report;
 mod sqlite;
 mod writer;
 
@@ -20,6 +21,8 @@ pub enum LedgerError {
     Connect(#[source] sqlx::Error),
     #[error("cannot apply migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot read the ledger: {0}")]
+    Read(#[source] sqlx::Error),
     #[error("cannot write {rows} ledger rows: {source}")]
     Write {
         rows: usize,

@@ -19,7 +19,7 @@ const BUILTIN_TOML: &str = include_str!("../../prices/catalog.toml");
 /// `input`; no `batch_*` rate is half the standard one; no `ft_cached_input` charges at
 /// `ft_input`. A model without `ft_input`/`ft_output` has no fine-tuned price, so its
 /// `ft:` models are unknown rather than guessed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ModelPrices {
     pub input: Rate,
     pub cached_input: Option<Rate>,

@@ -42,6 +42,7 @@ pub mod import;
 pub mod money;
 pub mod overrides;
 pub mod resolve;
+pub mod table;
 
 pub use catalog::{BUILTIN_ORIGIN, Catalog, ModelPrices};
 pub use cost::{Priced, UnitRates, Variant};

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::config::UnknownModelPolicy;
+use crate::config::{PricingConfig, UnknownModelPolicy};
 use crate::error::ApiError;
 use crate::ledger::RowPrice;
 use crate::metering::Usage;
@@ -13,14 +13,16 @@ use crate::pricing::Catalog;
 pub struct Pricer {
     catalog: Catalog,
     policy: UnknownModelPolicy,
+    enforce_context_window: bool,
     warned: Mutex<HashSet<String>>,
 }
 
 impl Pricer {
-    pub fn new(catalog: Catalog, policy: UnknownModelPolicy) -> Self {
+    pub fn new(catalog: Catalog, config: &PricingConfig) -> Self {
         Self {
             catalog,
-            policy,
+            policy: config.unknown_model,
+            enforce_context_window: config.enforce_context_window,
             warned: Mutex::default(),
         }
     }
@@ -39,6 +41,15 @@ impl Pricer {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The context window to enforce for `model`, when enforcement is on and the
+    /// catalog knows the window.
+    pub fn context_window(&self, model: Option<&str>) -> Option<u64> {
+        if !self.enforce_context_window {
+            return None;
+        }
+        self.catalog.resolve(model?)?.prices.context_window
     }
 
     /// The row's price: by the model the upstream answered with, else the one asked

@@ -70,7 +70,7 @@ impl Running {
 /// `env` supplies the upstream keys (the process environment in production).
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
     // Prices first: a bad prices file should stop start-up before anything else opens.
-    let pricer = Pricer::new(config.pricing.catalog()?, config.pricing.unknown_model);
+    let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing);
     let store = Store::open(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
     let upstreams = Upstreams::new(&config.upstreams, env)?;

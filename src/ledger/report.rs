@@ -1,0 +1,351 @@
+//! Reading the ledger back: spend by group (with a what-if re-pricing at another model's
+//! prices), and filling in the cost of rows recorded before their model had a price.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sqlx::Row as _;
+
+use super::{LedgerError, Store};
+use crate::metering::Usage;
+use crate::pricing::{Catalog, Cost, UnitRates, Variant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Caller,
+    Model,
+    Day,
+}
+
+impl Group {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Model => "coalesce(priced_model, model_answered, model_requested, '')",
+            Self::Day => "date(ts_ms / 1000, 'unixepoch')",
+        }
+    }
+}
+
+/// One group's totals. Unpriced rows are counted apart, never folded in as $0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpendLine {
+    pub group: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_usd: Cost,
+    pub unpriced_requests: u64,
+    pub unpriced_tokens: u64,
+    /// The same tokens at the what-if model's prices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what_if_usd: Option<Cost>,
+}
+
+/// Spend since `since_ms` (Unix ms), grouped. With `what_if`, every row's tokens are
+/// also priced at that model's standard rates: cost is linear in the token sums, so
+/// pricing the sums is exact.
+pub async fn spend(
+    store: &Store,
+    since_ms: i64,
+    group: Group,
+    what_if: Option<UnitRates>,
+) -> Result<Vec<SpendLine>, LedgerError> {
+    let Store::Sqlite(sqlite) = store;
+    let sql = format!(
+        "SELECT {g} AS grp, count(*) AS requests, sum(prompt_tokens) AS prompt, \
+         sum(cached_tokens) AS cached, sum(completion_tokens) AS completion, \
+         sum(reasoning_tokens) AS reasoning, coalesce(sum(cost_pico), 0) AS cost, \
+         count(*) - count(cost_pico) AS unpriced, \
+         coalesce(sum(CASE WHEN cost_pico IS NULL THEN prompt_tokens + completion_tokens END), 0) AS unpriced_tokens \
+         FROM requests WHERE ts_ms >= ? GROUP BY grp ORDER BY grp",
+        g = group.sql()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(since_ms)
+        .fetch_all(sqlite.pool())
+        .await
+        .map_err(LedgerError::Read)?;
+    let count = |row: &sqlx::sqlite::SqliteRow, column: &str| -> Result<u64, LedgerError> {
+        let value: i64 = row.try_get(column).map_err(LedgerError::Read)?;
+        Ok(u64::try_from(value).unwrap_or(0))
+    };
+    rows.iter()
+        .map(|row| {
+            let usage = Usage {
+                prompt_tokens: count(row, "prompt")?,
+                cached_tokens: count(row, "cached")?,
+                completion_tokens: count(row, "completion")?,
+                reasoning_tokens: count(row, "reasoning")?,
+            };
+            Ok(SpendLine {
+                group: row.try_get("grp").map_err(LedgerError::Read)?,
+                requests: count(row, "requests")?,
+                prompt_tokens: usage.prompt_tokens,
+                cached_tokens: usage.cached_tokens,
+                completion_tokens: usage.completion_tokens,
+                reasoning_tokens: usage.reasoning_tokens,
+                cost_usd: Cost::from_pico(u128::from(count(row, "cost")?)),
+                unpriced_requests: count(row, "unpriced")?,
+                unpriced_tokens: count(row, "unpriced_tokens")?,
+                what_if_usd: what_if.map(|rates| rates.cost(&usage)),
+            })
+        })
+        .collect()
+}
+
+/// The outcome of a reprice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repriced {
+    pub priced: u64,
+    /// Rows of the model the catalog still cannot price.
+    pub still_unpriced: u64,
+}
+
+/// Prices the unpriced rows of `model` (as requested or answered) since `since_ms`, at
+/// the catalog's current prices, in one transaction. Rows already priced keep theirs.
+pub async fn reprice(
+    store: &Store,
+    catalog: &Catalog,
+    model: &str,
+    since_ms: i64,
+) -> Result<Repriced, LedgerError> {
+    let Store::Sqlite(sqlite) = store;
+    let mut tx = sqlite.pool().begin().await.map_err(LedgerError::Read)?;
+    let rows = sqlx::query(
+        "SELECT id, model_requested, model_answered, prompt_tokens, cached_tokens, \
+         completion_tokens, reasoning_tokens FROM requests \
+         WHERE cost_pico IS NULL AND ts_ms >= ? AND (model_requested = ? OR model_answered = ?)",
+    )
+    .bind(since_ms)
+    .bind(model)
+    .bind(model)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(LedgerError::Read)?;
+    let mut outcome = Repriced {
+        priced: 0,
+        still_unpriced: 0,
+    };
+    for row in &rows {
+        let tokens = |column: &str| -> u64 {
+            row.try_get::<i64, _>(column)
+                .ok()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        let usage = Usage {
+            prompt_tokens: tokens("prompt_tokens"),
+            cached_tokens: tokens("cached_tokens"),
+            completion_tokens: tokens("completion_tokens"),
+            reasoning_tokens: tokens("reasoning_tokens"),
+        };
+        let answered: Option<String> = row.try_get("model_answered").ok().flatten();
+        let requested: Option<String> = row.try_get("model_requested").ok().flatten();
+        let Some(priced) = catalog.price(answered.as_deref(), requested.as_deref(), &usage, false)
+        else {
+            outcome.still_unpriced += 1;
+            continue;
+        };
+        let id: String = row.try_get("id").map_err(LedgerError::Read)?;
+        let micros = |rate: crate::pricing::Rate| {
+            i64::try_from(rate.micros_per_million()).unwrap_or(i64::MAX)
+        };
+        sqlx::query(
+            "UPDATE requests SET cost_pico = ?, priced_model = ?, price_variant = ?, input_rate = ?, \
+             cached_input_rate = ?, output_rate = ? WHERE id = ? AND cost_pico IS NULL",
+        )
+        .bind(i64::try_from(priced.cost.as_pico()).unwrap_or(i64::MAX))
+        .bind(priced.model)
+        .bind(priced.variant.as_str())
+        .bind(micros(priced.rates.input))
+        .bind(micros(priced.rates.cached_input))
+        .bind(micros(priced.rates.output))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(LedgerError::Read)?;
+        outcome.priced += 1;
+    }
+    tx.commit().await.map_err(LedgerError::Read)?;
+    Ok(outcome)
+}
+
+/// The what-if model's standard rates, or `None` if the catalog cannot price it.
+pub fn what_if_rates(catalog: &Catalog, model: &str) -> Option<UnitRates> {
+    let resolved = catalog.resolve(model)?;
+    let variant = if resolved.fine_tuned {
+        Variant::FineTuned
+    } else {
+        Variant::Standard
+    };
+    resolved.prices.rates(variant)
+}
+
+/// A plain-text table; unpriced requests and tokens sit next to every total.
+pub fn render_table(lines: &[SpendLine], what_if: Option<&str>) -> String {
+    let mut header = vec![
+        "group",
+        "requests",
+        "prompt",
+        "cached",
+        "completion",
+        "reasoning",
+        "cost_usd",
+        "unpriced_req",
+        "unpriced_tok",
+    ];
+    if what_if.is_some() {
+        header.extend(["what_if_usd", "difference_usd"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    for line in lines {
+        let mut row = vec![
+            line.group.clone(),
+            line.requests.to_string(),
+            line.prompt_tokens.to_string(),
+            line.cached_tokens.to_string(),
+            line.completion_tokens.to_string(),
+            line.reasoning_tokens.to_string(),
+            line.cost_usd.to_decimal_string(),
+            line.unpriced_requests.to_string(),
+            line.unpriced_tokens.to_string(),
+        ];
+        if let Some(what_if) = line.what_if_usd {
+            row.push(what_if.to_decimal_string());
+            row.push(signed_difference(what_if, line.cost_usd));
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    if let Some(model) = what_if {
+        let _ = writeln!(
+            out,
+            "what-if: the same tokens at {model}'s standard prices (unpriced rows included)\n"
+        );
+    }
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &w))| {
+                if i == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  "));
+    }
+    out
+}
+
+pub fn render_csv(lines: &[SpendLine]) -> String {
+    let mut out = String::from(
+        "group,requests,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost_usd,unpriced_requests,unpriced_tokens,what_if_usd\n",
+    );
+    for l in lines {
+        let group = if l.group.contains([',', '"', '\n']) {
+            format!("\"{}\"", l.group.replace('"', "\"\""))
+        } else {
+            l.group.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{group},{},{},{},{},{},{},{},{},{}",
+            l.requests,
+            l.prompt_tokens,
+            l.cached_tokens,
+            l.completion_tokens,
+            l.reasoning_tokens,
+            l.cost_usd,
+            l.unpriced_requests,
+            l.unpriced_tokens,
+            l.what_if_usd
+                .map(|c| c.to_decimal_string())
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// `a − b` as an exact signed decimal string.
+fn signed_difference(a: Cost, b: Cost) -> String {
+    if a >= b {
+        Cost::from_pico(a.as_pico() - b.as_pico()).to_decimal_string()
+    } else {
+        format!(
+            "-{}",
+            Cost::from_pico(b.as_pico() - a.as_pico()).to_decimal_string()
+        )
+    }
+}
+
+/// `30d`, `12h`, `45m` back from `now_ms`, or a UTC day `YYYY-MM-DD`, as Unix ms.
+pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+    let bad =
+        || format!("`{text}` is neither a span like 30d / 12h / 45m nor a day like 2026-11-01");
+    if let Some((number, unit_ms)) = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)]
+        .iter()
+        .find_map(|(suffix, ms)| text.strip_suffix(suffix).map(|n| (n, *ms)))
+    {
+        let number: i64 = number.parse().map_err(|_| bad())?;
+        return Ok(now_ms - number.checked_mul(unit_ms).ok_or_else(bad)?);
+    }
+    let parts: Vec<&str> = text.split('-').collect();
+    let [year, month, day] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (year, month, day): (i64, i64, i64) = (
+        year.parse().map_err(|_| bad())?,
+        month.parse().map_err(|_| bad())?,
+        day.parse().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    Ok(days_from_civil(year, month, day) * 86_400_000)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_spans_and_days() {
+        let now = 1_764_000_000_000;
+        assert_eq!(parse_since("30d", now), Ok(now - 30 * 86_400_000));
+        assert_eq!(parse_since("12h", now), Ok(now - 12 * 3_600_000));
+        assert_eq!(parse_since("1970-01-01", now), Ok(0));
+        assert_eq!(parse_since("2026-11-24", now), Ok(1_795_478_400_000));
+        for bad in ["", "30", "d", "2026-13-01", "2026-11", "yesterday", "-5x"] {
+            assert!(parse_since(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn differences_are_signed_and_exact() {
+        let a = Cost::from_pico(1_500_000);
+        let b = Cost::from_pico(4_000_000);
+        assert_eq!(signed_difference(a, b), "-0.0000025");
+        assert_eq!(signed_difference(b, a), "0.0000025");
+    }
+}
