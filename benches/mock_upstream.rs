@@ -1,1 +1,657 @@
-fn main(){}
+//! `tollgate-mock-upstream`: a fast, fixed-answer OpenAI upstream for the load bench
+//! (`bench/load.sh`) and the SDK end-to-end check (`ci/sdk_e2e.py`).
+//!
+//! It is the bench's baseline, so it does as little as it can per request: every answer
+//! is rendered once at startup, requests are never parsed as JSON (a byte search finds
+//! `"stream":true` and `"include_usage":true`), and hyper serves it directly.
+//!
+//! Knobs, as request headers:
+//! - `x-mock-chunks: N`: content chunks (or Responses text deltas) in a stream (default 20).
+//! - `x-mock-chunk-delay-ms: D`: sleep D ms between stream events, so a stream stays
+//!   open long enough to be abandoned halfway.
+//! - `x-mock-delay-ms: D`: sleep D ms before answering at all (any POST endpoint), to
+//!   hang up on, or time out, a request that has no answer yet.
+
+// A test tool, not part of the proxy: panicking on a startup error and printing the
+// listening address to stdout are what it is for.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::time::Sleep;
+
+const DEFAULT_CHUNKS: usize = 20;
+/// Bounds `x-mock-chunks`, so one header cannot make the mock render gigabytes.
+const MAX_CHUNKS: usize = 100_000;
+const CREATED: u64 = 1_732_000_000;
+const CHAT_MODEL: &str = "gpt-4o-mini-2024-07-18";
+const COMPLETION_MODEL: &str = "gpt-3.5-turbo-instruct";
+const EMBEDDING_MODEL: &str = "text-embedding-3-small";
+const PROMPT_TOKENS: usize = 9;
+/// Twenty common words, one token each in the OpenAI encodings; stream chunk `i`
+/// carries word `i % 20`, so a stream's text has as many tokens as it has chunks.
+const WORDS: [&str; 20] = [
+    "The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "and", "then", "runs",
+    "back", "home", "to", "rest", "in", "the", "warm", "sun",
+];
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_MOCK_CHUNKS: HeaderName = HeaderName::from_static("x-mock-chunks");
+const X_MOCK_CHUNK_DELAY: HeaderName = HeaderName::from_static("x-mock-chunk-delay-ms");
+const X_MOCK_DELAY: HeaderName = HeaderName::from_static("x-mock-delay-ms");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const REQ_MOCK: HeaderValue = HeaderValue::from_static("req_mock");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate-mock-upstream",
+    about = "Fast fixed-answer OpenAI upstream for benches and end-to-end checks"
+)]
+struct Args {
+    /// Address to listen on; port 0 picks a free one (printed on the first stdout line).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(serve(args.listen));
+}
+
+async fn serve(listen: SocketAddr) {
+    let answers = Arc::new(Answers::render());
+    let listener = TcpListener::bind(listen).await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {addr}").expect("stdout");
+    stdout.flush().expect("stdout");
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors: back off rather than spin.
+                eprintln!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let answers = answers.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let answers = answers.clone();
+            async move { Ok::<_, Infallible>(answers.answer(request).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            // Clients hanging up mid-stream is expected; nothing to report.
+            let _ = connection.await;
+        });
+    }
+}
+
+/// Which endpoint a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+    Embedding,
+    Responses,
+}
+
+/// What the request asked for that changes the answer.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    stream: bool,
+    include_usage: bool,
+    chunks: usize,
+    delay: Option<Duration>,
+}
+
+/// Every answer body at the default chunk count, rendered once.
+struct Answers {
+    chat: Bytes,
+    chat_stream: Bytes,
+    chat_stream_usage: Bytes,
+    completion: Bytes,
+    completion_stream: Bytes,
+    completion_stream_usage: Bytes,
+    embedding: Bytes,
+    responses: Bytes,
+    responses_stream: Bytes,
+    models: Bytes,
+}
+
+// === impl Answers ===
+
+impl Answers {
+    fn render() -> Self {
+        let joined = |events: Vec<Bytes>| -> Bytes { events.concat().into() };
+        Self {
+            chat: chat_completion(),
+            chat_stream: joined(events(Kind::Chat, DEFAULT_CHUNKS, false)),
+            chat_stream_usage: joined(events(Kind::Chat, DEFAULT_CHUNKS, true)),
+            completion: text_completion(),
+            completion_stream: joined(events(Kind::Completion, DEFAULT_CHUNKS, false)),
+            completion_stream_usage: joined(events(Kind::Completion, DEFAULT_CHUNKS, true)),
+            embedding: json_bytes(&embedding()),
+            responses: json_bytes(&response_object(
+                "completed",
+                &words(DEFAULT_CHUNKS),
+                Some(DEFAULT_CHUNKS),
+            )),
+            responses_stream: joined(events(Kind::Responses, DEFAULT_CHUNKS, false)),
+            models: json_bytes(&models()),
+        }
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<MockBody> {
+        let kind = match (request.method(), request.uri().path()) {
+            (&Method::POST, "/v1/chat/completions") => Kind::Chat,
+            (&Method::POST, "/v1/completions") => Kind::Completion,
+            (&Method::POST, "/v1/embeddings") => Kind::Embedding,
+            (&Method::POST, "/v1/responses") => Kind::Responses,
+            (&Method::GET, "/v1/models") => {
+                return respond(StatusCode::OK, JSON, MockBody::full(self.models.clone()));
+            }
+            (method, path) => return not_found(method, path),
+        };
+        let (parts, body) = request.into_parts();
+        let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+            );
+        };
+        let ask = Ask {
+            stream: kind != Kind::Embedding && flag(&body, b"\"stream\""),
+            include_usage: flag(&body, b"\"include_usage\""),
+            chunks: header_number(&parts.headers, &X_MOCK_CHUNKS)
+                .map_or(DEFAULT_CHUNKS, |n| n.clamp(1, MAX_CHUNKS)),
+            delay: millis(&parts.headers, &X_MOCK_CHUNK_DELAY),
+        };
+        if let Some(delay) = millis(&parts.headers, &X_MOCK_DELAY) {
+            tokio::time::sleep(delay).await;
+        }
+        if !ask.stream {
+            let body = match kind {
+                Kind::Chat => self.chat.clone(),
+                Kind::Completion => self.completion.clone(),
+                Kind::Embedding => self.embedding.clone(),
+                Kind::Responses => self.responses.clone(),
+            };
+            return respond(StatusCode::OK, JSON, MockBody::full(body));
+        }
+        // Responses streams always carry usage; `include_usage` is a Chat/Completions option.
+        let include_usage = ask.include_usage && kind != Kind::Responses;
+        let body = match (ask.delay, ask.chunks == DEFAULT_CHUNKS) {
+            (None, true) => MockBody::full(match (kind, include_usage) {
+                (Kind::Chat, false) => self.chat_stream.clone(),
+                (Kind::Chat, true) => self.chat_stream_usage.clone(),
+                (Kind::Completion, false) => self.completion_stream.clone(),
+                (Kind::Completion, true) => self.completion_stream_usage.clone(),
+                _ => self.responses_stream.clone(),
+            }),
+            (None, false) => {
+                MockBody::full(events(kind, ask.chunks, include_usage).concat().into())
+            }
+            (Some(delay), _) => MockBody::paced(events(kind, ask.chunks, include_usage), delay),
+        };
+        respond(StatusCode::OK, EVENT_STREAM, body)
+    }
+}
+
+fn respond(status: StatusCode, content_type: HeaderValue, body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(X_REQUEST_ID, REQ_MOCK);
+    response
+}
+
+fn not_found(method: &Method, path: &str) -> Response<MockBody> {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "Unknown request URL: {method} {path}. Please check the URL for typos, \
+             or see the docs at https://platform.openai.com/docs/api-reference/."
+        ),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response<MockBody> {
+    let code = if status == StatusCode::NOT_FOUND {
+        Value::from("unknown_url")
+    } else {
+        Value::Null
+    };
+    let body = json!({"error": {
+        "message": message, "type": "invalid_request_error", "param": null, "code": code,
+    }});
+    respond(status, JSON, MockBody::full(json_bytes(&body)))
+}
+
+/// Whether `key` appears followed by `: true` (any spacing). Good enough for a mock: a
+/// message text containing the literal key would fool it.
+fn flag(body: &[u8], key: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some(at) = find(rest, key) {
+        rest = &rest[at + key.len()..];
+        let value = rest.trim_ascii_start();
+        if let Some(value) = value.strip_prefix(b":") {
+            if value.trim_ascii_start().starts_with(b"true") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn millis(headers: &hyper::HeaderMap, name: &HeaderName) -> Option<Duration> {
+    header_number(headers, name)
+        .filter(|&ms| ms > 0)
+        .map(|ms| Duration::from_millis(ms as u64))
+}
+
+fn header_number(headers: &hyper::HeaderMap, name: &HeaderName) -> Option<usize> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+// === Answer bodies ===
+
+fn json_bytes(value: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("JSON"))
+}
+
+/// Chunk `i`'s text: the first word bare, later ones with a leading space.
+fn word(i: usize) -> String {
+    let word = WORDS[i % WORDS.len()];
+    if i == 0 {
+        word.to_owned()
+    } else {
+        format!(" {word}")
+    }
+}
+
+fn words(n: usize) -> String {
+    (0..n).map(word).collect()
+}
+
+/// OpenAI's usage object, keys in the order the API writes them.
+fn chat_usage(completion: usize) -> String {
+    format!(
+        r#"{{"prompt_tokens":{PROMPT_TOKENS},"completion_tokens":{completion},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":0,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}}"#,
+        PROMPT_TOKENS + completion
+    )
+}
+
+/// A JSON string literal.
+fn quoted(text: &str) -> String {
+    Value::from(text).to_string()
+}
+
+// Chat and legacy completion answers are written as templates rather than through
+// `json!` so their keys come in OpenAI's order (`serde_json::Value` sorts them).
+
+fn chat_completion() -> Bytes {
+    format!(
+        r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":{CREATED},"model":"{CHAT_MODEL}","choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"stop"}}],"usage":{},"service_tier":"default","system_fingerprint":"fp_mock"}}"#,
+        quoted(&words(DEFAULT_CHUNKS)),
+        chat_usage(DEFAULT_CHUNKS)
+    )
+    .into()
+}
+
+fn text_completion() -> Bytes {
+    format!(
+        r#"{{"id":"cmpl-mock","object":"text_completion","created":{CREATED},"model":"{COMPLETION_MODEL}","choices":[{{"text":{},"index":0,"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{PROMPT_TOKENS},"completion_tokens":{DEFAULT_CHUNKS},"total_tokens":{}}}}}"#,
+        quoted(&words(DEFAULT_CHUNKS)),
+        PROMPT_TOKENS + DEFAULT_CHUNKS
+    )
+    .into()
+}
+
+fn embedding() -> Value {
+    json!({
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0,
+                  "embedding": [0.0023064255, -0.009327292, 0.015797347, -0.0077780345]}],
+        "model": EMBEDDING_MODEL,
+        "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    })
+}
+
+fn models() -> Value {
+    let model = |id: &str, owner: &str| json!({"id": id, "object": "model", "created": CREATED, "owned_by": owner});
+    json!({
+        "object": "list",
+        "data": [
+            model("gpt-4o-mini", "system"),
+            model(CHAT_MODEL, "system"),
+            model(COMPLETION_MODEL, "system"),
+            model(EMBEDDING_MODEL, "system"),
+        ],
+    })
+}
+
+/// A Responses API object; `usage` is null until the response is complete.
+fn response_object(status: &str, text: &str, output_tokens: Option<usize>) -> Value {
+    let output = if text.is_empty() {
+        json!([])
+    } else {
+        json!([message_item("completed", text)])
+    };
+    let usage = output_tokens.map(|output| {
+        json!({
+            "input_tokens": PROMPT_TOKENS,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": PROMPT_TOKENS + output,
+        })
+    });
+    json!({
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "model": CHAT_MODEL,
+        "output": output,
+        "parallel_tool_calls": true,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    })
+}
+
+fn message_item(status: &str, text: &str) -> Value {
+    let content = if status == "completed" {
+        json!([{"type": "output_text", "text": text, "annotations": []}])
+    } else {
+        json!([])
+    };
+    json!({"id": "msg_mock", "type": "message", "status": status, "role": "assistant", "content": content})
+}
+
+/// A stream's SSE events, one `Bytes` per event.
+fn events(kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
+    match kind {
+        Kind::Chat | Kind::Completion => data_events(kind, chunks, include_usage),
+        Kind::Responses | Kind::Embedding => responses_events(chunks),
+    }
+}
+
+/// Chat or legacy completion chunks as OpenAI writes them: `chunks` content chunks (the
+/// first chat delta carries the role), a finish chunk, then with `include_usage` a
+/// usage-only chunk (`"choices":[]`; every other chunk says `"usage":null`), then `[DONE]`.
+fn data_events(kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
+    let head = if kind == Kind::Chat {
+        format!(
+            r#"{{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":{CREATED},"model":"{CHAT_MODEL}","service_tier":"default","system_fingerprint":"fp_mock","choices":"#
+        )
+    } else {
+        format!(
+            r#"{{"id":"cmpl-mock","object":"text_completion","created":{CREATED},"model":"{COMPLETION_MODEL}","choices":"#
+        )
+    };
+    let tail = if include_usage {
+        r#","usage":null}"#
+    } else {
+        "}"
+    };
+    let event = |json: String| Bytes::from(format!("data: {json}\n\n"));
+    // `None` is the finish chunk.
+    let choice = |i: Option<usize>| {
+        let finish = if i.is_some() { "null" } else { r#""stop""# };
+        match (kind, i) {
+            (Kind::Chat, Some(0)) => format!(
+                r#"[{{"index":0,"delta":{{"role":"assistant","content":{},"refusal":null}},"logprobs":null,"finish_reason":null}}]"#,
+                quoted(&word(0))
+            ),
+            (Kind::Chat, Some(i)) => format!(
+                r#"[{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}]"#,
+                quoted(&word(i))
+            ),
+            (Kind::Chat, None) => {
+                r#"[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]"#.to_owned()
+            }
+            (_, i) => format!(
+                r#"[{{"text":{},"index":0,"logprobs":null,"finish_reason":{finish}}}]"#,
+                quoted(&i.map(word).unwrap_or_default())
+            ),
+        }
+    };
+    let mut events: Vec<Bytes> = (0..chunks)
+        .map(Some)
+        .chain([None])
+        .map(|i| event(format!("{head}{}{tail}", choice(i))))
+        .collect();
+    if include_usage {
+        events.push(event(format!(
+            r#"{head}[],"usage":{}}}"#,
+            chat_usage(chunks)
+        )));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+fn data(value: &Value) -> Bytes {
+    let mut event = b"data: ".to_vec();
+    serde_json::to_writer(&mut event, value).expect("JSON");
+    event.extend_from_slice(b"\n\n");
+    event.into()
+}
+
+/// A Responses stream: typed events, `chunks` text deltas, usage on `response.completed`,
+/// and no `[DONE]` (OpenAI sends none on Responses streams).
+fn responses_events(chunks: usize) -> Vec<Bytes> {
+    let text = words(chunks);
+    let part = json!({"type": "output_text", "text": "", "annotations": []});
+    let done_part = json!({"type": "output_text", "text": text, "annotations": []});
+    let mut bodies = vec![
+        json!({"type": "response.created", "response": response_object("in_progress", "", None)}),
+        json!({"type": "response.in_progress", "response": response_object("in_progress", "", None)}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+               "item": message_item("in_progress", "")}),
+        json!({"type": "response.content_part.added", "item_id": "msg_mock", "output_index": 0,
+               "content_index": 0, "part": part}),
+    ];
+    bodies.extend((0..chunks).map(|i| {
+        json!({"type": "response.output_text.delta", "item_id": "msg_mock", "output_index": 0,
+               "content_index": 0, "delta": word(i)})
+    }));
+    bodies.extend([
+        json!({"type": "response.output_text.done", "item_id": "msg_mock", "output_index": 0,
+               "content_index": 0, "text": text}),
+        json!({"type": "response.content_part.done", "item_id": "msg_mock", "output_index": 0,
+               "content_index": 0, "part": done_part}),
+        json!({"type": "response.output_item.done", "output_index": 0,
+               "item": message_item("completed", &text)}),
+        json!({"type": "response.completed",
+               "response": response_object("completed", &text, Some(chunks))}),
+    ]);
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(sequence, mut body)| {
+            body["sequence_number"] = json!(sequence);
+            let kind = body["type"].as_str().unwrap_or_default().to_owned();
+            let mut event = format!("event: {kind}\n").into_bytes();
+            event.extend_from_slice(&data(&body));
+            event.into()
+        })
+        .collect()
+}
+
+// === MockBody ===
+
+/// A response body: whole (one frame, with a length) or paced (one frame per SSE
+/// event, `delay` apart). Hyper drops it when the client hangs up, ending the pacing.
+enum MockBody {
+    Full(Option<Bytes>),
+    Paced {
+        events: std::vec::IntoIter<Bytes>,
+        delay: Duration,
+        sleep: Option<Pin<Box<Sleep>>>,
+    },
+}
+
+impl MockBody {
+    fn full(bytes: Bytes) -> Self {
+        Self::Full(Some(bytes))
+    }
+
+    fn paced(events: Vec<Bytes>, delay: Duration) -> Self {
+        Self::Paced {
+            events: events.into_iter(),
+            delay,
+            sleep: None,
+        }
+    }
+}
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Paced {
+                events,
+                delay,
+                sleep,
+            } => {
+                // The first event goes at once; each later one waits `delay` after it.
+                if let Some(timer) = sleep.as_mut() {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                let Some(event) = events.next() else {
+                    return Poll::Ready(None);
+                };
+                *sleep = Some(Box::pin(tokio::time::sleep(*delay)));
+                Poll::Ready(Some(Ok(Frame::data(event))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Paced { events, .. } => events.len() == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Paced { .. } => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_found_with_any_spacing() {
+        assert!(flag(br#"{"stream":true}"#, b"\"stream\""));
+        assert!(flag(br#"{"stream" : true}"#, b"\"stream\""));
+        assert!(!flag(br#"{"stream":false}"#, b"\"stream\""));
+        assert!(!flag(br#"{"streams":true}"#, b"\"stream\""));
+        assert!(flag(
+            br#"{"stream_options":{"include_usage": true},"stream":true}"#,
+            b"\"include_usage\""
+        ));
+    }
+
+    #[test]
+    fn a_chat_stream_counts_its_chunks_in_usage() {
+        let events = events(Kind::Chat, 3, true);
+        // 3 content chunks, the finish chunk, the usage chunk, [DONE].
+        assert_eq!(events.len(), 6);
+        let usage: Value = serde_json::from_slice(&events[4][6..events[4].len() - 2]).unwrap();
+        assert_eq!(usage["usage"]["completion_tokens"], 3);
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(&events[5][..], b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn every_answer_is_valid_json() {
+        let answers = Answers::render();
+        for body in [
+            &answers.chat,
+            &answers.completion,
+            &answers.embedding,
+            &answers.responses,
+            &answers.models,
+        ] {
+            serde_json::from_slice::<Value>(body).unwrap();
+        }
+        for (kind, usage) in [
+            (Kind::Chat, false),
+            (Kind::Chat, true),
+            (Kind::Completion, true),
+            (Kind::Responses, false),
+        ] {
+            for event in events(kind, 4, usage) {
+                let text = std::str::from_utf8(&event).unwrap();
+                assert!(text.ends_with("\n\n"), "{text}");
+                let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                if data != "[DONE]" {
+                    serde_json::from_str::<Value>(data).unwrap();
+                }
+            }
+        }
+        let chat: Value = serde_json::from_slice(&answers.chat).unwrap();
+        assert_eq!(chat["choices"][0]["message"]["content"], words(20));
+        assert_eq!(chat["usage"]["completion_tokens"], 20);
+    }
+}

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# The tollgate load bench, in one command: bench/load.sh
+#
+# Builds the release binaries, starts tollgate-mock-upstream (benches/mock_upstream.rs)
+# and tollgate on 127.0.0.1, and drives both with oha: plain and streaming chat
+# completions at 1 connection (latency) and at $BENCH_CONNS connections (throughput),
+# straight to the mock and through tollgate, then $BENCH_OPEN_STREAMS slow streams held
+# open at once. tollgate is pinned to one core, the mock and oha to the other.
+# Prints a markdown report and writes it to bench/results/latest.md. See bench/README.md.
+#
+# Knobs (environment): BENCH_DURATION (per run, default 10s), BENCH_CONNS (64),
+# BENCH_OPEN_STREAMS (1000), BENCH_SLOW_DELAY_MS (250), BENCH_NOISE_LIMIT_PCT (10),
+# BENCH_RETRIES (3), BENCH_SKIP_BUILD=1 (use the binaries already built).
+# Needs: cargo, taskset, curl, python3, oha (installed with `cargo install oha --locked`
+# when missing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNS:-64}
+OPEN_STREAMS=${BENCH_OPEN_STREAMS:-1000}
+# Slow streams: 20 chunks, this far apart, so each stays open ~6 s (23 events).
+SLOW_DELAY_MS=${BENCH_SLOW_DELAY_MS:-250}
+RESULTS_DIR="$ROOT/bench/results"
+# A timed run is repeated (up to RETRIES times) when other processes used more than
+# this share of a core during it: on a shared machine a compile skews every figure.
+NOISE_LIMIT_PCT=${BENCH_NOISE_LIMIT_PCT:-10}
+RETRIES=${BENCH_RETRIES:-3}
+MODEL_BODY='"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something about a fox."}]'
+PLAIN_BODY="{$MODEL_BODY}"
+STREAM_BODY="{$MODEL_BODY,\"stream\":true}"
+
+log() { printf '[load.sh] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# === processes and cleanup ===
+
+WORK=$(mktemp -d -t tollgate-bench.XXXXXX)
+MOCK_PID="" TG_PID="" LOAD_PID=""
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    [[ -z $LOAD_PID ]] || pkill -P "$LOAD_PID" 2>/dev/null || true
+    for pid in $LOAD_PID $TG_PID $MOCK_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in $LOAD_PID $TG_PID $MOCK_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    mkdir -p "$RESULTS_DIR"
+    cp "$WORK"/*.log "$RESULTS_DIR"/ 2>/dev/null || true
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# === tools ===
+
+for tool in cargo taskset curl python3; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+export PATH="$PATH:$HOME/.cargo/bin"
+if ! command -v oha >/dev/null; then
+    log "oha not found: cargo install oha --locked (takes a few minutes, once)"
+    cargo install oha --locked >&2 || die "cannot install oha"
+fi
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    log "building release binaries"
+    cargo build --release --bins >&2
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TOLLGATE="$TARGET_DIR/release/tollgate"
+MOCK="$TARGET_DIR/release/tollgate-mock-upstream"
+[[ -x $TOLLGATE && -x $MOCK ]] || die "release binaries missing"
+
+# 1,000 open streams need ~2,000 sockets in tollgate and as many in the mock and oha.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[[ $(ulimit -n) == unlimited || $(ulimit -n) -ge $((OPEN_STREAMS * 2 + 200)) ]] ||
+    log "warning: open-file limit $(ulimit -n) may be too low for $OPEN_STREAMS streams"
+
+# Pin tollgate to core 0 and everything else to core 1 when there are two cores to use.
+CPUS=$(nproc)
+if ((CPUS >= 2)); then
+    PIN_TG=(taskset -c 0)
+    PIN_LOAD=(taskset -c 1)
+    PINNING="tollgate on core 0; mock upstream and oha on core 1"
+else
+    PIN_TG=()
+    PIN_LOAD=()
+    PINNING="not pinned (only $CPUS core)"
+fi
+
+# === start the mock and tollgate ===
+
+"${PIN_LOAD[@]}" "$MOCK" --listen 127.0.0.1:0 --threads 1 >"$WORK/mock.out" 2>"$WORK/mock.log" &
+MOCK_PID=$!
+for _ in $(seq 100); do
+    grep -q '^listening on ' "$WORK/mock.out" 2>/dev/null && break
+    sleep 0.05
+done
+MOCK_ADDR=$(sed -n 's/^listening on //p' "$WORK/mock.out" | head -n1)
+[[ -n $MOCK_ADDR ]] || die "mock upstream did not start: $(cat "$WORK/mock.log")"
+
+TG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+TG_ADDR="127.0.0.1:$TG_PORT"
+cat >"$WORK/tollgate.toml" <<EOF
+[server]
+listen = "$TG_ADDR"
+
+[database]
+url = "sqlite://$WORK/ledger.db"
+
+[log]
+filter = "warn"
+
+[[upstreams]]
+name = "mock"
+base_url = "http://$MOCK_ADDR/v1"
+models = ["*"]
+EOF
+
+# === measurements ===
+
+# utime + stime of the whole tollgate process (all threads), in clock ticks.
+tg_ticks() { sed 's/^.*) //' "/proc/$TG_PID/stat" | awk '{print $12 + $13}'; }
+tg_status() { awk -v key="$1:" '$1 == key {print $2}' "/proc/$TG_PID/status"; }
+# Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0), so each
+# scenario reports its own peak; where that is refused the peak is since startup.
+HWM_RESET=yes
+reset_hwm() { echo 5 >"/proc/$TG_PID/clear_refs" 2>/dev/null || HWM_RESET=no; }
+# Busy ticks of the whole machine (user+nice+system+irq+softirq+steal), to spot other
+# work running alongside (a compile in the background would skew every figure).
+machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+pid_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+tg_fds() { find "/proc/$TG_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# Each scenario group gets a fresh tollgate, so its peak RSS is its own (the allocator
+# keeps what an earlier run grew to). All instances share one ledger file.
+TG_INSTANCE=0
+start_tollgate() {
+    TG_INSTANCE=$((TG_INSTANCE + 1))
+    "${PIN_TG[@]}" "$TOLLGATE" serve --config "$WORK/tollgate.toml" \
+        >>"$WORK/tollgate.log" 2>&1 </dev/null &
+    TG_PID=$!
+    for _ in $(seq 300); do
+        curl -fsS "http://$TG_ADDR/healthz" >/dev/null 2>&1 && break
+        kill -0 "$TG_PID" 2>/dev/null || die "tollgate exited at startup: $(cat "$WORK/tollgate.log")"
+        sleep 0.1
+    done
+    curl -fsS "http://$TG_ADDR/healthz" >/dev/null || die "tollgate did not become healthy"
+    # Let startup work (tokenizer load, migrations) settle before reading idle figures.
+    sleep 1
+    log "tollgate #$TG_INSTANCE on $TG_ADDR (pid $TG_PID), mock on $MOCK_ADDR; $PINNING"
+    echo "{\"rss_kb\": $(tg_status VmRSS), \"fds\": $(tg_fds)}" >"$WORK/idle-$TG_INSTANCE.json"
+}
+
+# SIGTERM: tollgate drains and flushes the ledger; report.py checks the row count.
+stop_tollgate() {
+    local start status=0
+    start=$(date +%s%N)
+    kill -TERM "$TG_PID"
+    wait "$TG_PID" || status=$?
+    TG_PID=""
+    echo "{\"exit\": $status, \"ms\": $((($(date +%s%N) - start) / 1000000))}" \
+        >"$WORK/stop-$TG_INSTANCE.json"
+    log "tollgate #$TG_INSTANCE stopped: exit $status"
+}
+
+# run NAME PATH(direct|tollgate) KIND(plain|stream) CONNS OHA_ARGS...
+# Runs oha and writes $WORK/NAME.oha.json and $WORK/NAME.meta.json. A timed run during
+# which other processes kept the machine busy (over $NOISE_LIMIT_PCT% of a core) is
+# set aside and repeated, up to $RETRIES times; the report lists the set-aside runs.
+run() {
+    local name=$1 other try
+    for ((try = 1; ; try++)); do
+        run_once "$@"
+        other=$(other_load_pct "$name")
+        if [[ $name == warm-* ]] || ((other <= NOISE_LIMIT_PCT || try > RETRIES)); then
+            return
+        fi
+        log "  other processes used ${other}% of a core during $name: running it again"
+        mv "$WORK/$name.meta.json" "$WORK/$name.try$try.discarded.json"
+        mv "$WORK/$name.oha.json" "$WORK/$name.try$try.oha-discarded.json"
+    done
+}
+
+# CPU of everything but tollgate, the mock and oha during run NAME, in % of one core.
+other_load_pct() {
+    python3 - "$WORK/$1.meta.json" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+meta, hz = json.load(open(sys.argv[1])), int(sys.argv[2])
+oha = 0.0
+for field in meta["oha_times"].split():
+    minutes, _, rest = field.partition("m")
+    oha += float(minutes or 0) * 60 + float(rest.rstrip("s") or 0)
+other = meta["machine_ticks"] - meta["cpu_ticks"] - meta["mock_ticks"] - oha * hz
+print(max(0, round(other / hz / (meta["wall_ms"] / 1000) * 100)))
+EOF
+}
+
+run_once() {
+    local name=$1 path=$2 kind=$3 conns=$4
+    shift 4
+    local addr=$MOCK_ADDR body=$PLAIN_BODY
+    [[ $path == tollgate ]] && addr=$TG_ADDR
+    [[ $kind == stream ]] && body=$STREAM_BODY
+    log "run $name: $kind via $path, $conns connection(s) $*"
+    reset_hwm
+    local ticks0 ticks1 machine0 machine1 mock0 mock1 start max_fds=0 max_rss=0 fds rss
+    start=$(date +%s%N)
+    ticks0=$(tg_ticks)
+    machine0=$(machine_ticks)
+    mock0=$(pid_ticks "$MOCK_PID")
+    # A subshell, so `times` can report oha's own CPU time once it has exited.
+    (
+        "${PIN_LOAD[@]}" oha --no-tui --output-format json --worker-threads 1 -c "$conns" \
+            -m POST -T application/json -d "$body" "$@" \
+            "http://$addr/v1/chat/completions" >"$WORK/$name.oha.json" 2>"$WORK/$name.oha.err"
+        status=$?
+        times >"$WORK/$name.times" # not in a pipe: its children would be a subshell's
+        exit "$status"
+    ) &
+    LOAD_PID=$!
+    # Sample tollgate's open sockets and RSS while the load runs.
+    while kill -0 "$LOAD_PID" 2>/dev/null; do
+        fds=$(tg_fds)
+        rss=$(tg_status VmRSS)
+        ((fds > max_fds)) && max_fds=$fds
+        ((rss > max_rss)) && max_rss=$rss
+        sleep 0.2
+    done
+    wait "$LOAD_PID" || die "oha failed in $name: $(cat "$WORK/$name.oha.err")"
+    LOAD_PID=""
+    ticks1=$(tg_ticks)
+    machine1=$(machine_ticks)
+    mock1=$(pid_ticks "$MOCK_PID")
+    cat >"$WORK/$name.meta.json" <<EOF
+{"name": "$name", "path": "$path", "kind": "$kind", "conns": $conns, "instance": $TG_INSTANCE,
+ "wall_ms": $((($(date +%s%N) - start) / 1000000)),
+ "cpu_ticks": $((ticks1 - ticks0)), "machine_ticks": $((machine1 - machine0)),
+ "mock_ticks": $((mock1 - mock0)), "oha_times": "$(tail -n1 "$WORK/$name.times")", "hwm_kb": $(tg_status VmHWM),
+ "max_fds": $max_fds, "max_rss_kb": $max_rss}
+EOF
+}
+
+TIMED=(-z "$DURATION" -w)
+# Each group first warms its paths (connection pools, allocator, tokenizer).
+start_tollgate
+run warm-plain-direct direct plain 4 -z 2s -w
+run warm-plain-tollgate tollgate plain 4 -z 2s -w
+run plain-1-direct direct plain 1 "${TIMED[@]}"
+run plain-1-tollgate tollgate plain 1 "${TIMED[@]}"
+run "plain-$CONNS-direct" direct plain "$CONNS" "${TIMED[@]}"
+run "plain-$CONNS-tollgate" tollgate plain "$CONNS" "${TIMED[@]}"
+stop_tollgate
+
+start_tollgate
+run warm-stream-direct direct stream 4 -z 2s -w
+run warm-stream-tollgate tollgate stream 4 -z 2s -w
+run stream-1-direct direct stream 1 "${TIMED[@]}"
+run stream-1-tollgate tollgate stream 1 "${TIMED[@]}"
+run "stream-$CONNS-direct" direct stream "$CONNS" "${TIMED[@]}"
+run "stream-$CONNS-tollgate" tollgate stream "$CONNS" "${TIMED[@]}"
+stop_tollgate
+
+start_tollgate
+run warm-open-tollgate tollgate stream 4 -z 1s -w
+run "open-$OPEN_STREAMS-tollgate" tollgate stream "$OPEN_STREAMS" -n "$OPEN_STREAMS" \
+    -H "x-mock-chunk-delay-ms: $SLOW_DELAY_MS" -t 120s
+stop_tollgate
+
+# === report ===
+
+mkdir -p "$RESULTS_DIR"
+python3 "$ROOT/bench/report.py" "$WORK" \
+    --cpu-model "$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)" \
+    --cores "$CPUS" --pinning "$PINNING" --duration "$DURATION" --conns "$CONNS" \
+    --open-streams "$OPEN_STREAMS" --slow-delay-ms "$SLOW_DELAY_MS" \
+    --hwm-reset "$HWM_RESET" --clock-ticks "$(getconf CLK_TCK)" \
+    --ledger "$WORK/ledger.db" --oha-version "$(oha --version)" \
+    --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')" \
+    >"$RESULTS_DIR/latest.md"
+cat "$RESULTS_DIR/latest.md"
+log "written to bench/results/latest.md (logs: bench/results/*.log)"
