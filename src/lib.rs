@@ -11,6 +11,8 @@ pub mod estimate;
 pub mod ledger;
 /// Usage extraction and tiktoken counting (pure).
 pub mod metering;
+/// Prometheus metrics, defined once.
+pub mod metrics;
 /// Price catalog and exact cost computation (pure).
 pub mod pricing;
 /// Upstream routing, request rewrite, SSE relay.

@@ -8,19 +8,22 @@ use crate::config::{PricingConfig, UnknownModelPolicy};
 use crate::error::ApiError;
 use crate::ledger::RowPrice;
 use crate::metering::Usage;
+use crate::metrics::Metrics;
 use crate::pricing::Catalog;
 
 pub struct Pricer {
     catalog: Catalog,
+    metrics: Metrics,
     policy: UnknownModelPolicy,
     enforce_context_window: bool,
     warned: Mutex<HashSet<String>>,
 }
 
 impl Pricer {
-    pub fn new(catalog: Catalog, config: &PricingConfig) -> Self {
+    pub fn new(catalog: Catalog, config: &PricingConfig, metrics: Metrics) -> Self {
         Self {
             catalog,
+            metrics,
             policy: config.unknown_model,
             enforce_context_window: config.enforce_context_window,
             warned: Mutex::default(),
@@ -69,6 +72,7 @@ impl Pricer {
             });
         }
         let model = answered.or(requested).unwrap_or("");
+        self.metrics.unpriced_requests.with_label_values(&[model]).inc();
         let first = self
             .warned
             .lock()

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServerConfig};
 use crate::ledger::{LedgerError, LedgerWriter, Store};
+use crate::metrics::Metrics;
 use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{Pricer, Proxy, UpstreamError};
@@ -39,6 +40,8 @@ pub enum ServeError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Pricing(#[from] PricingError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// What the routes share.
@@ -46,6 +49,7 @@ pub enum ServeError {
 pub struct AppState {
     pub proxy: Arc<Proxy>,
     pub store: Store,
+    pub metrics: Metrics,
 }
 
 /// A running tollgate: its address, its ledger (tests flush it), and a way to stop it.
@@ -70,7 +74,8 @@ impl Running {
 /// `env` supplies the upstream keys (the process environment in production).
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
     // Prices first: a bad prices file should stop start-up before anything else opens.
-    let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing);
+    let metrics = Metrics::new()?;
+    let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing, metrics.clone());
     let store = Store::open(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
     let upstreams = Upstreams::new(&config.upstreams, env)?;
@@ -88,7 +93,11 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         tasks: TaskTracker::new(),
         server: config.server.clone(),
     });
-    let state = AppState { proxy, store };
+    let state = AppState {
+        proxy,
+        store,
+        metrics,
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state, config.server, async move {
         let _ = stopped.await;

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1", any(proxy::forward))
         .route("/v1/{*rest}", any(proxy::forward))
         .fallback(not_found)
@@ -67,6 +68,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "ledger_queue": state.proxy.ledger.queue_depth(),
     });
     (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot render metrics");
+            ApiError::Internal.into_response()
+        }
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {

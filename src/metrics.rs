@@ -1,0 +1,51 @@
+//! Every metric tollgate exports, defined once, in Prometheus' text format at
+//! `/metrics`. Names follow Prometheus conventions: `tollgate_` prefix, `_total` for
+//! counters.
+
+use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests whose model no catalog prices, by model: what to add to the catalog.
+    pub unpriced_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let unpriced_requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_unpriced_requests_total",
+                "Requests recorded with an unknown cost because no catalog prices their model.",
+            ),
+            &["model"],
+        )?;
+        registry.register(Box::new(unpriced_requests.clone()))?;
+        Ok(Self {
+            registry,
+            unpriced_requests,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_the_text_format() {
+        let metrics = Metrics::new().unwrap();
+        metrics.unpriced_requests.with_label_values(&["mystery"]).inc();
+        let text = metrics.render().unwrap();
+        assert!(text.contains("# TYPE tollgate_unpriced_requests_total counter"), "{text}");
+        assert!(text.contains("tollgate_unpriced_requests_total{model=\"mystery\"} 1"), "{text}");
+    }
+}
