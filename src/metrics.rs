@@ -43,9 +43,18 @@ mod tests {
     #[test]
     fn counters_render_in_the_text_format() {
         let metrics = Metrics::new().unwrap();
-        metrics.unpriced_requests.with_label_values(&["mystery"]).inc();
+        metrics
+            .unpriced_requests
+            .with_label_values(&["mystery"])
+            .inc();
         let text = metrics.render().unwrap();
-        assert!(text.contains("# TYPE tollgate_unpriced_requests_total counter"), "{text}");
-        assert!(text.contains("tollgate_unpriced_requests_total{model=\"mystery\"} 1"), "{text}");
+        assert!(
+            text.contains("# TYPE tollgate_unpriced_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_unpriced_requests_total{model=\"mystery\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -85,7 +85,14 @@ async fn an_unknown_model_is_recorded_unpriced_not_free() {
     assert_eq!((row.prompt_tokens, row.completion_tokens), (7, 3));
     assert_eq!(row.cost_pico, None, "unknown, never a silent $0");
     assert_eq!(row.priced_model, None);
-    let metrics = tollgate.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let metrics = tollgate
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("tollgate_unpriced_requests_total{model=\"mystery-model-9\"} 1"),
         "{metrics}"

@@ -72,7 +72,10 @@ impl Pricer {
             });
         }
         let model = answered.or(requested).unwrap_or("");
-        self.metrics.unpriced_requests.with_label_values(&[model]).inc();
+        self.metrics
+            .unpriced_requests
+            .with_label_values(&[model])
+            .inc();
         let first = self
             .warned
             .lock()
