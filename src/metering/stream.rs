@@ -30,6 +30,10 @@ pub struct StreamMeter {
     usage: Option<Usage>,
     model: Option<String>,
     text: String,
+    /// Content chunks not parsed yet, back to back; `deferred_ends` marks where each ends.
+    deferred: Vec<u8>,
+    deferred_ends: Vec<usize>,
+    seen_first: bool,
     finished: bool,
 }
 
@@ -99,6 +103,9 @@ impl StreamMeter {
             usage: None,
             model: None,
             text: String::new(),
+            deferred: Vec::new(),
+            deferred_ends: Vec::new(),
+            seen_first: false,
             finished: false,
         }
     }
@@ -116,32 +123,26 @@ impl StreamMeter {
     }
 
     fn observe_chunk(&mut self, data: &[u8]) -> EventKind {
+        // Most chunks are plain content whose text matters only if the stream ends
+        // without usage: keep their bytes and parse them then. A chunk is read now when
+        // it is the first (the model), carries usage, or may be an error.
+        if self.seen_first && !carries_usage(data) && !may_be_error(data) {
+            self.deferred.extend_from_slice(data);
+            self.deferred_ends.push(self.deferred.len());
+            return EventKind::Content;
+        }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
             return EventKind::Content;
         };
         if chunk.error.is_some() {
             return EventKind::Error;
         }
-        if self.model.is_none() {
+        if !self.seen_first {
+            self.seen_first = true;
             self.model = chunk.model.map(Cow::into_owned);
         }
         let choices = chunk.choices.unwrap_or_default();
-        for choice in &choices {
-            if let Some(text) = &choice.text {
-                self.text.push_str(text);
-            }
-            let Some(delta) = &choice.delta else { continue };
-            for part in [&delta.content, &delta.refusal].into_iter().flatten() {
-                self.text.push_str(part);
-            }
-            for call in delta.tool_calls.iter().flatten() {
-                if let Some(function) = &call.function {
-                    for part in [&function.name, &function.arguments].into_iter().flatten() {
-                        self.text.push_str(part);
-                    }
-                }
-            }
-        }
+        append_choices(&mut self.text, &choices);
         match chunk.usage {
             Some(usage) => {
                 self.add_usage(usage.to_usage());
@@ -205,13 +206,54 @@ impl StreamMeter {
     }
 
     /// Everything generated so far (text, refusals, tool-call names and arguments).
-    pub fn generated_text(&self) -> &str {
-        &self.text
+    pub fn generated_text(&self) -> String {
+        let mut text = self.text.clone();
+        let mut start = 0;
+        for &end in &self.deferred_ends {
+            if let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(&self.deferred[start..end]) {
+                append_choices(&mut text, &chunk.choices.unwrap_or_default());
+            }
+            start = end;
+        }
+        text
     }
 
     /// Whether the stream reached its normal end (`[DONE]` or a terminal event).
     pub fn finished(&self) -> bool {
         self.finished
+    }
+}
+
+/// Whether a chunk has a usage object (not `"usage":null`). Inside JSON strings quotes
+/// are escaped, so these byte patterns can only be structural.
+fn carries_usage(data: &[u8]) -> bool {
+    contains(data, b"\"usage\":{") || contains(data, b"\"usage\": {")
+}
+
+fn may_be_error(data: &[u8]) -> bool {
+    contains(data, b"\"error\"")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn append_choices(text: &mut String, choices: &[Choice<'_>]) {
+    for choice in choices {
+        if let Some(part) = &choice.text {
+            text.push_str(part);
+        }
+        let Some(delta) = &choice.delta else { continue };
+        for part in [&delta.content, &delta.refusal].into_iter().flatten() {
+            text.push_str(part);
+        }
+        for call in delta.tool_calls.iter().flatten() {
+            if let Some(function) = &call.function {
+                for part in [&function.name, &function.arguments].into_iter().flatten() {
+                    text.push_str(part);
+                }
+            }
+        }
     }
 }
 

@@ -289,7 +289,7 @@ async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finis
         None => {
             // Only now is the generated text worth extracting.
             let text = match &meter {
-                Meter::Sse(_, stream) => stream.generated_text().to_owned(),
+                Meter::Sse(_, stream) => stream.generated_text(),
                 Meter::Body(tee) => tee.generated_text().unwrap_or_default(),
             };
             (
