@@ -1,6 +1,7 @@
 //! Usage per request: read from the upstream's answer when it reports one, otherwise
 //! counted with tiktoken-rs and marked estimated. Pure: no I/O, no HTTP types.
 
+pub mod image;
 pub mod stream;
 pub mod tokens;
 pub mod usage;

@@ -11,6 +11,7 @@ use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
 
 use crate::metering::Endpoint;
+use crate::metering::image::data_url_size;
 
 /// Framing the model adds after the last message (`<|start|>assistant<|message|>`).
 const REPLY_PRIMING: i64 = 3;
@@ -95,25 +96,27 @@ pub fn prompt_text_len(endpoint: Endpoint, body: &Value) -> usize {
     tally.bytes
 }
 
-/// Estimated prompt tokens of one image input.
+/// Estimated prompt tokens of one image input of `size` (width, height) pixels.
 ///
 /// This is an admission/fallback estimate only; billing comes from upstream usage. The
-/// body carries a URL or base64 data, not the image's size, so every image is assumed to
-/// be 1024×1024. At high detail that is 4 tiles on tile models (scaled to 768×768) and
-/// 1024 patches on patch models (32-pixel patches, under the 1536 cap). `auto` and a
-/// missing detail are priced as high, since the upstream may choose high. Patch models
-/// ignore detail for images that fit the cap, so low costs the same there.
-pub fn image_tokens_estimate(model: &str, detail: Option<&str>) -> u64 {
-    const HIGH_DETAIL_TILES: u64 = 4;
-    const PATCHES: u64 = 1024;
-    let low = detail == Some("low");
-    match image_cost(base_model(model)) {
-        ImageCost::Tiles { base, .. } if low => base,
-        ImageCost::Tiles { base, tile } => base + HIGH_DETAIL_TILES * tile,
-        // Rounding is undocumented; round up so an estimate never under-reserves.
-        ImageCost::Patches { multiplier_pct } => (PATCHES * multiplier_pct).div_ceil(100),
-    }
+/// family's rule from the model name (`ft:` names by their base; unknown models as gpt-4o):
+///
+/// - Tile models: `low` costs the base only. Otherwise the image is fitted inside
+///   2048×2048, then its short side is scaled down to 768 if longer (never up), and each
+///   512-pixel tile costs the tile figure on top of the base.
+/// - Patch models: one 32-pixel patch each, scaled down to fit 1536 patches, times the
+///   model's multiplier, rounded up. `detail` is ignored: it has not been seen to change
+///   patch-model counts.
+///
+/// `auto` and a missing detail are priced as high, since the upstream may choose high.
+/// An unknown size (an https URL, a file id, undecodable data) is assumed to be
+/// 1024×1024: 765 tokens on gpt-4o at high detail, 1024 patches on patch models.
+pub fn image_tokens(model: &str, detail: Option<&str>, size: Option<(u32, u32)>) -> u64 {
+    image_cost(base_model(model)).tokens(detail, size)
 }
+
+/// The size assumed for images whose size is unknown.
+const UNKNOWN_IMAGE_SIZE: (u32, u32) = (1024, 1024);
 
 #[derive(Debug, Clone, Copy)]
 enum ImageCost {
@@ -125,6 +128,70 @@ enum ImageCost {
     Patches {
         multiplier_pct: u64,
     },
+}
+
+impl ImageCost {
+    fn tokens(self, detail: Option<&str>, size: Option<(u32, u32)>) -> u64 {
+        let (width, height) = size.unwrap_or(UNKNOWN_IMAGE_SIZE);
+        match self {
+            Self::Tiles { base, .. } if detail == Some("low") => base,
+            Self::Tiles { base, tile } => {
+                base.saturating_add(tile.saturating_mul(tile_count(width, height)))
+            }
+            // Rounding is undocumented; round up so an estimate never under-reserves.
+            Self::Patches { multiplier_pct } => {
+                (patch_count(width, height) * multiplier_pct).div_ceil(100)
+            }
+        }
+    }
+}
+
+/// 512-pixel tiles after fitting inside 2048×2048 and then scaling the short side down to
+/// 768. The scaled sides are exact fractions and partial tiles round up, so a side that
+/// a resizer would round down to a tile boundary may count one tile more.
+fn tile_count(width: u32, height: u32) -> u64 {
+    const FIT: u64 = 2048;
+    const SHORT: u64 = 768;
+    const TILE: u64 = 512;
+    let (w, h) = (u64::from(width), u64::from(height));
+    let (long, short) = (w.max(h), w.min(h));
+    // Each side becomes side·num/den. The fit scales by f = min(1, 2048/long); the second
+    // step by 768/(short·f), so when it applies f cancels and each side is side·768/short.
+    let (num, den) = if short.saturating_mul(FIT.min(long)) > SHORT.saturating_mul(long) {
+        (SHORT, short)
+    } else if long > FIT {
+        (FIT, long)
+    } else {
+        (1, 1)
+    };
+    let tiles = |side: u64| (side * num).div_ceil(den * TILE);
+    tiles(w) * tiles(h)
+}
+
+/// 32-pixel patches, scaled down to at most 1536 as the reference describes.
+fn patch_count(width: u32, height: u32) -> u64 {
+    const PATCH: f64 = 32.0;
+    const MAX_PATCHES: u64 = 1536;
+    let (w, h) = (u64::from(width), u64::from(height));
+    let patches = w.div_ceil(32) * h.div_ceil(32);
+    if patches <= MAX_PATCHES {
+        return patches;
+    }
+    let (w, h) = (f64::from(width), f64::from(height));
+    let mut scale = (PATCH * PATCH * 1536.0 / (w * h)).sqrt();
+    // Shrink further so the tighter side holds whole patches. A side under one patch
+    // keeps its length (it will count one patch), so scale never reaches zero.
+    let whole = |side: f64| {
+        let patches = side * scale / PATCH;
+        patches.floor().max(1.0) / patches
+    };
+    scale *= whole(w).min(whole(h));
+    // The tighter side lands on a whole number up to float error; don't let that round
+    // up to one more patch.
+    let sides = |side: f64| (side * scale / PATCH - 1e-9).ceil();
+    let patches = sides(w) * sides(h);
+    // Saturating float-to-int cast; the product is at most ~1536 here anyway.
+    (patches as u64).clamp(1, MAX_PATCHES)
 }
 
 const fn tiles(base: u64, tile: u64) -> ImageCost {
@@ -178,8 +245,7 @@ struct Rules {
     enum_init: i64,
     enum_item: i64,
     func_end: i64,
-    image_low: i64,
-    image_high: i64,
+    image: ImageCost,
 }
 
 impl Rules {
@@ -205,17 +271,15 @@ impl Rules {
             enum_init: -3,
             enum_item: 3,
             func_end: 12,
-            image_low: to_i64(image_tokens_estimate(model, Some("low"))),
-            image_high: to_i64(image_tokens_estimate(model, Some("high"))),
+            image: image_cost(base_model(model)),
         }
     }
 
-    fn image(&self, detail: Option<&str>) -> i64 {
-        if detail == Some("low") {
-            self.image_low
-        } else {
-            self.image_high
-        }
+    /// An image part; the size is read from a data URL's header, other URLs use the
+    /// default size.
+    fn image(&self, url: Option<&str>, detail: Option<&str>) -> i64 {
+        let size = url.and_then(data_url_size);
+        to_i64(self.image.tokens(detail, size))
     }
 }
 
@@ -225,6 +289,8 @@ impl Rules {
 trait Tally {
     fn text(&mut self, text: &str);
     fn tokens(&mut self, n: i64);
+    /// An image given by URL; not text, so a byte tally skips it without decoding.
+    fn image(&mut self, rules: &Rules, url: Option<&str>, detail: Option<&str>);
 }
 
 struct TokenTally {
@@ -241,6 +307,10 @@ impl Tally for TokenTally {
     fn tokens(&mut self, n: i64) {
         self.total = self.total.saturating_add(n);
     }
+
+    fn image(&mut self, rules: &Rules, url: Option<&str>, detail: Option<&str>) {
+        self.tokens(rules.image(url, detail));
+    }
 }
 
 struct LenTally {
@@ -253,6 +323,8 @@ impl Tally for LenTally {
     }
 
     fn tokens(&mut self, _n: i64) {}
+
+    fn image(&mut self, _rules: &Rules, _url: Option<&str>, _detail: Option<&str>) {}
 }
 
 // === Walks ===
@@ -341,13 +413,25 @@ fn walk_parts(parts: &[Value], rules: &Rules, tally: &mut impl Tally) {
         let text = match str_field(part, "type") {
             Some("text" | "input_text" | "output_text") => str_field(part, "text"),
             Some("refusal") => str_field(part, "refusal"),
+            // Chat nests `{url, detail}`; a bare string is taken as the URL.
             Some("image_url") => {
-                let detail = part.get("image_url").and_then(|url| url.get("detail"));
-                tally.tokens(rules.image(detail.and_then(Value::as_str)));
+                let (url, detail) = match part.get("image_url") {
+                    Some(Value::Object(image)) => {
+                        (str_field(image, "url"), str_field(image, "detail"))
+                    }
+                    Some(Value::String(url)) => (Some(url.as_str()), None),
+                    _ => (None, None),
+                };
+                tally.image(rules, url, detail);
                 None
             }
+            // Responses: `image_url` is a string, or absent when `file_id` is given.
             Some("input_image") => {
-                tally.tokens(rules.image(str_field(part, "detail")));
+                tally.image(
+                    rules,
+                    str_field(part, "image_url"),
+                    str_field(part, "detail"),
+                );
                 None
             }
             _ => None,
@@ -627,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn image_estimates() {
+    fn image_estimates_of_unknown_size_assume_1024_square() {
         for (model, detail, want) in [
             ("gpt-4o", Some("low"), 85),
             ("gpt-4o-2024-08-06", None, 765),
@@ -647,11 +731,194 @@ mod tests {
             ("some-unknown-model", None, 765),
         ] {
             assert_eq!(
-                image_tokens_estimate(model, detail),
+                image_tokens(model, detail, None),
                 want,
                 "{model} {detail:?}"
             );
+            assert_eq!(
+                image_tokens(model, detail, Some((1024, 1024))),
+                want,
+                "{model} {detail:?} 1024x1024"
+            );
         }
+    }
+
+    #[test]
+    fn image_estimates_by_size() {
+        for (model, detail, (w, h), want) in [
+            // The reference's tile examples.
+            ("gpt-4o", Some("high"), (1024, 1024), 765),
+            ("gpt-4o", Some("high"), (2048, 4096), 1105),
+            ("gpt-4o", Some("high"), (1920, 1080), 1105),
+            ("gpt-4o", Some("high"), (128, 64), 85 + 170),
+            ("gpt-4o-mini", Some("high"), (128, 64), 8500),
+            ("gpt-4o-mini", Some("low"), (128, 64), 2833),
+            ("gpt-4o-mini", Some("high"), (1024, 1024), 25501),
+            // Low is the base at any size; auto and missing are high.
+            ("gpt-4o", Some("low"), (128, 64), 85),
+            ("gpt-4o", Some("low"), (8000, 6000), 85),
+            ("gpt-4o", Some("auto"), (1920, 1080), 1105),
+            ("gpt-4o", None, (1080, 1920), 1105),
+            // Tile edges: no upscaling, a short side of exactly 768 is left alone.
+            ("gpt-4o", None, (512, 512), 255),
+            ("gpt-4o", None, (513, 512), 425),
+            ("gpt-4o", None, (768, 768), 765),
+            ("gpt-4o", None, (769, 769), 765),
+            ("gpt-4o", None, (1536, 768), 1105),
+            ("gpt-4o", None, (4096, 8192), 1105),
+            // Fitted to 2048×20.48; the short side is then under 768.
+            ("gpt-4o", None, (10_000, 100), 85 + 4 * 170),
+            ("gpt-4o", None, (0, 0), 85),
+            // Other tile families and fallbacks.
+            ("gpt-4.1-2025-04-14", None, (1920, 1080), 1105),
+            ("some-unknown-model", None, (128, 64), 255),
+            ("o1-pro", None, (1920, 1080), 75 + 6 * 150),
+            ("o3", Some("low"), (1920, 1080), 75),
+            ("computer-use-preview", None, (1024, 1024), 65 + 4 * 129),
+            (
+                "ft:gpt-4o-mini-2024-07-18:acme::abc123",
+                None,
+                (128, 64),
+                8500,
+            ),
+            // Patch models: 1800×2400 → 1452 patches in either orientation.
+            ("gpt-4.1-mini", None, (1800, 2400), 2353), // 1452 × 1.62 = 2352.24
+            ("gpt-4.1-mini", None, (2400, 1800), 2353),
+            ("o4-mini", Some("high"), (1800, 2400), 2498), // 1452 × 1.72 = 2497.44
+            ("gpt-4.1-nano", None, (64, 64), 10),          // 4 × 2.46 = 9.84
+            ("gpt-4.1-nano", Some("low"), (64, 64), 10),   // detail is ignored
+            ("gpt-5-nano", None, (33, 1), 5),              // 2 × 2.46 = 4.92
+            ("gpt-5-mini", None, (1280, 1200), 2463),      // 40·38 = 1520 × 1.62 = 2462.4
+            ("gpt-4.1-mini", None, (4000, 1474), 2348),    // 1449 × 1.62 = 2347.38
+            ("gpt-4.1-mini", None, (0, 500), 0),
+        ] {
+            assert_eq!(
+                image_tokens(model, detail, Some((w, h))),
+                want,
+                "{model} {detail:?} {w}x{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn patch_counts() {
+        for ((w, h), want) in [
+            ((1800, 2400), 1452),
+            ((2400, 1800), 1452),
+            ((4000, 1474), 1449),
+            ((1024, 1024), 1024),
+            ((1248, 1248), 1521),
+            ((1280, 1280), 1521),
+            ((64, 64), 4),
+            ((1, 1), 1),
+        ] {
+            assert_eq!(patch_count(w, h), want, "{w}x{h}");
+        }
+        // Extreme shapes stay within 1..=1536 patches and 1..=any tiles without panicking.
+        for (w, h) in [
+            (1, 100_000),
+            (100_000, 1),
+            (u32::MAX, u32::MAX),
+            (u32::MAX, 1),
+        ] {
+            let patches = patch_count(w, h);
+            assert!((1..=1536).contains(&patches), "{w}x{h}: {patches}");
+            let tiles = tile_count(w, h);
+            assert!((1..=12).contains(&tiles), "{w}x{h}: {tiles}");
+        }
+    }
+
+    /// A `data:` URL of a PNG header for `width`×`height` followed by garbage.
+    fn png_data_url(width: u32, height: u32) -> String {
+        use base64::Engine as _;
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        png.extend(width.to_be_bytes());
+        png.extend(height.to_be_bytes());
+        png.extend((0..200).map(|i| (i * 13 % 256) as u8));
+        let payload = base64::engine::general_purpose::STANDARD.encode(png);
+        format!("data:image/png;base64,{payload}")
+    }
+
+    #[test]
+    fn data_url_images_count_by_their_size() {
+        let text_only = json!({"messages": [{"role": "user", "content": "describe this"}]});
+        let chat_image = |url: &str, detail: Value| {
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "describe this"},
+                {"type": "image_url", "image_url": {"url": url, "detail": detail}},
+            ]}]})
+        };
+        let small = png_data_url(300, 200);
+        let large = png_data_url(1920, 1080);
+        let base = chat("gpt-4o", text_only.clone());
+        for (model, url, detail, extra) in [
+            ("gpt-4o", small.as_str(), Value::Null, 85 + 170),
+            ("gpt-4o", small.as_str(), json!("high"), 85 + 170),
+            ("gpt-4o", small.as_str(), json!("low"), 85),
+            ("gpt-4o", large.as_str(), json!("auto"), 1105),
+            ("gpt-4o", "https://example.com/cat.png", Value::Null, 765),
+            (
+                "gpt-4o",
+                "data:image/png;base64,bm90IGFuIGltYWdl",
+                Value::Null,
+                765,
+            ),
+            ("gpt-4o-mini", small.as_str(), Value::Null, 2833 + 5667),
+            // 10·7 = 70 patches × 2.46 = 172.2
+            ("gpt-4.1-nano", small.as_str(), Value::Null, 173),
+        ] {
+            let base = if model == "gpt-4o" {
+                base
+            } else {
+                chat(model, text_only.clone())
+            };
+            assert_eq!(
+                chat(model, chat_image(url, detail.clone())),
+                base + extra,
+                "{model} {detail} {}",
+                &url[..url.len().min(40)]
+            );
+        }
+
+        // A bare string image_url is taken as the URL.
+        let bare = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "describe this"},
+            {"type": "image_url", "image_url": small},
+        ]}]});
+        assert_eq!(chat("gpt-4o", bare), base + 255);
+
+        // Responses: image_url is a plain string; a file_id has no size.
+        let responses = |image: Value| {
+            let input = json!([{"role": "user", "content": [
+                {"type": "input_text", "text": "describe this"}, image]}]);
+            count_prompt(Endpoint::Responses, "gpt-4o", &json!({"input": input}))
+        };
+        let without = count_prompt(
+            Endpoint::Responses,
+            "gpt-4o",
+            &json!({"input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "describe this"}]}]}),
+        );
+        for (image, extra) in [
+            (
+                json!({"type": "input_image", "image_url": small, "detail": "high"}),
+                255,
+            ),
+            (json!({"type": "input_image", "image_url": large}), 1105),
+            (
+                json!({"type": "input_image", "image_url": large, "detail": "low"}),
+                85,
+            ),
+            (json!({"type": "input_image", "file_id": "file-1"}), 765),
+        ] {
+            assert_eq!(responses(image.clone()), without + extra, "{image:.80}");
+        }
+
+        // The byte tally neither decodes nor counts image URLs.
+        assert_eq!(
+            prompt_text_len(Endpoint::ChatCompletions, &chat_image(&large, Value::Null)),
+            prompt_text_len(Endpoint::ChatCompletions, &text_only),
+        );
     }
 
     #[test]
