@@ -170,7 +170,11 @@ pub(super) async fn pump(
                     break End::ClientGone;
                 }
             }
-            Err(_elapsed) => break End::Timeout,
+            // The client stopped reading and the buffers are full: it is as good as gone.
+            Err(_elapsed) => {
+                client_gone = true;
+                break End::ClientGone;
+            }
         }
     };
     // Anything still buffered belongs to the client (a stream cut mid-event included).
@@ -180,7 +184,9 @@ pub(super) async fn pump(
                 stream.observe(data);
             }
             if !client_gone {
-                let _ = tx.send(Ok(event.raw)).await;
+                // Bounded like every send: a client that stopped reading must not hold
+                // the row hostage.
+                let _ = timeout_at(deadline.into(), tx.send(Ok(event.raw))).await;
             }
         }
     }
@@ -243,7 +249,9 @@ async fn fail_client(tx: &ClientTx, meter: &Meter, exchange: &Exchange, end: &En
         }
         Meter::Body(_) => Err(io::Error::other(error.to_string())),
     };
-    let _ = tx.send(item).await;
+    // A moment's grace past the deadline so the error can still reach a reading client.
+    let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout_at(grace, tx.send(item)).await;
 }
 
 /// Parses the events completed by `chunk`, meters them, and returns the bytes the
