@@ -14,6 +14,11 @@ pub enum UpstreamError {
         index: usize,
         source: glob::PatternError,
     },
+    #[error("upstreams[{index}].base_url: {source}")]
+    BaseUrl {
+        index: usize,
+        source: url::ParseError,
+    },
     #[error("upstream `{name}`: cannot build HTTP client: {source}")]
     Client {
         name: String,
@@ -24,8 +29,11 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
-    /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
-    base_url: String,
+    /// Base URL, parsed once: building each request's URL from it skips re-parsing
+    /// (and IDNA-normalising) the host on every request.
+    base: reqwest::Url,
+    /// Its path without a trailing slash, e.g. `/v1`.
+    base_path: String,
     key: Option<Secret>,
     patterns: Vec<glob::Pattern>,
     pub client: reqwest::Client,
@@ -81,6 +89,8 @@ impl Upstream {
             .and_then(|var| env.get(var))
             .filter(|key| !key.is_empty())
             .map(|key| Secret::new(key.clone()));
+        let base = reqwest::Url::parse(&config.base_url)
+            .map_err(|source| UpstreamError::BaseUrl { index, source })?;
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
@@ -98,7 +108,8 @@ impl Upstream {
             })?;
         Ok(Self {
             name: config.name.clone(),
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            base_path: base.path().trim_end_matches('/').to_owned(),
+            base,
             key,
             patterns,
             client,
@@ -108,11 +119,11 @@ impl Upstream {
     }
 
     /// The upstream URL for a path below `/v1` (e.g. `/chat/completions`) and query.
-    pub fn url(&self, path: &str, query: Option<&str>) -> String {
-        match query {
-            Some(query) => format!("{}{path}?{query}", self.base_url),
-            None => format!("{}{path}", self.base_url),
-        }
+    pub fn url(&self, path: &str, query: Option<&str>) -> reqwest::Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{path}", self.base_path));
+        url.set_query(query);
+        url
     }
 
     /// Headers for the upstream request: the client's, minus hop-by-hop ones, with the
@@ -220,11 +231,15 @@ mod tests {
     fn url_joins_base_path_and_query() {
         let upstreams = upstreams(&[("openai", &["*"], None)]);
         let up = upstreams.route(None).unwrap();
-        assert_eq!(up.url("/models", None), "http://openai.test/v1/models");
         assert_eq!(
-            up.url("/batches", Some("limit=2&after=b_1")),
+            up.url("/models", None).as_str(),
+            "http://openai.test/v1/models"
+        );
+        assert_eq!(
+            up.url("/batches", Some("limit=2&after=b_1")).as_str(),
             "http://openai.test/v1/batches?limit=2&after=b_1"
         );
+        assert_eq!(up.url("", None).as_str(), "http://openai.test/v1");
     }
 
     #[test]
