@@ -22,6 +22,22 @@ pub struct Received {
 }
 
 impl Received {
+    async fn read(request: Request) -> Self {
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Self {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers,
+            body,
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("upstream received JSON")
     }
@@ -42,19 +58,7 @@ impl MockUpstream {
         let app = Router::new().fallback(move |request: Request| {
             let (handler, log) = (handler.clone(), log.clone());
             async move {
-                let (parts, body) = request.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let received = Received {
-                    method: parts.method,
-                    path: parts.uri.path().to_owned(),
-                    query: parts.uri.query().map(str::to_owned),
-                    headers: parts.headers,
-                    body,
-                };
+                let received = Received::read(request).await;
                 let response = handler(&received);
                 log.lock().unwrap().push(received);
                 response
@@ -93,19 +97,8 @@ impl MockUpstream {
         let app = Router::new().fallback(move |request: Request| {
             let (answered, log) = (answered.clone(), log.clone());
             async move {
-                let (parts, body) = request.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                log.lock().unwrap().push(Received {
-                    method: parts.method,
-                    path: parts.uri.path().to_owned(),
-                    query: parts.uri.query().map(str::to_owned),
-                    headers: parts.headers,
-                    body,
-                });
+                let received = Received::read(request).await;
+                log.lock().unwrap().push(received);
                 let gate = answered
                     .lock()
                     .await
