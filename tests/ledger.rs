@@ -1,8 +1,12 @@
-//! The background writer against a real SQLite file: every row begun is stored once.
+//! The background writer against real databases (SQLite, and Postgres when
+//! TOLLGATE_TEST_POSTGRES_URL is set): every row begun is stored once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::db::{backends, count_and_completion};
 use tollgate::config::LedgerConfig;
-use tollgate::ledger::{LedgerRow, LedgerWriter, Outcome, Store};
+use tollgate::ledger::{LedgerRow, LedgerWriter, Outcome};
 use tollgate::metering::{Usage, UsageSource};
 
 fn row(id: usize) -> LedgerRow {
@@ -34,64 +38,142 @@ fn row(id: usize) -> LedgerRow {
 
 #[tokio::test]
 async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let store = Store::open(&url).await.unwrap();
-    let config = LedgerConfig {
-        batch_size: 64,
-        ..LedgerConfig::default()
-    };
-    let (writer, _task) = LedgerWriter::spawn(store.clone(), &config);
+    for backend in backends().await {
+        let store = backend.open().await;
+        let config = LedgerConfig {
+            batch_size: 64,
+            ..LedgerConfig::default()
+        };
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config);
 
-    let mut tasks = Vec::new();
-    for worker in 0..10 {
-        let writer = writer.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..100 {
-                writer.begin().record(row(worker * 100 + i)).await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    // The same ids again, as a replay would send them.
-    for i in 0..100 {
-        writer.begin().record(row(i)).await;
-    }
-    writer.flush().await;
+        let mut tasks = Vec::new();
+        for worker in 0..10 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100 {
+                    writer.begin().record(row(worker * 100 + i)).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // The same ids again, as a replay would send them.
+        for i in 0..100 {
+            writer.begin().record(row(i)).await;
+        }
+        writer.flush().await;
 
-    let Store::Sqlite(sqlite) = &store;
-    let (count, completion): (i64, i64) =
-        sqlx::query_as("SELECT count(*), sum(completion_tokens) FROM requests")
-            .fetch_one(sqlite.pool())
-            .await
-            .unwrap();
-    assert_eq!(count, 1000);
-    assert_eq!(completion, (0..1000).sum::<i64>());
+        let (count, completion) = count_and_completion(&store).await;
+        assert_eq!(count, 1000, "{}", backend.name);
+        assert_eq!(completion, (0..1000).sum::<i64>(), "{}", backend.name);
+    }
 }
 
 #[tokio::test]
 async fn flush_waits_for_rows_begun_but_not_yet_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let store = Store::open(&url).await.unwrap();
-    let (writer, _task) = LedgerWriter::spawn(store.clone(), &LedgerConfig::default());
+    for backend in backends().await {
+        let store = backend.open().await;
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &LedgerConfig::default());
 
-    let pending = writer.begin();
-    let flush = tokio::spawn({
-        let writer = writer.clone();
-        async move { writer.flush().await }
-    });
-    tokio::task::yield_now().await;
-    assert!(!flush.is_finished(), "a begun row holds the flush");
-    pending.record(row(1)).await;
-    flush.await.unwrap();
+        let pending = writer.begin();
+        let flush = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.flush().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!flush.is_finished(), "a begun row holds the flush");
+        pending.record(row(1)).await;
+        flush.await.unwrap();
 
-    let Store::Sqlite(sqlite) = &store;
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM requests")
-        .fetch_one(sqlite.pool())
-        .await
+        assert_eq!(count_and_completion(&store).await.0, 1, "{}", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn spend_and_reprice_agree_on_both_backends() {
+    use tollgate::ledger::RowPrice;
+    use tollgate::ledger::report::{self, Group};
+    use tollgate::pricing::Catalog;
+
+    let catalog: Catalog = Catalog::builtin()
+        .merge(
+            &toml::from_str("[models.\"mystery\"]\ninput = \"1\"\noutput = \"2\"\n").unwrap(),
+            "test",
+        )
         .unwrap();
-    assert_eq!(count, 1);
+    for backend in backends().await {
+        let store = backend.open().await;
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &LedgerConfig::default());
+        for (i, model) in ["gpt-4o-mini", "gpt-4o-mini", "mystery"].iter().enumerate() {
+            let mut row = row(i);
+            row.model_requested = Some((*model).to_owned());
+            row.usage.completion_tokens = 200;
+            row.usage.prompt_tokens = 1_000;
+            // Rows of gpt-4o-mini are priced as recorded; "mystery" was not yet priced.
+            row.price = (*model != "mystery").then(|| {
+                let priced = catalog.price(None, Some(model), &row.usage, false).unwrap();
+                RowPrice {
+                    cost: priced.cost,
+                    model: priced.model.to_owned(),
+                    variant: priced.variant,
+                    rates: priced.rates,
+                }
+            });
+            writer.begin().record(row).await;
+        }
+        writer.flush().await;
+
+        let nano = report::what_if_rates(&catalog, "gpt-4.1-nano");
+        let lines = report::spend(&store, 0, Group::Model, nano).await.unwrap();
+        let mini = lines.iter().find(|l| l.group == "gpt-4o-mini").unwrap();
+        assert_eq!(
+            mini.cost_usd.to_decimal_string(),
+            "0.00054",
+            "{}",
+            backend.name
+        );
+        assert_eq!(
+            mini.what_if_usd.unwrap().to_decimal_string(),
+            "0.00036",
+            "{}",
+            backend.name
+        );
+        let mystery = lines.iter().find(|l| l.group == "mystery").unwrap();
+        assert_eq!(
+            (mystery.unpriced_requests, mystery.unpriced_tokens),
+            (1, 1_200),
+            "{}",
+            backend.name
+        );
+        let days = report::spend(&store, 0, Group::Day, None).await.unwrap();
+        assert_eq!(days.len(), 1, "{}: {days:?}", backend.name);
+
+        let done = report::reprice(&store, &catalog, "mystery", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.priced, done.still_unpriced),
+            (1, 0),
+            "{}",
+            backend.name
+        );
+        let again = report::reprice(&store, &catalog, "mystery", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            again.priced, 0,
+            "{}: a reprice never counts twice",
+            backend.name
+        );
+        let lines = report::spend(&store, 0, Group::Model, None).await.unwrap();
+        let mystery = lines.iter().find(|l| l.group == "mystery").unwrap();
+        // 1,000 x $1 + 200 x $2 per 1M = $0.0014.
+        assert_eq!(
+            mystery.cost_usd.to_decimal_string(),
+            "0.0014",
+            "{}",
+            backend.name
+        );
+    }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH` (created if missing, WAL mode).
+    /// `sqlite://PATH` (created if missing, WAL mode) or `postgres://…`.
     pub url: String,
 }
 

@@ -168,13 +168,14 @@ impl Config {
         if self.server.max_upload_bytes == 0 {
             problems.push("server.max_upload_bytes", "must be greater than 0");
         }
-        if !self.database.url.starts_with("sqlite:") {
+        let url = &self.database.url;
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
             problems.push(
                 "database.url",
-                format!(
-                    "unsupported database URL `{}`: expected sqlite://PATH",
-                    self.database.url
-                ),
+                format!("unsupported database URL `{url}`: expected sqlite://PATH or postgres://…"),
             );
         }
         if self.ledger.queue_capacity == 0 {

@@ -1,6 +1,44 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
+/// Binds one row's 25 columns, in `INSERT_COLUMNS` order, for either backend.
+macro_rules! push_row {
+    ($b:expr, $row:expr) => {{
+        let row: &$crate::ledger::LedgerRow = $row;
+        let to_i64 = $crate::ledger::to_i64;
+        let price = row.price.as_ref();
+        let rate = |pick: fn(&$crate::pricing::UnitRates) -> $crate::pricing::Rate| {
+            price.map(|p| to_i64(pick(&p.rates).micros_per_million()))
+        };
+        $b.push_bind(&row.id)
+            .push_bind(&row.request_id)
+            .push_bind(&row.upstream_request_id)
+            .push_bind(row.ts_ms)
+            .push_bind(&row.caller)
+            .push_bind(&row.upstream)
+            .push_bind(&row.endpoint)
+            .push_bind(&row.model_requested)
+            .push_bind(&row.model_answered)
+            .push_bind(row.streamed)
+            .push_bind(to_i64(row.usage.prompt_tokens))
+            .push_bind(to_i64(row.usage.cached_tokens))
+            .push_bind(to_i64(row.usage.completion_tokens))
+            .push_bind(to_i64(row.usage.reasoning_tokens))
+            .push_bind(row.usage_source.as_str())
+            .push_bind(i64::from(row.status))
+            .push_bind(row.outcome.as_str())
+            .push_bind(to_i64(row.latency_ms))
+            .push_bind(row.ttfb_ms.map(to_i64))
+            .push_bind(price.map(|p| i64::try_from(p.cost.as_pico()).unwrap_or(i64::MAX)))
+            .push_bind(price.map(|p| p.model.clone()))
+            .push_bind(price.map(|p| p.variant.as_str()))
+            .push_bind(rate(|r| r.input))
+            .push_bind(rate(|r| r.cached_input))
+            .push_bind(rate(|r| r.output));
+    }};
+}
+
+mod postgres;
 pub mod report;
 mod sqlite;
 mod writer;
@@ -10,7 +48,42 @@ use serde::{Deserialize, Serialize};
 use crate::metering::{Usage, UsageSource};
 use crate::pricing::{Cost, UnitRates, Variant};
 
+pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
+
+/// The columns every insert names, in the order `push_row!` binds them.
+const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, caller, upstream, \
+    endpoint, model_requested, model_answered, streamed, prompt_tokens, cached_tokens, \
+    completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
+    cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate)";
+
+// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 25 a row.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
+/// statement per distinct SQL text, so a batch of any size reuses at most nine shapes
+/// instead of preparing (and caching) a new one per batch size.
+fn power_of_two_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = &[LedgerRow]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = if rest.len() >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Token counts, rates and milliseconds never approach i64::MAX; saturate, never wrap.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
 pub use writer::{LedgerWriter, PendingRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +173,7 @@ pub struct RowPrice {
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteLedger),
+    Postgres(PostgresLedger),
 }
 
 impl Store {
@@ -107,6 +181,8 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite(SqliteLedger::open(url).await?))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres(PostgresLedger::open(url).await?))
         } else {
             Err(LedgerError::UnsupportedUrl {
                 url: url.to_owned(),
@@ -118,6 +194,15 @@ impl Store {
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
         match self {
             Self::Sqlite(ledger) => ledger.insert(rows).await,
+            Self::Postgres(ledger) => ledger.insert(rows).await,
+        }
+    }
+
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> bool {
+        match self {
+            Self::Sqlite(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
+            Self::Postgres(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use sqlx::Row as _;
 
 use super::{LedgerError, Store};
 use crate::metering::Usage;
@@ -18,13 +17,54 @@ pub enum Group {
 }
 
 impl Group {
-    fn sql(self) -> &'static str {
-        match self {
-            Self::Caller => "caller",
-            Self::Model => "coalesce(priced_model, model_answered, model_requested, '')",
-            Self::Day => "date(ts_ms / 1000, 'unixepoch')",
+    fn sql(self, store: &Store) -> &'static str {
+        match (self, store) {
+            (Self::Caller, _) => "caller",
+            (Self::Model, _) => "coalesce(priced_model, model_answered, model_requested, '')",
+            (Self::Day, Store::Sqlite(_)) => "date(ts_ms / 1000, 'unixepoch')",
+            (Self::Day, Store::Postgres(_)) => {
+                "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            }
         }
     }
+}
+
+/// Reads a count column of either backend as u64 (negative never happens; 0 if so).
+fn count<R>(row: &R, column: &str) -> Result<u64, LedgerError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let value: i64 = row.try_get(column).map_err(LedgerError::Read)?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+fn spend_line<R>(row: &R, what_if: Option<UnitRates>) -> Result<SpendLine, LedgerError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let usage = Usage {
+        prompt_tokens: count(row, "prompt")?,
+        cached_tokens: count(row, "cached")?,
+        completion_tokens: count(row, "completion")?,
+        reasoning_tokens: count(row, "reasoning")?,
+    };
+    Ok(SpendLine {
+        group: row.try_get("grp").map_err(LedgerError::Read)?,
+        requests: count(row, "requests")?,
+        prompt_tokens: usage.prompt_tokens,
+        cached_tokens: usage.cached_tokens,
+        completion_tokens: usage.completion_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        cost_usd: Cost::from_pico(u128::from(count(row, "cost")?)),
+        unpriced_requests: count(row, "unpriced")?,
+        unpriced_tokens: count(row, "unpriced_tokens")?,
+        what_if_usd: what_if.map(|rates| rates.cost(&usage)),
+    })
 }
 
 /// One group's totals. Unpriced rows are counted apart, never folded in as $0.
@@ -53,47 +93,46 @@ pub async fn spend(
     group: Group,
     what_if: Option<UnitRates>,
 ) -> Result<Vec<SpendLine>, LedgerError> {
-    let Store::Sqlite(sqlite) = store;
+    // Postgres sums BIGINT into NUMERIC; cast back so both backends decode i64.
     let sql = format!(
-        "SELECT {g} AS grp, count(*) AS requests, sum(prompt_tokens) AS prompt, \
-         sum(cached_tokens) AS cached, sum(completion_tokens) AS completion, \
-         sum(reasoning_tokens) AS reasoning, coalesce(sum(cost_pico), 0) AS cost, \
+        "SELECT {g} AS grp, count(*) AS requests, CAST(sum(prompt_tokens) AS BIGINT) AS prompt, \
+         CAST(sum(cached_tokens) AS BIGINT) AS cached, \
+         CAST(sum(completion_tokens) AS BIGINT) AS completion, \
+         CAST(sum(reasoning_tokens) AS BIGINT) AS reasoning, \
+         CAST(coalesce(sum(cost_pico), 0) AS BIGINT) AS cost, \
          count(*) - count(cost_pico) AS unpriced, \
-         coalesce(sum(CASE WHEN cost_pico IS NULL THEN prompt_tokens + completion_tokens END), 0) AS unpriced_tokens \
-         FROM requests WHERE ts_ms >= ? GROUP BY grp ORDER BY grp",
-        g = group.sql()
+         CAST(coalesce(sum(CASE WHEN cost_pico IS NULL THEN prompt_tokens + completion_tokens END), 0) AS BIGINT) \
+         AS unpriced_tokens FROM requests WHERE ts_ms >= {p} GROUP BY grp ORDER BY grp",
+        g = group.sql(store),
+        p = placeholder(store, 1),
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(since_ms)
-        .fetch_all(sqlite.pool())
-        .await
-        .map_err(LedgerError::Read)?;
-    let count = |row: &sqlx::sqlite::SqliteRow, column: &str| -> Result<u64, LedgerError> {
-        let value: i64 = row.try_get(column).map_err(LedgerError::Read)?;
-        Ok(u64::try_from(value).unwrap_or(0))
-    };
-    rows.iter()
-        .map(|row| {
-            let usage = Usage {
-                prompt_tokens: count(row, "prompt")?,
-                cached_tokens: count(row, "cached")?,
-                completion_tokens: count(row, "completion")?,
-                reasoning_tokens: count(row, "reasoning")?,
-            };
-            Ok(SpendLine {
-                group: row.try_get("grp").map_err(LedgerError::Read)?,
-                requests: count(row, "requests")?,
-                prompt_tokens: usage.prompt_tokens,
-                cached_tokens: usage.cached_tokens,
-                completion_tokens: usage.completion_tokens,
-                reasoning_tokens: usage.reasoning_tokens,
-                cost_usd: Cost::from_pico(u128::from(count(row, "cost")?)),
-                unpriced_requests: count(row, "unpriced")?,
-                unpriced_tokens: count(row, "unpriced_tokens")?,
-                what_if_usd: what_if.map(|rates| rates.cost(&usage)),
-            })
-        })
-        .collect()
+    let query = sqlx::AssertSqlSafe(sql);
+    match store {
+        Store::Sqlite(ledger) => sqlx::query(query)
+            .bind(since_ms)
+            .fetch_all(ledger.pool())
+            .await
+            .map_err(LedgerError::Read)?
+            .iter()
+            .map(|row| spend_line(row, what_if))
+            .collect(),
+        Store::Postgres(ledger) => sqlx::query(query)
+            .bind(since_ms)
+            .fetch_all(ledger.pool())
+            .await
+            .map_err(LedgerError::Read)?
+            .iter()
+            .map(|row| spend_line(row, what_if))
+            .collect(),
+    }
+}
+
+/// The n-th bind parameter in the backend's syntax.
+fn placeholder(store: &Store, n: usize) -> String {
+    match store {
+        Store::Sqlite(_) => "?".to_owned(),
+        Store::Postgres(_) => format!("${n}"),
+    }
 }
 
 /// The outcome of a reprice.
@@ -112,65 +151,107 @@ pub async fn reprice(
     model: &str,
     since_ms: i64,
 ) -> Result<Repriced, LedgerError> {
-    let Store::Sqlite(sqlite) = store;
-    let mut tx = sqlite.pool().begin().await.map_err(LedgerError::Read)?;
-    let rows = sqlx::query(
+    let p = |n| placeholder(store, n);
+    let select = sqlx::AssertSqlSafe(format!(
         "SELECT id, model_requested, model_answered, prompt_tokens, cached_tokens, \
          completion_tokens, reasoning_tokens FROM requests \
-         WHERE cost_pico IS NULL AND ts_ms >= ? AND (model_requested = ? OR model_answered = ?)",
-    )
-    .bind(since_ms)
-    .bind(model)
-    .bind(model)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(LedgerError::Read)?;
+         WHERE cost_pico IS NULL AND ts_ms >= {} AND (model_requested = {} OR model_answered = {})",
+        p(1),
+        p(2),
+        p(3)
+    ));
+    let update = format!(
+        "UPDATE requests SET cost_pico = {}, priced_model = {}, price_variant = {}, input_rate = {}, \
+         cached_input_rate = {}, output_rate = {} WHERE id = {} AND cost_pico IS NULL",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7)
+    );
     let mut outcome = Repriced {
         priced: 0,
         still_unpriced: 0,
     };
-    for row in &rows {
-        let tokens = |column: &str| -> u64 {
-            row.try_get::<i64, _>(column)
-                .ok()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0)
-        };
-        let usage = Usage {
-            prompt_tokens: tokens("prompt_tokens"),
-            cached_tokens: tokens("cached_tokens"),
-            completion_tokens: tokens("completion_tokens"),
-            reasoning_tokens: tokens("reasoning_tokens"),
-        };
-        let answered: Option<String> = row.try_get("model_answered").ok().flatten();
-        let requested: Option<String> = row.try_get("model_requested").ok().flatten();
-        let Some(priced) = catalog.price(answered.as_deref(), requested.as_deref(), &usage, false)
-        else {
-            outcome.still_unpriced += 1;
-            continue;
-        };
-        let id: String = row.try_get("id").map_err(LedgerError::Read)?;
-        let micros = |rate: crate::pricing::Rate| {
-            i64::try_from(rate.micros_per_million()).unwrap_or(i64::MAX)
-        };
-        sqlx::query(
-            "UPDATE requests SET cost_pico = ?, priced_model = ?, price_variant = ?, input_rate = ?, \
-             cached_input_rate = ?, output_rate = ? WHERE id = ? AND cost_pico IS NULL",
-        )
-        .bind(i64::try_from(priced.cost.as_pico()).unwrap_or(i64::MAX))
-        .bind(priced.model)
-        .bind(priced.variant.as_str())
-        .bind(micros(priced.rates.input))
-        .bind(micros(priced.rates.cached_input))
-        .bind(micros(priced.rates.output))
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(LedgerError::Read)?;
-        outcome.priced += 1;
+    // The same steps on either pool; only the row and transaction types differ.
+    macro_rules! reprice_in {
+        ($pool:expr) => {{
+            let mut tx = $pool.begin().await.map_err(LedgerError::Read)?;
+            let rows = sqlx::query(select)
+                .bind(since_ms)
+                .bind(model)
+                .bind(model)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(LedgerError::Read)?;
+            for row in &rows {
+                let row = unpriced(row)?;
+                let priced = catalog.price(
+                    row.answered.as_deref(),
+                    row.requested.as_deref(),
+                    &row.usage,
+                    false,
+                );
+                let Some(priced) = priced else {
+                    outcome.still_unpriced += 1;
+                    continue;
+                };
+                let micros = |rate: crate::pricing::Rate| super::to_i64(rate.micros_per_million());
+                sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                    .bind(i64::try_from(priced.cost.as_pico()).unwrap_or(i64::MAX))
+                    .bind(priced.model)
+                    .bind(priced.variant.as_str())
+                    .bind(micros(priced.rates.input))
+                    .bind(micros(priced.rates.cached_input))
+                    .bind(micros(priced.rates.output))
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(LedgerError::Read)?;
+                outcome.priced += 1;
+            }
+            tx.commit().await.map_err(LedgerError::Read)?;
+        }};
     }
-    tx.commit().await.map_err(LedgerError::Read)?;
+    match store {
+        Store::Sqlite(ledger) => reprice_in!(ledger.pool()),
+        Store::Postgres(ledger) => reprice_in!(ledger.pool()),
+    }
     Ok(outcome)
+}
+
+/// An unpriced row as a reprice reads it.
+struct Unpriced {
+    id: String,
+    answered: Option<String>,
+    requested: Option<String>,
+    usage: Usage,
+}
+
+fn unpriced<R>(row: &R) -> Result<Unpriced, LedgerError>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text = |column: &str| -> Result<Option<String>, LedgerError> {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(LedgerError::Read)
+    };
+    Ok(Unpriced {
+        id: row.try_get("id").map_err(LedgerError::Read)?,
+        answered: text("model_answered")?,
+        requested: text("model_requested")?,
+        usage: Usage {
+            prompt_tokens: count(row, "prompt_tokens")?,
+            cached_tokens: count(row, "cached_tokens")?,
+            completion_tokens: count(row, "completion_tokens")?,
+            reasoning_tokens: count(row, "reasoning_tokens")?,
+        },
+    })
 }
 
 /// The what-if model's standard rates, or `None` if the catalog cannot price it.

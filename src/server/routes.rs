@@ -13,7 +13,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::ledger::Store;
 use crate::proxy::{self, Proxy};
 
 impl FromRef<AppState> for Arc<Proxy> {
@@ -54,9 +53,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready when the ledger's database answers.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let database = match &state.store {
-        Store::Sqlite(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
-    };
+    let database = state.store.ping().await;
     let status = if database {
         StatusCode::OK
     } else {

@@ -1,0 +1,60 @@
+//! The ledger backends a storage test runs on: always a temp SQLite file, and Postgres
+//! when `TOLLGATE_TEST_POSTGRES_URL` is set (CI sets it), each test in a fresh schema.
+
+use tollgate::ledger::Store;
+
+pub struct Backend {
+    pub name: &'static str,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![Backend {
+        name: "sqlite",
+        url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        _dir: Some(dir),
+    }];
+    match std::env::var("TOLLGATE_TEST_POSTGRES_URL") {
+        Ok(base) if !base.is_empty() => all.push(postgres(&base).await),
+        _ => {
+            eprintln!("note: TOLLGATE_TEST_POSTGRES_URL unset; Postgres half of this test skipped")
+        }
+    }
+    all
+}
+
+/// A schema of its own, so tests never see each other's rows.
+async fn postgres(base: &str) -> Backend {
+    let schema = format!("tg_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(base)
+        .await
+        .expect("Postgres at TOLLGATE_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Backend {
+        name: "postgres",
+        url: format!("{base}{separator}options=-c%20search_path%3D{schema}"),
+        _dir: None,
+    }
+}
+
+impl Backend {
+    pub async fn open(&self) -> Store {
+        Store::open(&self.url).await.unwrap()
+    }
+}
+
+/// `SELECT count(*), sum(completion_tokens)` on either backend.
+pub async fn count_and_completion(store: &Store) -> (i64, i64) {
+    let sql = "SELECT count(*), CAST(coalesce(sum(completion_tokens), 0) AS BIGINT) FROM requests";
+    match store {
+        Store::Sqlite(ledger) => sqlx::query_as(sql).fetch_one(ledger.pool()).await.unwrap(),
+        Store::Postgres(ledger) => sqlx::query_as(sql).fetch_one(ledger.pool()).await.unwrap(),
+    }
+}
