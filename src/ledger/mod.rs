@@ -38,6 +38,29 @@ macro_rules! push_row {
     }};
 }
 
+/// Inserts `rows` in one transaction, in statements of power-of-two sizes, on either
+/// backend; `$head` and `$tail` carry the dialect's way of skipping a replayed id.
+macro_rules! insert_rows {
+    ($pool:expr, $rows:expr, $db:ty, $head:expr, $tail:expr) => {{
+        let rows: &[$crate::ledger::LedgerRow] = $rows;
+        let write_error = |source| $crate::ledger::LedgerError::Write {
+            rows: rows.len(),
+            source,
+        };
+        let mut tx = $pool.begin().await.map_err(write_error)?;
+        for chunk in $crate::ledger::power_of_two_chunks(rows) {
+            let mut query: sqlx::QueryBuilder<$db> =
+                sqlx::QueryBuilder::new(format!("{} {} ", $head, $crate::ledger::INSERT_COLUMNS));
+            query.push_values(chunk, |mut b, row| {
+                push_row!(b, row);
+            });
+            query.push($tail);
+            query.build().execute(&mut *tx).await.map_err(write_error)?;
+        }
+        tx.commit().await.map_err(write_error)
+    }};
+}
+
 mod postgres;
 pub mod report;
 mod sqlite;
@@ -203,6 +226,45 @@ impl Store {
         match self {
             Self::Sqlite(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
             Self::Postgres(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_power_of_two_statements() {
+        let sizes = |n: usize| -> Vec<usize> {
+            let rows: Vec<LedgerRow> = (0..n).map(|_| sample()).collect();
+            power_of_two_chunks(&rows).map(<[LedgerRow]>::len).collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(600), [256, 256, 64, 16, 8]);
+    }
+
+    fn sample() -> LedgerRow {
+        LedgerRow {
+            id: String::new(),
+            request_id: String::new(),
+            upstream_request_id: None,
+            ts_ms: 0,
+            caller: String::new(),
+            upstream: String::new(),
+            endpoint: String::new(),
+            model_requested: None,
+            model_answered: None,
+            streamed: false,
+            usage: crate::metering::Usage::default(),
+            usage_source: crate::metering::UsageSource::Upstream,
+            status: 200,
+            outcome: Outcome::Ok,
+            latency_ms: 0,
+            ttfb_ms: None,
+            price: None,
         }
     }
 }

@@ -4,9 +4,9 @@ use std::borrow::Cow;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, SqlSafeStr};
+use sqlx::{Postgres, SqlSafeStr};
 
-use super::{INSERT_COLUMNS, LedgerError, LedgerRow, power_of_two_chunks};
+use super::{LedgerError, LedgerRow};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
@@ -40,21 +40,13 @@ impl PostgresLedger {
     }
 
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
-        let write_error = |source| LedgerError::Write {
-            rows: rows.len(),
-            source,
-        };
-        let mut tx = self.pool.begin().await.map_err(write_error)?;
-        for chunk in power_of_two_chunks(rows) {
-            let mut query: QueryBuilder<Postgres> =
-                QueryBuilder::new(format!("INSERT INTO requests {INSERT_COLUMNS} "));
-            query.push_values(chunk, |mut b, row| {
-                push_row!(b, row);
-            });
-            // A replayed row (same id) is skipped, never counted twice.
-            query.push(" ON CONFLICT (id) DO NOTHING");
-            query.build().execute(&mut *tx).await.map_err(write_error)?;
-        }
-        tx.commit().await.map_err(write_error)
+        // A replayed row (same id) is skipped, never counted twice.
+        insert_rows!(
+            self.pool,
+            rows,
+            Postgres,
+            "INSERT INTO requests",
+            " ON CONFLICT (id) DO NOTHING"
+        )
     }
 }

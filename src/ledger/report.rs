@@ -107,23 +107,22 @@ pub async fn spend(
         p = placeholder(store, 1),
     );
     let query = sqlx::AssertSqlSafe(sql);
+    // The same steps on either pool; only the row type differs.
+    macro_rules! spend_in {
+        ($pool:expr) => {
+            sqlx::query(query)
+                .bind(since_ms)
+                .fetch_all($pool)
+                .await
+                .map_err(LedgerError::Read)?
+                .iter()
+                .map(|row| spend_line(row, what_if))
+                .collect()
+        };
+    }
     match store {
-        Store::Sqlite(ledger) => sqlx::query(query)
-            .bind(since_ms)
-            .fetch_all(ledger.pool())
-            .await
-            .map_err(LedgerError::Read)?
-            .iter()
-            .map(|row| spend_line(row, what_if))
-            .collect(),
-        Store::Postgres(ledger) => sqlx::query(query)
-            .bind(since_ms)
-            .fetch_all(ledger.pool())
-            .await
-            .map_err(LedgerError::Read)?
-            .iter()
-            .map(|row| spend_line(row, what_if))
-            .collect(),
+        Store::Sqlite(ledger) => spend_in!(ledger.pool()),
+        Store::Postgres(ledger) => spend_in!(ledger.pool()),
     }
 }
 

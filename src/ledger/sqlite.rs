@@ -8,9 +8,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
+use sqlx::{SqlSafeStr, Sqlite};
 
-use super::{INSERT_COLUMNS, LedgerError, LedgerRow, power_of_two_chunks};
+use super::{LedgerError, LedgerRow};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
@@ -52,58 +52,13 @@ impl SqliteLedger {
     }
 
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
-        let write_error = |source| LedgerError::Write {
-            rows: rows.len(),
-            source,
-        };
-        let mut tx = self.pool.begin().await.map_err(write_error)?;
-        for chunk in power_of_two_chunks(rows) {
-            let mut query: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT OR IGNORE INTO requests {INSERT_COLUMNS} "));
-            query.push_values(chunk, |mut b, row| {
-                push_row!(b, row);
-            });
-            query.build().execute(&mut *tx).await.map_err(write_error)?;
-        }
-        tx.commit().await.map_err(write_error)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_split_into_power_of_two_statements() {
-        let sizes = |n: usize| -> Vec<usize> {
-            let rows: Vec<LedgerRow> = (0..n).map(|_| sample()).collect();
-            power_of_two_chunks(&rows).map(<[LedgerRow]>::len).collect()
-        };
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(1), [1]);
-        assert_eq!(sizes(7), [4, 2, 1]);
-        assert_eq!(sizes(600), [256, 256, 64, 16, 8]);
-    }
-
-    fn sample() -> LedgerRow {
-        LedgerRow {
-            id: String::new(),
-            request_id: String::new(),
-            upstream_request_id: None,
-            ts_ms: 0,
-            caller: String::new(),
-            upstream: String::new(),
-            endpoint: String::new(),
-            model_requested: None,
-            model_answered: None,
-            streamed: false,
-            usage: crate::metering::Usage::default(),
-            usage_source: crate::metering::UsageSource::Upstream,
-            status: 200,
-            outcome: super::super::Outcome::Ok,
-            latency_ms: 0,
-            ttfb_ms: None,
-            price: None,
-        }
+        // A replayed row (same id) is skipped, never counted twice.
+        insert_rows!(
+            self.pool,
+            rows,
+            Sqlite,
+            "INSERT OR IGNORE INTO requests",
+            ""
+        )
     }
 }
