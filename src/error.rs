@@ -23,6 +23,10 @@ pub enum ApiError {
         message: String,
     },
 
+    /// A named parameter (query string or admin body field) has a bad value.
+    #[error("Invalid `{param}`: {message}")]
+    BadParam { param: String, message: String },
+
     #[error("Request body too large: the limit is {limit} bytes.")]
     BodyTooLarge { limit: u64 },
 
@@ -56,8 +60,50 @@ pub enum ApiError {
     #[error("The upstream `{upstream}` did not answer in time.")]
     UpstreamTimeout { upstream: String },
 
+    /// No bearer, or one that is not a live tollgate key. The key itself is never echoed.
+    #[error("{reason}")]
+    InvalidApiKey { reason: &'static str },
+
+    #[error("This key may not use the model `{model}`.")]
+    ModelNotAllowed { model: String },
+
+    /// An admin route called with a tollgate key: authenticated, but not the admin.
+    #[error("This route needs the admin key; tollgate keys cannot use it.")]
+    AdminOnly,
+
+    #[error("{0}")]
+    BudgetExceeded(Box<BudgetRefusal>),
+
+    #[error("{message}")]
+    Conflict { message: String },
+
+    #[error("The {what} `{id}` does not exist.")]
+    UnknownObject { what: &'static str, id: String },
+
+    /// Keys mode before the key store has ever loaded (the database was down at start).
+    #[error("tollgate cannot check API keys yet: its database is unreachable. Retry shortly.")]
+    KeysUnavailable,
+
+    /// Budgets set to fail closed while their store is unreachable.
+    #[error("tollgate cannot check this key's budget: its database is unreachable. Retry shortly.")]
+    BudgetUnavailable,
+
     #[error("The server had an error while processing your request. Sorry about that!")]
     Internal,
+}
+
+/// Why a budget refused a request (boxed: it would make every `ApiError` large).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "You exceeded your current quota: the {scope} budget of ${limit} for this {period} period is used up (spent ${spent}, in flight ${reserved}, this request needs up to ${needed}). It resets at the start of the next period."
+)]
+pub struct BudgetRefusal {
+    pub scope: &'static str,
+    pub period: &'static str,
+    pub limit: String,
+    pub spent: String,
+    pub reserved: String,
+    pub needed: String,
 }
 
 #[derive(Serialize)]
@@ -79,6 +125,7 @@ impl ApiError {
         match self {
             Self::InvalidJson { .. }
             | Self::InvalidField { .. }
+            | Self::BadParam { .. }
             | Self::UnpricedModel { .. }
             | Self::ContextLengthExceeded { .. } => StatusCode::BAD_REQUEST,
             // What OpenAI answers for a model it does not serve.
@@ -88,6 +135,12 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
+            Self::ModelNotAllowed { .. } | Self::AdminOnly => StatusCode::FORBIDDEN,
+            Self::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::UnknownObject { .. } => StatusCode::NOT_FOUND,
+            Self::KeysUnavailable | Self::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,22 +149,35 @@ impl ApiError {
         match self {
             Self::InvalidJson { .. }
             | Self::InvalidField { .. }
+            | Self::BadParam { .. }
             | Self::BodyTooLarge { .. }
             | Self::NotFound { .. }
             | Self::MethodNotAllowed { .. }
             | Self::UnpricedModel { .. }
             | Self::ContextLengthExceeded { .. }
-            | Self::NoUpstream { .. } => "invalid_request_error",
-            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::Internal => {
-                "server_error"
-            }
+            | Self::NoUpstream { .. }
+            | Self::InvalidApiKey { .. }
+            | Self::ModelNotAllowed { .. }
+            | Self::AdminOnly
+            | Self::Conflict { .. }
+            | Self::UnknownObject { .. } => "invalid_request_error",
+            // What OpenAI sends for an exhausted quota; the SDKs key off it.
+            Self::BudgetExceeded(_) => "insufficient_quota",
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::KeysUnavailable
+            | Self::BudgetUnavailable
+            | Self::Internal => "server_error",
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             Self::InvalidField { param, .. } => Some(param),
-            Self::NoUpstream { .. } | Self::UnpricedModel { .. } => Some("model"),
+            Self::BadParam { param, .. } => Some(param),
+            Self::NoUpstream { .. } | Self::UnpricedModel { .. } | Self::ModelNotAllowed { .. } => {
+                Some("model")
+            }
             Self::ContextLengthExceeded { .. } => Some("messages"),
             _ => None,
         }
@@ -120,6 +186,7 @@ impl ApiError {
     fn code(&self) -> Option<&'static str> {
         match self {
             Self::InvalidJson { .. } | Self::InvalidField { .. } => None,
+            Self::BadParam { .. } => Some("invalid_parameter"),
             Self::BodyTooLarge { .. } => Some("request_too_large"),
             Self::NotFound { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
@@ -128,6 +195,14 @@ impl ApiError {
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
             Self::UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::InvalidApiKey { .. } => Some("invalid_api_key"),
+            Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            Self::AdminOnly => Some("admin_only"),
+            Self::BudgetExceeded(_) => Some("insufficient_quota"),
+            Self::Conflict { .. } => Some("conflict"),
+            Self::UnknownObject { .. } => Some("not_found"),
+            Self::KeysUnavailable => Some("key_store_unavailable"),
+            Self::BudgetUnavailable => Some("budget_store_unavailable"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -137,6 +212,7 @@ impl ApiError {
         match self {
             Self::InvalidJson { .. } => "invalid_json",
             Self::InvalidField { .. } => "invalid_field",
+            Self::BadParam { .. } => "bad_param",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -145,6 +221,14 @@ impl ApiError {
             Self::ContextLengthExceeded { .. } => "context_length_exceeded",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::InvalidApiKey { .. } => "invalid_api_key",
+            Self::ModelNotAllowed { .. } => "model_not_allowed",
+            Self::AdminOnly => "admin_only",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::Conflict { .. } => "conflict",
+            Self::UnknownObject { .. } => "unknown_object",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::BudgetUnavailable => "budget_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -170,10 +254,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), self.body_json()).into_response();
-        response.headers_mut().insert(
+        let budget = matches!(self, Self::BudgetExceeded(_));
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if budget {
+            // The official SDKs retry every 429 unless told not to; retrying a spent
+            // budget only burns the client's time.
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         response
     }
 }
@@ -191,6 +282,10 @@ mod tests {
             ApiError::InvalidField {
                 param: "model",
                 message: "you must provide a model parameter".into(),
+            },
+            ApiError::BadParam {
+                param: "group_by".into(),
+                message: "unknown".into(),
             },
             ApiError::BodyTooLarge { limit: 10 },
             ApiError::NotFound {
@@ -215,6 +310,28 @@ mod tests {
             ApiError::UpstreamTimeout {
                 upstream: "openai".into(),
             },
+            ApiError::InvalidApiKey {
+                reason: "Incorrect API key provided.",
+            },
+            ApiError::ModelNotAllowed { model: "m".into() },
+            ApiError::AdminOnly,
+            ApiError::BudgetExceeded(Box::new(BudgetRefusal {
+                scope: "team",
+                period: "monthly",
+                limit: "10".into(),
+                spent: "9.99".into(),
+                reserved: "0".into(),
+                needed: "0.02".into(),
+            })),
+            ApiError::Conflict {
+                message: "exists".into(),
+            },
+            ApiError::UnknownObject {
+                what: "team",
+                id: "x".into(),
+            },
+            ApiError::KeysUnavailable,
+            ApiError::BudgetUnavailable,
             ApiError::Internal,
         ];
         for error in errors {

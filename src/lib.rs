@@ -1,6 +1,14 @@
 //! tollgate: an OpenAI-compatible reverse proxy that knows what every request costs.
 
+/// The admin API and `/v1/tollgate/me`.
+pub mod admin;
+/// Keys, teams, hashing, passthrough fingerprints.
+pub mod auth;
+/// Budget periods, reservations and alerts.
+pub mod budgets;
 pub mod cli;
+/// Unix-millisecond wall clock.
+pub mod clock;
 /// TOML config, environment overrides and validation.
 pub mod config;
 /// `ApiError`, the only error that becomes an HTTP response.

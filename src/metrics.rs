@@ -9,6 +9,11 @@ pub struct Metrics {
     registry: Registry,
     /// Requests whose model no catalog prices, by model: what to add to the catalog.
     pub unpriced_requests: IntCounterVec,
+    /// Budget thresholds crossed, by scope (key, team) and level (soft, exhausted).
+    pub budget_alerts: IntCounterVec,
+    /// Budget checks that could not reach the store, by what the policy did
+    /// (admitted, refused).
+    pub budget_check_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -22,9 +27,27 @@ impl Metrics {
             &["model"],
         )?;
         registry.register(Box::new(unpriced_requests.clone()))?;
+        let budget_alerts = IntCounterVec::new(
+            Opts::new(
+                "tollgate_budget_alerts_total",
+                "Budget thresholds crossed (once per budget and period).",
+            ),
+            &["scope", "level"],
+        )?;
+        registry.register(Box::new(budget_alerts.clone()))?;
+        let budget_check_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_budget_check_errors_total",
+                "Budget checks that could not reach the database, by what was done.",
+            ),
+            &["action"],
+        )?;
+        registry.register(Box::new(budget_check_errors.clone()))?;
         Ok(Self {
             registry,
             unpriced_requests,
+            budget_alerts,
+            budget_check_errors,
         })
     }
 

@@ -145,7 +145,7 @@ async fn malformed_json_is_a_400_and_nothing_is_forwarded() {
 async fn unknown_paths_outside_v1_are_openai_shaped_404s() {
     let upstream = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(1, 1))).await;
     let tollgate = Harness::start(&upstream.base_url).await;
-    for path in ["/", "/chat/completions", "/v2/models", "/admin/keys"] {
+    for path in ["/", "/chat/completions", "/v2/models", "/admin/nope"] {
         let response = tollgate
             .client
             .get(format!("{}{path}", tollgate.url))

@@ -6,7 +6,7 @@ mod common;
 
 use common::db::{backends, count_and_completion};
 use tollgate::config::LedgerConfig;
-use tollgate::ledger::{LedgerRow, LedgerWriter, Outcome};
+use tollgate::ledger::{Kind, LedgerRow, LedgerWriter, Outcome};
 use tollgate::metering::{Usage, UsageSource};
 
 fn row(id: usize) -> LedgerRow {
@@ -33,6 +33,9 @@ fn row(id: usize) -> LedgerRow {
         latency_ms: 1,
         ttfb_ms: Some(1),
         price: None,
+        key_id: Some(format!("key-{}", id % 3)),
+        team_id: Some("team-a".to_owned()),
+        kind: Kind::Realtime,
     }
 }
 

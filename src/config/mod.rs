@@ -2,6 +2,7 @@
 //! the environment as a map so tests never touch the process environment. Validation
 //! gathers every problem with its dotted path and start-up fails once with the list.
 
+mod auth;
 mod database;
 mod log;
 mod pricing;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthConfig, AuthMode, BUILTIN_TIERS, BudgetConfig, StoreFailure};
 pub use database::{DatabaseConfig, LedgerConfig};
 pub use log::{LogConfig, LogFormat};
 pub use pricing::{PricingConfig, UnknownModelPolicy};
@@ -26,6 +28,8 @@ pub use upstream::UpstreamConfig;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub budgets: BudgetConfig,
     pub database: DatabaseConfig,
     pub ledger: LedgerConfig,
     pub log: LogConfig,
@@ -37,6 +41,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            budgets: BudgetConfig::default(),
             database: DatabaseConfig::default(),
             ledger: LedgerConfig::default(),
             log: LogConfig::default(),
@@ -95,6 +101,8 @@ pub const ENV_CONFIG: &str = "TOLLGATE_CONFIG";
 pub const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
 pub const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
 pub const ENV_UPSTREAM_URL: &str = "TOLLGATE_UPSTREAM_URL";
+/// The admin API's bearer key; the admin API is closed when it is unset.
+pub const ENV_ADMIN_KEY: &str = "TOLLGATE_ADMIN_KEY";
 
 impl Config {
     /// Loads the file named by `path` (or `TOLLGATE_CONFIG`, or none: defaults), applies
@@ -180,6 +188,20 @@ impl Config {
         }
         if self.ledger.queue_capacity == 0 {
             problems.push("ledger.queue_capacity", "must be greater than 0");
+        }
+        if !(1..=100).contains(&self.budgets.soft_threshold_percent) {
+            problems.push(
+                "budgets.soft_threshold_percent",
+                "must be between 1 and 100",
+            );
+        }
+        if let Some(url) = &self.budgets.webhook_url {
+            if url::Url::parse(url).is_err() {
+                problems.push("budgets.webhook_url", format!("`{url}` is not a URL"));
+            }
+        }
+        if self.auth.refresh_interval.is_zero() {
+            problems.push("auth.refresh_interval", "must be greater than 0");
         }
         if self.ledger.batch_size == 0 {
             problems.push("ledger.batch_size", "must be greater than 0");

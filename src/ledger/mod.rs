@@ -1,7 +1,7 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
-/// Binds one row's 25 columns, in `INSERT_COLUMNS` order, for either backend.
+/// Binds one row's 28 columns, in `INSERT_COLUMNS` order, for either backend.
 macro_rules! push_row {
     ($b:expr, $row:expr) => {{
         let row: &$crate::ledger::LedgerRow = $row;
@@ -34,7 +34,10 @@ macro_rules! push_row {
             .push_bind(price.map(|p| p.variant.as_str()))
             .push_bind(rate(|r| r.input))
             .push_bind(rate(|r| r.cached_input))
-            .push_bind(rate(|r| r.output));
+            .push_bind(rate(|r| r.output))
+            .push_bind(&row.key_id)
+            .push_bind(&row.team_id)
+            .push_bind(row.kind.as_str());
     }};
 }
 
@@ -63,6 +66,7 @@ macro_rules! insert_rows {
 
 mod postgres;
 pub mod report;
+pub mod rollup;
 mod sqlite;
 mod writer;
 
@@ -78,9 +82,10 @@ pub use sqlite::SqliteLedger;
 const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, caller, upstream, \
     endpoint, model_requested, model_answered, streamed, prompt_tokens, cached_tokens, \
     completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
-    cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate)";
+    cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate, \
+    key_id, team_id, kind)";
 
-// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 25 a row.
+// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 28 a row.
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
@@ -179,6 +184,33 @@ pub struct LedgerRow {
     pub ttfb_ms: Option<u64>,
     /// `None`: the model is not in the catalog; the row is unpriced, not free.
     pub price: Option<RowPrice>,
+    /// The tollgate key's id, or the caller's fingerprint in passthrough mode.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+/// What kind of spend a row is: billed at request time, by a batch job, or training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Realtime,
+    Batch,
+    Training,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Realtime => "realtime",
+            Self::Batch => "batch",
+            Self::Training => "training",
+        }
+    }
 }
 
 /// What a row was charged and at which unit prices.
@@ -218,6 +250,28 @@ impl Store {
         match self {
             Self::Sqlite(ledger) => ledger.insert(rows).await,
             Self::Postgres(ledger) => ledger.insert(rows).await,
+        }
+    }
+
+    /// `sql` with its `?` placeholders in this backend's syntax (`$1, $2, …` on
+    /// Postgres). Statements are written once, with `?`, for both backends.
+    pub fn sql(&self, sql: &str) -> String {
+        match self {
+            Self::Sqlite(_) => sql.to_owned(),
+            Self::Postgres(_) => {
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
         }
     }
 
@@ -265,6 +319,9 @@ mod tests {
             latency_ms: 0,
             ttfb_ms: None,
             price: None,
+            key_id: None,
+            team_id: None,
+            kind: Kind::Realtime,
         }
     }
 }

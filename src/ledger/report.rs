@@ -68,7 +68,7 @@ where
 }
 
 /// One group's totals. Unpriced rows are counted apart, never folded in as $0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SpendLine {
     pub group: String,
     pub requests: u64,
@@ -332,10 +332,16 @@ pub fn render_csv(lines: &[SpendLine]) -> String {
         "group,requests,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost_usd,unpriced_requests,unpriced_tokens,what_if_usd\n",
     );
     for l in lines {
-        let group = if l.group.contains([',', '"', '\n']) {
-            format!("\"{}\"", l.group.replace('"', "\"\""))
+        // A leading = + - @ would make a spreadsheet run the cell as a formula.
+        let group = if l.group.starts_with(['=', '+', '-', '@']) {
+            format!("'{}", l.group)
         } else {
             l.group.clone()
+        };
+        let group = if group.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", group.replace('"', "\"\""))
+        } else {
+            group
         };
         let _ = writeln!(
             out,

@@ -14,13 +14,22 @@ use super::{LedgerError, LedgerRow};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("requests"),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_requests.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("requests"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_requests.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("keys_teams_budgets"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_keys_teams_budgets.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,8 @@
 //! bytes for [`prompt_text_len`], so the cheap size check can never drift from what the
 //! expensive count actually visits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
@@ -17,6 +19,15 @@ use crate::metering::image::data_url_size;
 const REPLY_PRIMING: i64 = 3;
 /// tiktoken-rs adds one token per function/tool call; the cookbook has no figure for it.
 const CALL_OVERHEAD: i64 = 1;
+
+/// Which encodings' tables are in memory (indexed by `Encoding as usize`).
+static LOADED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+/// Whether counting for `model` can start at once: its table is loaded. The first load
+/// takes ~0.5 s, which must happen on a blocking thread, never an async worker.
+pub fn is_warm(model: &str) -> bool {
+    LOADED[encoding_for_model(model) as usize].load(Ordering::Relaxed)
+}
 
 /// The two encodings tollgate loads. Every current OpenAI model uses one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +45,12 @@ impl Encoding {
     }
 
     fn bpe(self) -> &'static CoreBPE {
-        match self {
+        let bpe = match self {
             Self::O200kBase => tiktoken_rs::o200k_base_singleton(),
             Self::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
-        }
+        };
+        LOADED[self as usize].store(true, Ordering::Relaxed);
+        bpe
     }
 }
 

@@ -9,14 +9,19 @@ use serde_json::Value;
 
 use super::price::Pricer;
 use crate::config::DisconnectPolicy;
-use crate::ledger::{LedgerRow, Outcome, PendingRow, RowPrice};
+use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice};
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 
 pub struct Exchange {
+    /// The ledger row's id, taken at admission: a budget reservation carries the same
+    /// id, and the row settles it.
+    pub id: String,
     pub pending: PendingRow,
     pub pricer: Arc<Pricer>,
     pub request_id: String,
     pub caller: String,
+    pub key_id: String,
+    pub team_id: Option<String>,
     pub upstream: String,
     pub endpoint: Endpoint,
     pub model_requested: Option<String>,
@@ -69,6 +74,7 @@ impl Exchange {
         tracing::info!(
             request_id = %self.request_id,
             caller = %self.caller,
+            team = self.team_id.as_deref().unwrap_or(""),
             upstream = %self.upstream,
             endpoint = self.endpoint.as_str(),
             model = self.model_requested.as_deref().unwrap_or(""),
@@ -82,9 +88,7 @@ impl Exchange {
             "request"
         );
         let row = LedgerRow {
-            // Time-ordered, so inserts append to the primary-key index instead of
-            // landing at random pages of it.
-            id: uuid::Uuid::now_v7().to_string(),
+            id: self.id,
             request_id: self.request_id,
             upstream_request_id: finish.upstream_request_id,
             ts_ms: self.ts_ms,
@@ -101,6 +105,9 @@ impl Exchange {
             latency_ms: millis(latency),
             ttfb_ms: finish.ttfb.map(millis),
             price,
+            key_id: Some(self.key_id),
+            team_id: self.team_id,
+            kind: Kind::Realtime,
         };
         self.pending.record(row).await;
     }

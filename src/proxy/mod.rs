@@ -1,6 +1,7 @@
 //! Forwarding to the upstream: metered endpoints are read, rewritten where needed,
 //! relayed and recorded; every other `/v1` route is streamed through untouched.
 
+mod admit;
 mod buffered;
 mod exchange;
 mod price;
@@ -10,7 +11,7 @@ pub mod sse;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -19,14 +20,16 @@ use axum::http::{HeaderMap, Method, Response, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, Authenticator, Identity};
+use crate::budgets::Budgets;
+use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
-use crate::metering::{Endpoint, UsageSource};
+use crate::metering::{Endpoint, Usage, UsageSource};
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
 use upstream::{Upstreams, X_REQUEST_ID};
@@ -39,6 +42,8 @@ const INLINE_PARSE_BYTES: usize = 256 * 1024;
 
 /// What the proxy handlers share.
 pub struct Proxy {
+    pub auth: Authenticator,
+    pub budgets: Budgets,
     pub upstreams: Upstreams,
     pub pricer: Arc<Pricer>,
     pub ledger: LedgerWriter,
@@ -60,10 +65,14 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Respo
     if let Err(error) = check_path(path) {
         return error.into_response();
     }
+    let identity = match proxy.auth.authenticate(&parts.headers, now_ms()) {
+        Ok(identity) => identity,
+        Err(error) => return error.into_response(),
+    };
     let path = path.to_owned();
     let result = match Endpoint::from_path(&path) {
         Some(endpoint) if parts.method == Method::POST => {
-            metered(&proxy, endpoint, &path, parts, body).await
+            metered(&proxy, identity, endpoint, &path, parts, body).await
         }
         _ => passthrough(&proxy, &path, parts, body).await,
     };
@@ -92,6 +101,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
 
 async fn metered(
     proxy: &Proxy,
+    identity: Identity,
     endpoint: Endpoint,
     path: &str,
     parts: Parts,
@@ -108,21 +118,60 @@ async fn metered(
             .await
             .map_err(|_| ApiError::Internal)??
     };
-    proxy.pricer.admit(request.model.as_deref())?;
-    if let Some(limit) = proxy.pricer.context_window(request.model.as_deref()) {
-        check_context(endpoint, request.model.as_deref(), &request.body, limit).await?;
+    let model = request.model.as_deref();
+    let allowed = identity
+        .key
+        .as_ref()
+        .and_then(|entry| entry.key.allowed_models.as_deref());
+    if !auth::model_allowed(allowed, model) {
+        return Err(ApiError::ModelNotAllowed {
+            model: model.unwrap_or_default().to_owned(),
+        });
+    }
+    proxy.pricer.admit(model)?;
+    let context_window = proxy.pricer.context_window(model);
+    let budgeted = Budgets::applies(&identity);
+    let prompt = if context_window.is_some() || budgeted {
+        Some(admit::count_prompt(endpoint, model, &request.body).await?)
+    } else {
+        None
+    };
+    if let (Some(limit), Some(prompt)) = (context_window, prompt) {
+        check_context(prompt, request.max_output.unwrap_or(0), limit)?;
     }
     let upstream = proxy
         .upstreams
-        .route(request.model.as_deref())
+        .route(model)
         .ok_or_else(|| ApiError::NoUpstream {
-            model: request.model.clone().unwrap_or_default(),
+            model: model.unwrap_or_default().to_owned(),
         })?;
+    // Time-ordered, so inserts append to the primary-key index instead of landing at
+    // random pages of it.
+    let row_id = uuid::Uuid::now_v7().to_string();
+    if let (true, Some(prompt)) = (budgeted, prompt) {
+        // The worst case: the whole prompt uncached, and every output token allowed.
+        let output = request
+            .max_output
+            .unwrap_or(proxy.budgets.config().default_max_tokens);
+        let worst = Usage {
+            prompt_tokens: prompt,
+            completion_tokens: output,
+            ..Usage::default()
+        };
+        let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
+        proxy
+            .budgets
+            .reserve(&identity, &row_id, amount, ts_ms)
+            .await?;
+    }
     let exchange = Exchange {
+        id: row_id,
         pending: proxy.ledger.begin(),
         pricer: proxy.pricer.clone(),
         request_id: request_id(&parts.headers),
-        caller: caller(&parts.headers),
+        caller: identity.display,
+        key_id: identity.key_id,
+        team_id: identity.team_id,
         upstream: upstream.name.clone(),
         endpoint,
         model_requested: request.model,
@@ -137,7 +186,7 @@ async fn metered(
     let send = upstream
         .client
         .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
-        .headers(upstream.request_headers(&parts.headers, true))
+        .headers(upstream.request_headers(&parts.headers, true, proxy.auth.mode))
         .body(request.body)
         .send();
     // From here the exchange lives in a task of its own: hyper drops this handler if
@@ -182,27 +231,8 @@ async fn fail_exchange(
 }
 
 /// Refuses a request that cannot fit the model's context window: the prompt counted
-/// with the tokenizer (on a blocking thread) plus the output cap it asks for.
-async fn check_context(
-    endpoint: Endpoint,
-    model: Option<&str>,
-    body: &Bytes,
-    limit: u64,
-) -> Result<(), ApiError> {
-    let (model, body) = (model.unwrap_or_default().to_owned(), body.clone());
-    let (prompt, output) = tokio::task::spawn_blocking(move || {
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let output = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|field| json.get(field).and_then(serde_json::Value::as_u64))
-            .unwrap_or(0);
-        (
-            crate::metering::tokens::count_prompt(endpoint, &model, &json),
-            output,
-        )
-    })
-    .await
-    .map_err(|_| ApiError::Internal)?;
+/// with the tokenizer plus the output cap it asks for.
+fn check_context(prompt: u64, output: u64, limit: u64) -> Result<(), ApiError> {
     let requested = prompt.saturating_add(output);
     if requested > limit {
         return Err(ApiError::ContextLengthExceeded {
@@ -246,7 +276,7 @@ async fn passthrough(
     let send = upstream
         .client
         .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
-        .headers(upstream.request_headers(&parts.headers, false))
+        .headers(upstream.request_headers(&parts.headers, false, proxy.auth.mode))
         .timeout(upstream.total_timeout)
         .body(body)
         .send();
@@ -323,36 +353,9 @@ fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-/// Who is calling, without keeping their secret: a short SHA-256 prefix of the bearer.
-pub fn caller(headers: &HeaderMap) -> String {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|token| !token.is_empty());
-    match bearer {
-        Some(token) => {
-            let digest = Sha256::digest(token.as_bytes());
-            format!("fp:{}", hex::encode(&digest[..6]))
-        }
-        None => "anonymous".to_owned(),
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     #[test]
     fn dot_segments_are_refused_in_every_spelling() {
@@ -375,22 +378,5 @@ mod tests {
         ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
-    }
-
-    #[test]
-    fn the_caller_is_a_fingerprint_never_the_secret() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(caller(&headers), "anonymous");
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer sk-secret-123"),
-        );
-        let fingerprint = caller(&headers);
-        assert!(
-            fingerprint.starts_with("fp:") && fingerprint.len() == 15,
-            "{fingerprint}"
-        );
-        assert!(!fingerprint.contains("secret"));
-        assert_eq!(fingerprint, caller(&headers), "stable");
     }
 }

@@ -55,6 +55,14 @@ impl Pricer {
         self.catalog.resolve(model?)?.prices.context_window
     }
 
+    /// What `usage` would cost at `model`'s standard rates, with no warning or metric
+    /// (for estimates before forwarding); `None` when the model has no price.
+    pub fn estimate(&self, model: Option<&str>, usage: &Usage) -> Option<crate::pricing::Cost> {
+        self.catalog
+            .price(None, model, usage, false)
+            .map(|priced| priced.cost)
+    }
+
     /// The row's price: by the model the upstream answered with, else the one asked
     /// for. `None` (unpriced) is logged once per model, so operators see what to add.
     pub fn price(

@@ -14,6 +14,9 @@ pub struct MeteredRequest {
     pub stream: bool,
     /// tollgate added `include_usage`: the usage-only chunk is not the client's to see.
     pub hide_usage: bool,
+    /// The output cap the client set (`max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens`), for estimates before forwarding.
+    pub max_output: Option<u64>,
     /// What goes upstream: the client's bytes, or the rewrite when one was needed. Also
     /// what is counted when the upstream reports no usage (the rewrite adds no prompt).
     pub body: Bytes,
@@ -26,6 +29,9 @@ struct Probe {
     model: Option<Value>,
     stream: Option<Value>,
     stream_options: Option<Value>,
+    max_completion_tokens: Option<Value>,
+    max_tokens: Option<Value>,
+    max_output_tokens: Option<Value>,
 }
 
 impl MeteredRequest {
@@ -58,6 +64,13 @@ impl MeteredRequest {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let hide_usage = stream && endpoint.needs_include_usage() && !asked;
+        let max_output = [
+            &probe.max_completion_tokens,
+            &probe.max_tokens,
+            &probe.max_output_tokens,
+        ]
+        .into_iter()
+        .find_map(|field| field.as_ref().and_then(Value::as_u64));
         let body = if hide_usage {
             with_include_usage(&body)?
         } else {
@@ -67,6 +80,7 @@ impl MeteredRequest {
             model,
             stream,
             hide_usage,
+            max_output,
             body,
         })
     }
@@ -113,6 +127,16 @@ mod tests {
         assert_eq!(request.body, body.as_bytes());
         assert_eq!(request.model.as_deref(), Some("gpt-4o-mini"));
         assert!(!request.stream && !request.hide_usage);
+        assert_eq!(request.max_output, None);
+    }
+
+    #[test]
+    fn the_output_cap_is_read_from_any_of_its_names() {
+        for field in ["max_completion_tokens", "max_tokens", "max_output_tokens"] {
+            let body = format!(r#"{{"model":"m","{field}":77}}"#);
+            let request = parse(Endpoint::ChatCompletions, &body).unwrap();
+            assert_eq!(request.max_output, Some(77), "{field}");
+        }
     }
 
     #[test]

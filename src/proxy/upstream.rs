@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::config::{Secret, UpstreamConfig};
+use crate::config::{AuthMode, Secret, UpstreamConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -127,10 +127,14 @@ impl Upstream {
     }
 
     /// Headers for the upstream request: the client's, minus hop-by-hop ones, with the
-    /// upstream's key in place of the client's bearer when one is configured.
-    pub fn request_headers(&self, client: &HeaderMap, metered: bool) -> HeaderMap {
+    /// upstream's key in place of the client's bearer when one is configured. In keys
+    /// mode the client's bearer is a tollgate key and never leaves tollgate.
+    pub fn request_headers(&self, client: &HeaderMap, metered: bool, mode: AuthMode) -> HeaderMap {
         let mut headers = without_hop_by_hop(client);
         headers.remove(header::HOST);
+        if mode == AuthMode::Keys {
+            headers.remove(header::AUTHORIZATION);
+        }
         if metered {
             // tollgate reads metered bodies to find their usage, so it asks for them
             // uncompressed; the body may also have been rewritten, so its length changes.
@@ -263,7 +267,7 @@ mod tests {
         client.insert(header::HOST, HeaderValue::from_static("tollgate"));
         client.insert("openai-organization", HeaderValue::from_static("org-1"));
         client.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-        let headers = up.request_headers(&client, true);
+        let headers = up.request_headers(&client, true, AuthMode::Keys);
         assert_eq!(headers[header::AUTHORIZATION], "Bearer sk-upstream");
         assert!(headers[header::AUTHORIZATION].is_sensitive());
         assert_eq!(headers["openai-organization"], "org-1");
@@ -277,12 +281,12 @@ mod tests {
         ] {
             assert!(!headers.contains_key(gone), "{gone} must not be forwarded");
         }
-        let passthrough = up.request_headers(&client, false);
+        let passthrough = up.request_headers(&client, false, AuthMode::Passthrough);
         assert_eq!(passthrough[header::CONTENT_LENGTH], "10");
     }
 
     #[test]
-    fn without_a_key_the_client_bearer_is_forwarded() {
+    fn without_a_key_the_client_bearer_is_forwarded_only_in_passthrough() {
         let upstreams = upstreams(&[("openai", &["*"], Some("UNSET_VAR"))]);
         let up = upstreams.route(None).unwrap();
         let mut client = HeaderMap::new();
@@ -291,9 +295,12 @@ mod tests {
             HeaderValue::from_static("Bearer sk-client"),
         );
         assert_eq!(
-            up.request_headers(&client, true)[header::AUTHORIZATION],
+            up.request_headers(&client, true, AuthMode::Passthrough)[header::AUTHORIZATION],
             "Bearer sk-client"
         );
+        // In keys mode the bearer is a tollgate key: it never goes upstream.
+        let headers = up.request_headers(&client, true, AuthMode::Keys);
+        assert!(!headers.contains_key(header::AUTHORIZATION));
     }
 
     #[test]

@@ -18,7 +18,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ServerConfig};
+use crate::admin::Admin;
+use crate::auth::{Authenticator, KeyCache};
+use crate::budgets::Budgets;
+use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, Secret, ServerConfig};
 use crate::ledger::{LedgerError, LedgerWriter, Store};
 use crate::metrics::Metrics;
 use crate::pricing::PricingError;
@@ -48,6 +51,7 @@ pub enum ServeError {
 #[derive(Clone)]
 pub struct AppState {
     pub proxy: Arc<Proxy>,
+    pub admin: Arc<Admin>,
     pub store: Store,
     pub metrics: Metrics,
 }
@@ -79,6 +83,29 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let store = Store::open(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
     let upstreams = Upstreams::new(&config.upstreams, env)?;
+    let cache = KeyCache::default();
+    let mut background = Vec::new();
+    if config.auth.mode == AuthMode::Keys {
+        // Load before listening, so the first request finds its key; if the database
+        // is down the refresher keeps trying and requests get 503 until it answers.
+        if let Err(error) = cache.refresh(&store).await {
+            tracing::error!(%error, "cannot load keys; retrying in the background");
+        }
+        background.push(cache.spawn_refresher(store.clone(), config.auth.refresh_interval));
+    }
+    // A reservation must outlive its request (the slowest upstream's total timeout)
+    // and the wait in the ledger queue; after that it lapses.
+    let ttl = config
+        .upstreams
+        .iter()
+        .map(|upstream| upstream.total_timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(600);
+    let budgets = Budgets::new(store.clone(), config.budgets.clone(), metrics.clone(), ttl);
+    background.push(Budgets::spawn_sweeper(store.clone()));
+    let admin_key = env.get(ENV_ADMIN_KEY).cloned().map(Secret::new);
+    let admin = Arc::new(Admin::new(store.clone(), cache.clone(), admin_key.as_ref()));
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -87,6 +114,11 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let proxy = Arc::new(Proxy {
+        auth: Authenticator {
+            mode: config.auth.mode,
+            cache,
+        },
+        budgets,
         upstreams,
         pricer: Arc::new(pricer),
         ledger: ledger.clone(),
@@ -95,13 +127,20 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     });
     let state = AppState {
         proxy,
+        admin,
         store,
         metrics,
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, state, config.server, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(async move {
+        serve(listener, state, config.server, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        for task in background {
+            task.abort();
+        }
+    });
     tracing::info!(%addr, "tollgate listening");
     Ok(Running {
         addr,

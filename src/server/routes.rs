@@ -12,6 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::AppState;
+use crate::admin;
 use crate::error::ApiError;
 use crate::proxy::{self, Proxy};
 
@@ -35,8 +36,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/tollgate/me", get(admin::me))
         .route("/v1", any(proxy::forward))
         .route("/v1/{*rest}", any(proxy::forward))
+        .merge(admin::router(state.admin.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(|_| {

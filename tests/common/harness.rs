@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use sqlx::Row as _;
-use tollgate::config::Config;
+use tollgate::config::{AuthMode, Config};
 use tollgate::server::Running;
+
+pub const ADMIN_KEY: &str = "admin-test-secret";
 
 pub struct Harness {
     pub url: String,
@@ -52,14 +54,20 @@ impl Harness {
         config.database.url = format!("sqlite://{}", db.display());
         config.upstreams[0].base_url = upstream_url.to_owned();
         config.upstreams[0].api_key_env = Some("TEST_UPSTREAM_KEY".to_owned());
+        // Most tests are about the proxy, not keys: callers are told apart by the
+        // fingerprint of whatever bearer they send. Key tests switch to keys mode.
+        config.auth.mode = AuthMode::Passthrough;
         tweak(&mut config);
         config.validate().unwrap();
         // The tweak may have moved the ledger.
         let db = PathBuf::from(config.database.url.trim_start_matches("sqlite://"));
-        let env: HashMap<String, String> = [(
-            "TEST_UPSTREAM_KEY".to_owned(),
-            "sk-upstream-secret".to_owned(),
-        )]
+        let env: HashMap<String, String> = [
+            (
+                "TEST_UPSTREAM_KEY".to_owned(),
+                "sk-upstream-secret".to_owned(),
+            ),
+            ("TOLLGATE_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned()),
+        ]
         .into();
         let running = tollgate::server::start(config, &env).await.unwrap();
         Self {
@@ -79,6 +87,40 @@ impl Harness {
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.url))
+    }
+
+    /// A request to the admin API, with the admin key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    /// Creates a team (if new) and a key in it through the admin API; returns the
+    /// key's secret.
+    pub async fn key(&self, team: &str, body: serde_json::Value) -> String {
+        let created = self
+            .admin(reqwest::Method::POST, "/admin/teams")
+            .json(&serde_json::json!({ "name": team }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            created.status() == 201 || created.status() == 409,
+            "{}",
+            created.text().await.unwrap()
+        );
+        let mut body = body;
+        body["team"] = serde_json::json!(team);
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/keys")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let json: serde_json::Value = response.json().await.unwrap();
+        json["key"].as_str().unwrap().to_owned()
     }
 
     /// Every ledger row, after waiting for every served request to be recorded.
