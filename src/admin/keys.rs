@@ -103,7 +103,7 @@ pub async fn create_team(
     };
     let fields = team_fields(&admin, body, None)?;
     let team = store::create_team(&admin.store, &name, &fields, now_ms()).await?;
-    admin.cache.changed();
+    admin.reload().await;
     Ok((StatusCode::CREATED, Json(team)).into_response())
 }
 
@@ -138,7 +138,7 @@ pub async fn update_team(
         })?;
     let fields = team_fields(&admin, body, current.budget)?;
     let team = store::update_team(&admin.store, &current.id, &fields, now_ms()).await?;
-    admin.cache.changed();
+    admin.reload().await;
     Ok(Json(team).into_response())
 }
 
@@ -157,7 +157,7 @@ pub async fn create_key(
         }
         other => other?,
     };
-    admin.cache.changed();
+    admin.reload().await;
     let mut json = serde_json::to_value(&key).map_err(|_| ApiError::Internal)?;
     if let Some(object) = json.as_object_mut() {
         // The only time the secret is ever shown.
@@ -207,7 +207,7 @@ pub async fn update_key(
             })?;
     let fields = key_fields(&admin, body, current.budget)?;
     let key = store::update_key(&admin.store, &current.id, &fields, now_ms()).await?;
-    admin.cache.changed();
+    admin.reload().await;
     Ok(Json(key).into_response())
 }
 
@@ -216,6 +216,6 @@ pub async fn revoke_key(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = store::revoke_key(&admin.store, &key, now_ms()).await?;
-    admin.cache.changed();
+    admin.reload().await;
     Ok(Json(key).into_response())
 }

@@ -49,6 +49,15 @@ impl Admin {
         }
     }
 
+    /// Reloads this replica's key cache after a change made through it, so the change
+    /// holds here before the admin call returns (other replicas poll for it).
+    async fn reload(&self) {
+        if let Err(error) = self.cache.refresh(&self.store).await {
+            tracing::warn!(%error, "cannot reload keys after a change; the poller will retry");
+            self.cache.changed();
+        }
+    }
+
     /// 200 for the admin key; 403 for a live tollgate key; 401 for anything else.
     fn authorise(&self, request: &Request) -> Result<(), ApiError> {
         let Some(expected) = &self.admin_key else {

@@ -123,6 +123,42 @@ impl Harness {
         json["key"].as_str().unwrap().to_owned()
     }
 
+    /// Waits until every served request's row is committed.
+    pub async fn flush(&self) {
+        if let Some(running) = &self.running {
+            running.ledger.flush().await;
+        }
+    }
+
+    /// A chat completion sent with `key` as the bearer.
+    pub fn chat(&self, key: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(key)
+            .json(body)
+    }
+
+    /// `GET /admin/spend?{query}` as JSON lines keyed by group.
+    pub async fn spend(
+        &self,
+        query: &str,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.flush().await;
+        let response = self
+            .admin(reqwest::Method::GET, &format!("/admin/spend?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| (line["group"].as_str().unwrap().to_owned(), line.clone()))
+            .collect()
+    }
+
     /// Every ledger row, after waiting for every served request to be recorded.
     pub async fn rows(&self) -> Vec<Row> {
         if let Some(running) = &self.running {

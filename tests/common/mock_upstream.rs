@@ -217,3 +217,23 @@ pub fn chat_chunk(delta: serde_json::Value, finish: Option<&str>, usage_null: bo
     }
     chunk.to_string()
 }
+
+/// An upstream whose usage the client scripts per request with `x-mock-prompt` and
+/// `x-mock-completion` headers (tollgate forwards them), so a test knows each cost.
+pub async fn scripted_usage() -> MockUpstream {
+    MockUpstream::start(|received| {
+        let number = |name: &str| {
+            received
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1)
+        };
+        json(
+            StatusCode::OK,
+            &chat_completion(number("x-mock-prompt"), number("x-mock-completion")),
+        )
+    })
+    .await
+}
