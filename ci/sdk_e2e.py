@@ -2,8 +2,10 @@
 """End-to-end check of tollgate with the real `openai` Python SDK.
 
 Starts tollgate-mock-upstream and tollgate (temp dir, free port, temp SQLite ledger),
-makes four chat completions through the SDK (plain, stream, abandoned stream, stream
-with include_usage), stops tollgate with SIGTERM and checks the four ledger rows.
+creates a team and a tollgate key through the admin API, makes four chat completions
+through the SDK with that key (plain, stream, abandoned stream, stream with
+include_usage), checks that a spent budget's 429 is not retried by the SDK, stops
+tollgate with SIGTERM and checks the four ledger rows.
 
     python ci/sdk_e2e.py --tollgate target/debug/tollgate \
         --mock target/debug/tollgate-mock-upstream
@@ -30,7 +32,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import openai
+
+ADMIN_KEY = "e2e-admin-key"
 
 # What tollgate-mock-upstream answers (benches/mock_upstream.rs).
 MOCK_TEXT = (
@@ -117,6 +122,37 @@ models = ["*"]
 """
     )
     return config, db
+
+
+def admin_post(port: int, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 201:
+            raise RuntimeError(f"POST {path}: {response.status}")
+        return json.loads(response.read())
+
+
+def budget_not_retried(port: int, checks: Checks) -> None:
+    """A key whose budget cannot cover one request: the SDK (max_retries=2, which
+    retries every other 429) must give up after the first answer."""
+    key = admin_post(port, "/admin/keys", {"team": "e2e", "name": "broke",
+                                           "budget_usd": "0.000001", "budget_period": "total"})
+    sent = []
+    http = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url)]})
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key["key"],
+                           max_retries=2, timeout=30, http_client=http)
+    try:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        checks.check("budget: refused", False, "the request was admitted")
+    except openai.RateLimitError as error:
+        checks.equal("budget: code insufficient_quota", error.code, "insufficient_quota")
+        checks.equal("budget: x-should-retry", error.response.headers.get("x-should-retry"),
+                     "false")
+    checks.equal("budget: the SDK did not retry", len(sent), 1)
 
 
 def wait_healthy(port: int, tollgate: subprocess.Popen) -> None:
@@ -235,7 +271,7 @@ def include_usage(client: openai.OpenAI, checks: Checks) -> None:
 # === the ledger ===
 
 
-def check_ledger(db: Path, checks: Checks) -> None:
+def check_ledger(db: Path, checks: Checks, key: dict) -> None:
     if not checks.check("ledger: database file exists", db.exists(), f"{db} missing"):
         return
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -260,7 +296,8 @@ def check_ledger(db: Path, checks: Checks) -> None:
         if found is not None:
             checks.equal(name, {k: found.get(k) for k in expected}, expected)
 
-    common = {"endpoint": "chat.completions", "upstream": "mock", "status": 200}
+    common = {"endpoint": "chat.completions", "upstream": "mock", "status": 200,
+              "key_id": key["id"], "team_id": key["team_id"], "caller": key["prefix"]}
     plain_row = row("ledger plain", "e2e-plain")
     fields("ledger plain: fields", plain_row, {
         **common, "streamed": 0, "usage_source": "upstream", "outcome": "ok",
@@ -321,6 +358,7 @@ def main() -> int:
             config, db = write_config(tmp, port, mock_port)
             env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
             env.pop("RUST_LOG", None)
+            env["TOLLGATE_ADMIN_KEY"] = ADMIN_KEY
             with open(tollgate_log, "wb") as log:
                 tollgate = subprocess.Popen(
                     [args.tollgate, "serve", "--config", str(config)],
@@ -332,13 +370,16 @@ def main() -> int:
             wait_healthy(port, tollgate)
             print(f"tollgate on 127.0.0.1:{port}, mock on 127.0.0.1:{mock_port}", flush=True)
 
+            admin_post(port, "/admin/teams", {"name": "e2e"})
+            key = admin_post(port, "/admin/keys", {"team": "e2e", "name": "sdk"})
             client = openai.OpenAI(
-                base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0,
+                base_url=f"http://127.0.0.1:{port}/v1", api_key=key["key"], max_retries=0,
                 timeout=30,
             )
             for name, step in [("plain", plain), ("stream", stream),
                                ("abandoned", abandoned), ("include_usage", include_usage)]:
                 checks.run(f"{name}: request", lambda step=step: step(client, checks))
+            checks.run("budget: request", lambda: budget_not_retried(port, checks))
 
             tollgate.send_signal(signal.SIGTERM)
             try:
@@ -347,7 +388,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 checks.check("tollgate: exits 0 after SIGTERM", False,
                              f"still running {EXIT_TIMEOUT_S:.0f}s after SIGTERM")
-            check_ledger(db, checks)
+            check_ledger(db, checks, key)
         except Exception as error:  # noqa: BLE001 - any setup failure fails the run
             checks.check("setup", False, f"{type(error).__name__}: {error}")
             traceback.print_exc()
