@@ -50,12 +50,17 @@ pub struct Alerts {
 
 impl Alerts {
     pub fn new(webhook_url: Option<String>, metrics: Metrics) -> Self {
-        let webhook = webhook_url.map(|url| {
-            let client = reqwest::Client::builder()
+        let webhook = webhook_url.and_then(|url| {
+            match reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
-                .unwrap_or_default();
-            (client, url)
+            {
+                Ok(client) => Some((client, url)),
+                Err(error) => {
+                    tracing::error!(%error, "cannot build the budget webhook client; alerts are logged only");
+                    None
+                }
+            }
         });
         Self { webhook, metrics }
     }

@@ -1,0 +1,191 @@
+//! No secret reaches a log line at any level: the real binary runs with every target at
+//! `trace`, is driven through keys, bad keys, revocation, the admin API and a failing
+//! upstream, and its whole output is searched for the admin key, the upstream key and
+//! every tollgate key secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::mock_upstream::{MockUpstream, chat_completion, json};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-5ecret-never-logged";
+const UPSTREAM: &str = "sk-upstream-5ecret-never-logged";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_at_any_level() {
+    let upstream = MockUpstream::start(|received| {
+        if received.json()["model"] == "boom" {
+            json(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": {"message": "bad key"}}),
+            )
+        } else {
+            json(StatusCode::OK, &chat_completion(5, 5))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n\
+             [log]\nfilter = \"trace\"\n[[upstreams]]\nname = \"mock\"\nbase_url = \"{}\"\n\
+             api_key_env = \"SECRET_UPSTREAM_KEY\"\n",
+            dir.path().join("ledger.db").display(),
+            upstream.base_url
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("TOLLGATE_CONFIG")
+        .env("RUST_LOG", "trace")
+        .env("TOLLGATE_ADMIN_KEY", ADMIN)
+        .env("SECRET_UPSTREAM_KEY", UPSTREAM)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    // reqwest is built without a default TLS provider; tollgate installs one in-process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "tollgate did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let admin = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+    };
+    admin(reqwest::Method::POST, "/admin/teams")
+        .json(&json!({"name": "t"}))
+        .send()
+        .await
+        .unwrap();
+    let mut secrets = vec![ADMIN.to_owned(), UPSTREAM.to_owned()];
+    for name in ["a", "b"] {
+        let created: Value = admin(reqwest::Method::POST, "/admin/keys")
+            .json(&json!({"team": "t", "name": name}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        secrets.push(created["key"].as_str().unwrap().to_owned());
+    }
+    let chat = |key: &str, model: &str| {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(
+        chat(&secrets[2], "gpt-4o-mini").await.unwrap().status(),
+        200
+    );
+    assert_eq!(chat(&secrets[2], "boom").await.unwrap().status(), 401);
+    let stream = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&secrets[3])
+        .json(&json!({"model": "gpt-4o-mini", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    stream.bytes().await.unwrap();
+    // Near misses: a mistyped key, the admin key on /v1, a key on /admin.
+    let typo = format!("{}x", &secrets[2][..45]);
+    assert_eq!(chat(&typo, "gpt-4o-mini").await.unwrap().status(), 401);
+    assert_eq!(chat(ADMIN, "gpt-4o-mini").await.unwrap().status(), 401);
+    let tenant = client
+        .get(format!("{base}/admin/keys"))
+        .bearer_auth(&secrets[3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tenant.status(), 403);
+    admin(
+        reqwest::Method::DELETE,
+        &format!("/admin/keys/{}", &secrets[3][..11]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        chat(&secrets[3], "gpt-4o-mini").await.unwrap().status(),
+        401
+    );
+    let listed = admin(reqwest::Method::GET, "/admin/keys")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // SIGTERM, so the shutdown path logs too.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("TRACE"), "trace level was on");
+    assert!(logs.contains(&secrets[2][..11]), "key prefixes are logged");
+    for secret in &secrets {
+        // The part after the display prefix is what must never leak.
+        let hidden = &secret[secret.len().min(11)..];
+        for (place, text) in [
+            ("logs", &logs),
+            ("key listing", &listed),
+            ("metrics", &metrics),
+        ] {
+            assert!(!text.contains(hidden), "a secret appears in the {place}");
+        }
+    }
+    assert!(
+        !logs.contains(&typo[11..]),
+        "a mistyped key is not logged either"
+    );
+}
