@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServerConfig};
-use crate::ledger::{LedgerError, LedgerWriter, Store};
+use crate::ledger::{LedgerError, LedgerWriter, SpillError, Store};
 use crate::metrics::Metrics;
 use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
@@ -36,6 +36,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Spill(#[from] SpillError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
@@ -77,7 +79,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let metrics = Metrics::new()?;
     let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing, metrics.clone());
     let store = Store::open(&config.database.url).await?;
-    let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
+    let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)

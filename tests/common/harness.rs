@@ -52,6 +52,8 @@ impl Harness {
         config.database.url = format!("sqlite://{}", db.display());
         config.upstreams[0].base_url = upstream_url.to_owned();
         config.upstreams[0].api_key_env = Some("TEST_UPSTREAM_KEY".to_owned());
+        // Its own spill directory: one tollgate per directory, and none in the repo.
+        config.ledger.spill_dir = dir.path().join("spill");
         tweak(&mut config);
         config.validate().unwrap();
         // The tweak may have moved the ledger.
