@@ -371,6 +371,21 @@ async fn rows_wait_in_memory_while_neither_the_database_nor_the_disk_takes_them(
     }
 }
 
+#[tokio::test]
+async fn readiness_shows_the_spill() {
+    let tollgate = common::harness::Harness::start("http://127.0.0.1:9/v1").await;
+    let ready: serde_json::Value = tollgate
+        .get("/readyz")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ledger_spilled"], 0, "{ready}");
+    assert_eq!(ready["ledger_spilling"], false, "{ready}");
+}
+
 #[test]
 fn spill_settings_are_validated_by_name() {
     let config = Config::from_toml(
