@@ -43,11 +43,13 @@ fn row(id: usize) -> LedgerRow {
 async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored() {
     for backend in backends().await {
         let store = backend.open().await;
+        let spill = tempfile::tempdir().unwrap();
         let config = LedgerConfig {
             batch_size: 64,
+            spill_dir: spill.path().to_owned(),
             ..LedgerConfig::default()
         };
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config);
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
 
         let mut tasks = Vec::new();
         for worker in 0..10 {
@@ -77,7 +79,12 @@ async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored() {
 async fn flush_waits_for_rows_begun_but_not_yet_recorded() {
     for backend in backends().await {
         let store = backend.open().await;
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &LedgerConfig::default());
+        let spill = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            spill_dir: spill.path().to_owned(),
+            ..LedgerConfig::default()
+        };
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
 
         let pending = writer.begin();
         let flush = tokio::spawn({
@@ -107,7 +114,12 @@ async fn spend_and_reprice_agree_on_both_backends() {
         .unwrap();
     for backend in backends().await {
         let store = backend.open().await;
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &LedgerConfig::default());
+        let spill = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            spill_dir: spill.path().to_owned(),
+            ..LedgerConfig::default()
+        };
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
         for (i, model) in ["gpt-4o-mini", "gpt-4o-mini", "mystery"].iter().enumerate() {
             let mut row = row(i);
             row.model_requested = Some((*model).to_owned());

@@ -238,42 +238,50 @@ struct Decision {
     alerts: Vec<AlertEvent>,
 }
 
-const SPENT_KEY: &str = "SELECT CAST(coalesce(sum(cost_pico / 1000000), 0) AS BIGINT), \
-    CAST(coalesce(sum(cost_pico % 1000000), 0) AS BIGINT) FROM spend_hourly \
-    WHERE key_id = ? AND hour_ms >= ?";
-const SPENT_TEAM: &str = "SELECT CAST(coalesce(sum(cost_pico / 1000000), 0) AS BIGINT), \
-    CAST(coalesce(sum(cost_pico % 1000000), 0) AS BIGINT) FROM spend_hourly \
-    WHERE team_id = ? AND hour_ms >= ?";
-const RESERVED_KEY: &str = "SELECT CAST(coalesce(sum(amount_pico), 0) AS BIGINT) \
-    FROM budget_reservations WHERE key_id = ? AND ts_ms >= ? AND expires_ms > ?";
-const RESERVED_TEAM: &str = "SELECT CAST(coalesce(sum(amount_pico), 0) AS BIGINT) \
-    FROM budget_reservations WHERE team_id = ? AND ts_ms >= ? AND expires_ms > ?";
+/// Committed spend (whole micro-USD, and the pico remainders) and open reservations
+/// of one budget's period, in ONE statement: under Postgres' read committed, separate
+/// statements see separate snapshots, and a row committed between them would move
+/// from "reserved" to "spent" unseen by both.
+const USAGE_KEY: &str = "SELECT \
+    (SELECT CAST(coalesce(sum(cost_pico / 1000000), 0) AS BIGINT) FROM spend_hourly \
+     WHERE key_id = ? AND hour_ms >= ?), \
+    (SELECT CAST(coalesce(sum(cost_pico % 1000000), 0) AS BIGINT) FROM spend_hourly \
+     WHERE key_id = ? AND hour_ms >= ?), \
+    (SELECT CAST(coalesce(sum(amount_pico), 0) AS BIGINT) FROM budget_reservations \
+     WHERE key_id = ? AND ts_ms >= ? AND expires_ms > ?)";
+const USAGE_TEAM: &str = "SELECT \
+    (SELECT CAST(coalesce(sum(cost_pico / 1000000), 0) AS BIGINT) FROM spend_hourly \
+     WHERE team_id = ? AND hour_ms >= ?), \
+    (SELECT CAST(coalesce(sum(cost_pico % 1000000), 0) AS BIGINT) FROM spend_hourly \
+     WHERE team_id = ? AND hour_ms >= ?), \
+    (SELECT CAST(coalesce(sum(amount_pico), 0) AS BIGINT) FROM budget_reservations \
+     WHERE team_id = ? AND ts_ms >= ? AND expires_ms > ?)";
 const INSERT_ALERT: &str = "INSERT INTO budget_alerts (scope, scope_id, period_start_ms, level, \
     ts_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
 const INSERT_RESERVATION: &str = "INSERT INTO budget_reservations (id, key_id, team_id, \
     amount_pico, ts_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)";
 
-/// The committed spend and the open reservations of one budget's period, summed in
-/// SQL as whole micro-USD plus the pico remainders so no backend's integer sum can
-/// overflow before the budget itself would.
+/// The committed spend and the open reservations of one budget's period. Summing
+/// whole micro-USD plus pico remainders keeps any backend's 64-bit sum from
+/// overflowing before the budget itself would.
 macro_rules! usage_in {
     ($store:expr, $conn:expr, $scope:expr, $start:expr, $now:expr) => {{
-        let (spent_sql, reserved_sql) = match $scope.kind {
-            "key" => (SPENT_KEY, RESERVED_KEY),
-            _ => (SPENT_TEAM, RESERVED_TEAM),
+        let sql = if $scope.kind == "key" {
+            USAGE_KEY
+        } else {
+            USAGE_TEAM
         };
-        let (micros, remainder): (i64, i64) =
-            sqlx::query_as(sqlx::AssertSqlSafe($store.sql(spent_sql)))
+        let (micros, remainder, reserved): (i64, i64, i64) =
+            sqlx::query_as(sqlx::AssertSqlSafe($store.sql(sql)))
                 .bind(&$scope.id)
                 .bind($start)
+                .bind(&$scope.id)
+                .bind($start)
+                .bind(&$scope.id)
+                .bind($start)
+                .bind($now)
                 .fetch_one(&mut *$conn)
                 .await?;
-        let (reserved,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe($store.sql(reserved_sql)))
-            .bind(&$scope.id)
-            .bind($start)
-            .bind($now)
-            .fetch_one(&mut *$conn)
-            .await?;
         let pico = |value: i64| u128::try_from(value).unwrap_or(0);
         (
             Cost::from_pico(pico(micros) * PICO_PER_MICRO + pico(remainder)),

@@ -1,4 +1,8 @@
-//! `[database]` and `[ledger]`: where spend is written and how the writer batches.
+//! `[database]` and `[ledger]`: where spend is written, how the writer batches, and
+//! where rows wait while the database is unreachable.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +31,13 @@ pub struct LedgerConfig {
     /// How long the writer waits for a batch to fill before writing what it has. Rows
     /// reach the database at most this much later; clients never wait for it.
     #[serde(with = "humantime_serde")]
-    pub max_batch_delay: std::time::Duration,
+    pub max_batch_delay: Duration,
+    /// Where batches the database refused are appended (fsync'd), to be replayed once
+    /// it answers again. Relative paths are from the working directory.
+    pub spill_dir: PathBuf,
+    /// How often the spill is offered to the database: a ping, then a replay.
+    #[serde(with = "humantime_serde")]
+    pub spill_retry_interval: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -35,7 +45,9 @@ impl Default for LedgerConfig {
         Self {
             queue_capacity: 65_536,
             batch_size: 512,
-            max_batch_delay: std::time::Duration::from_millis(50),
+            max_batch_delay: Duration::from_millis(50),
+            spill_dir: PathBuf::from("tollgate-spill"),
+            spill_retry_interval: Duration::from_secs(1),
         }
     }
 }

@@ -206,6 +206,12 @@ impl Config {
         if self.ledger.batch_size == 0 {
             problems.push("ledger.batch_size", "must be greater than 0");
         }
+        if self.ledger.spill_dir.as_os_str().is_empty() {
+            problems.push("ledger.spill_dir", "must not be empty");
+        }
+        if self.ledger.spill_retry_interval.is_zero() {
+            problems.push("ledger.spill_retry_interval", "must be greater than 0");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             problems.push(
                 "log.filter",

@@ -67,6 +67,7 @@ macro_rules! insert_rows {
 mod postgres;
 pub mod report;
 pub mod rollup;
+mod spill;
 mod sqlite;
 mod writer;
 
@@ -112,6 +113,7 @@ fn power_of_two_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = &[LedgerRow]>
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
+pub use spill::SpillError;
 pub use writer::{LedgerWriter, PendingRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +302,7 @@ mod tests {
         assert_eq!(sizes(600), [256, 256, 64, 16, 8]);
     }
 
-    fn sample() -> LedgerRow {
+    pub(super) fn sample() -> LedgerRow {
         LedgerRow {
             id: String::new(),
             request_id: String::new(),

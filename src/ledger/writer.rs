@@ -1,20 +1,46 @@
 //! The background writer. Recording tasks hand rows to a bounded queue; one task drains
-//! it in batches of one transaction each, retrying with backoff while the database
-//! refuses. The request path never touches the database.
+//! it in batches of one transaction each. A batch the database refuses for half a
+//! second goes to the spill file and the writer moves on, so an outage fills neither
+//! the queue nor memory; a replay task hands spilled rows back once the database
+//! answers. The request path never touches the database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::{LedgerRow, Store};
+use super::spill::{Spill, SpillError};
+use super::{LedgerError, LedgerRow, Store};
 use crate::config::LedgerConfig;
+
+/// Pauses between the tries a batch gets before it is spilled (three tries in ~0.5 s):
+/// enough to ride out a blip such as a pooler restart without touching the disk.
+const INSERT_BACKOFF: [Duration; 2] = [Duration::from_millis(150), Duration::from_millis(300)];
+
+/// Bound on one insert or ping. While a database host refuses connections, sqlx's
+/// pool keeps retrying for its 30 s acquire timeout; unbounded, that would hold the
+/// whole queue behind one batch. A slow commit cut off here is spilled and its replay
+/// skips whatever did commit, so a short bound risks nothing.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest pause while neither the database nor the spill takes a batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why one try at the database failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("no answer from the database within {0:?}")]
+    TimedOut(Duration),
+}
 
 enum Command {
     Row(Box<LedgerRow>),
-    /// Acknowledged once every row queued before it is committed.
+    /// Acknowledged once every row queued before it is committed or spilled.
     Flush(oneshot::Sender<()>),
 }
 
@@ -49,6 +75,9 @@ impl Pending {
 pub struct LedgerWriter {
     tx: mpsc::Sender<Command>,
     pending: Arc<Pending>,
+    spill: Arc<Spill>,
+    /// Set by the writer when an insert fails, cleared when the database answers.
+    spilling: Arc<AtomicBool>,
 }
 
 /// A row that will be recorded. Taken when a request is admitted, before the client can
@@ -84,16 +113,47 @@ impl Drop for PendingRow {
 }
 
 impl LedgerWriter {
-    /// Starts the writer task. It ends when every handle is dropped and the queue is
-    /// drained; await the returned handle to know the last row is committed.
-    pub fn spawn(store: Store, config: &LedgerConfig) -> (Self, JoinHandle<()>) {
+    /// Opens the spill directory and starts the writer and its replay task. The writer
+    /// ends when every handle is dropped and the queue is drained, and stops the replay
+    /// task; await the returned handle to know the last row is committed or spilled.
+    pub fn spawn(
+        store: Store,
+        config: &LedgerConfig,
+    ) -> Result<(Self, JoinHandle<()>), SpillError> {
+        let spill = Arc::new(Spill::open(&config.spill_dir)?);
+        let spilling = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(config.queue_capacity);
-        let task = tokio::spawn(run(store, rx, config.batch_size, config.max_batch_delay));
+        let stop = CancellationToken::new();
+        let replay = tokio::spawn(replay_loop(
+            Sink {
+                store: store.clone(),
+                spill: Arc::clone(&spill),
+                spilling: Arc::clone(&spilling),
+            },
+            config.spill_retry_interval,
+            config.batch_size,
+            stop.clone(),
+        ));
+        let sink = Sink {
+            store,
+            spill: Arc::clone(&spill),
+            spilling: Arc::clone(&spilling),
+        };
+        let (batch_size, linger) = (config.batch_size, config.max_batch_delay);
+        let task = tokio::spawn(async move {
+            run(sink, rx, batch_size, linger).await;
+            stop.cancel();
+            if let Err(error) = replay.await {
+                tracing::error!(%error, "spill replay task failed");
+            }
+        });
         let writer = Self {
             tx,
             pending: Arc::default(),
+            spill,
+            spilling,
         };
-        (writer, task)
+        Ok((writer, task))
     }
 
     pub fn begin(&self) -> PendingRow {
@@ -109,7 +169,18 @@ impl LedgerWriter {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Returns once every row begun before the call is committed.
+    /// Rows in spill files, not yet replayed into the database (for readiness and
+    /// metrics): above zero, the database has missed rows it will get later.
+    pub fn spilled_rows(&self) -> u64 {
+        self.spill.rows()
+    }
+
+    /// Whether the last insert failed and batches are going to the spill file.
+    pub fn is_spilling(&self) -> bool {
+        self.spilling.load(Ordering::Acquire)
+    }
+
+    /// Returns once every row begun before the call is committed or spilled (fsync'd).
     pub async fn flush(&self) {
         self.pending.wait_idle().await;
         let (ack, done) = oneshot::channel();
@@ -119,7 +190,7 @@ impl LedgerWriter {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Command>, batch_size: usize, linger: Duration) {
+async fn run(sink: Sink, mut rx: mpsc::Receiver<Command>, batch_size: usize, linger: Duration) {
     let mut commands = Vec::with_capacity(batch_size);
     let mut rows = Vec::with_capacity(batch_size);
     while rx.recv_many(&mut commands, batch_size).await > 0 {
@@ -131,7 +202,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Command>, batch_size: usize, l
                 Command::Flush(ack) => acks.push(ack),
             }
         }
-        write_with_retry(&store, &rows).await;
+        sink.persist(&rows).await;
         rows.clear();
         for ack in acks {
             let _ = ack.send(());
@@ -158,27 +229,162 @@ async fn gather(
     }
 }
 
-/// Retries until the batch is written: a row is never dropped for a transient failure.
-async fn write_with_retry(store: &Store, rows: &[LedgerRow]) {
-    if rows.is_empty() {
-        return;
-    }
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 1u32;
-    loop {
-        match store.insert(rows).await {
-            Ok(()) => {
-                if attempt > 1 {
-                    tracing::info!(rows = rows.len(), attempt, "ledger write recovered");
+/// Where batches go: the database, else the spill.
+struct Sink {
+    store: Store,
+    spill: Arc<Spill>,
+    spilling: Arc<AtomicBool>,
+}
+
+// === impl Sink ===
+
+impl Sink {
+    /// Returns once the batch is committed or spilled: a row is never dropped.
+    async fn persist(&self, rows: &[LedgerRow]) {
+        if rows.is_empty() {
+            return;
+        }
+        // While spilling, the replay task probes the database once per interval; trying
+        // here as well would cost every batch of an outage half a second or more.
+        if !self.is_spilling() {
+            match self.insert_with_retries(rows).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        rows = rows.len(),
+                        spill_dir = %self.spill.dir().display(),
+                        "ledger database unavailable: spilling rows to disk until it answers"
+                    );
+                    self.spilling.store(true, Ordering::Release);
                 }
-                return;
             }
+        }
+        match self.spill.append(rows).await {
+            Ok(()) => {}
             Err(error) => {
-                tracing::error!(%error, attempt, retry_in = ?delay, "ledger write failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
+                tracing::error!(%error, "cannot spill ledger rows either");
+                self.retry_forever(rows).await;
             }
+        }
+    }
+
+    fn is_spilling(&self) -> bool {
+        self.spilling.load(Ordering::Acquire)
+    }
+
+    /// Three tries in about half a second.
+    async fn insert_with_retries(&self, rows: &[LedgerRow]) -> Result<(), AttemptError> {
+        let mut pauses = INSERT_BACKOFF.iter();
+        loop {
+            match insert_once(&self.store, rows).await {
+                Ok(()) => return Ok(()),
+                Err(error) => match pauses.next() {
+                    Some(pause) => {
+                        tracing::debug!(%error, retry_in = ?pause, "ledger write failed");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => return Err(error),
+                },
+            }
+        }
+    }
+
+    /// Neither the database nor the disk takes the batch (disk full, no permission):
+    /// hold it and offer it to both, with backoff, until one does. The queue fills
+    /// meanwhile and recording tasks wait; clients still do not.
+    async fn retry_forever(&self, rows: &[LedgerRow]) {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1u32;
+        loop {
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            match insert_once(&self.store, rows).await {
+                Ok(()) => {
+                    tracing::info!(rows = rows.len(), attempt, "ledger write recovered");
+                    self.spilling.store(false, Ordering::Release);
+                    return;
+                }
+                Err(error) => tracing::error!(%error, attempt, "ledger write failed"),
+            }
+            match self.spill.append(rows).await {
+                Ok(()) => {
+                    tracing::info!(rows = rows.len(), attempt, "ledger spill recovered");
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, attempt, retry_in = ?delay, "ledger spill failed");
+                }
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+async fn insert_once(store: &Store, rows: &[LedgerRow]) -> Result<(), AttemptError> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, store.insert(rows)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(AttemptError::TimedOut(ATTEMPT_TIMEOUT)),
+    }
+}
+
+/// Offers the spill back to the database every `interval` while it holds rows or the
+/// writer is spilling: a ping first, so an outage costs one cheap query per interval,
+/// then a replay of every closed segment. Starts with segments an earlier process left.
+async fn replay_loop(sink: Sink, interval: Duration, batch_size: usize, stop: CancellationToken) {
+    let Sink {
+        store,
+        spill,
+        spilling,
+    } = &sink;
+    // If the earlier segments cannot even be counted, try replaying them anyway.
+    let mut unsure = match spill.adopt().await {
+        Ok(0) => false,
+        Ok(rows) => {
+            tracing::warn!(
+                rows,
+                spill_dir = %spill.dir().display(),
+                "spill holds ledger rows from an earlier run: replaying once the database answers"
+            );
+            false
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot count the rows left in the spill");
+            true
+        }
+    };
+    let mut failing = false;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if !unsure && spill.rows() == 0 && !spilling.load(Ordering::Acquire) {
+            continue;
+        }
+        let answers = tokio::time::timeout(ATTEMPT_TIMEOUT, store.ping()).await;
+        if !matches!(answers, Ok(true)) {
+            continue;
+        }
+        // The database answers: let the writer try it again rather than wait for the
+        // backlog. If it still refuses writes, the writer spills again after its tries.
+        spilling.store(false, Ordering::Release);
+        match spill.replay(store, batch_size, ATTEMPT_TIMEOUT).await {
+            Ok(rows) => {
+                if rows > 0 {
+                    tracing::info!(rows, "replayed spilled ledger rows into the database");
+                }
+                unsure = false;
+                failing = false;
+            }
+            // Once per outage: the gauge, not the log, tracks a long one.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "spill replay stopped; retrying every interval");
+            }
+            Err(error) => tracing::debug!(%error, "spill replay stopped again"),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::admin::Admin;
 use crate::auth::{Authenticator, KeyCache};
 use crate::budgets::Budgets;
 use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, Secret, ServerConfig};
-use crate::ledger::{LedgerError, LedgerWriter, Store};
+use crate::ledger::{LedgerError, LedgerWriter, SpillError, Store};
 use crate::metrics::Metrics;
 use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
@@ -39,6 +39,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Spill(#[from] SpillError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
@@ -81,7 +83,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let metrics = Metrics::new()?;
     let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing, metrics.clone());
     let store = Store::open(&config.database.url).await?;
-    let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger);
+    let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
     let cache = KeyCache::default();
     let mut background = Vec::new();

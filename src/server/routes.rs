@@ -66,6 +66,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "status": if database { "ready" } else { "not_ready" },
         "database": if database { "ok" } else { "unreachable" },
         "ledger_queue": state.proxy.ledger.queue_depth(),
+        "ledger_spilled": state.proxy.ledger.spilled_rows(),
+        "ledger_spilling": state.proxy.ledger.is_spilling(),
     });
     (status, Json(body)).into_response()
 }

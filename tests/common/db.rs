@@ -48,6 +48,24 @@ impl Backend {
     pub async fn open(&self) -> Store {
         Store::open(&self.url).await.unwrap()
     }
+
+    /// The server's `host:port`, for a network backend.
+    pub fn server_addr(&self) -> Option<String> {
+        let url = url::Url::parse(&self.url).ok()?;
+        Some(format!(
+            "{}:{}",
+            url.host_str()?,
+            url.port().unwrap_or(5432)
+        ))
+    }
+
+    /// The same database reached through `addr` (a forwarder) instead.
+    pub fn url_through(&self, addr: std::net::SocketAddr) -> String {
+        let mut url = url::Url::parse(&self.url).unwrap();
+        url.set_host(Some(&addr.ip().to_string())).unwrap();
+        url.set_port(Some(addr.port())).unwrap();
+        url.into()
+    }
 }
 
 /// `SELECT count(*), sum(completion_tokens)` on either backend.

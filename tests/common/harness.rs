@@ -57,6 +57,8 @@ impl Harness {
         // Most tests are about the proxy, not keys: callers are told apart by the
         // fingerprint of whatever bearer they send. Key tests switch to keys mode.
         config.auth.mode = AuthMode::Passthrough;
+        // Its own spill directory: one tollgate per directory, and none in the repo.
+        config.ledger.spill_dir = dir.path().join("spill");
         tweak(&mut config);
         config.validate().unwrap();
         // The tweak may have moved the ledger.

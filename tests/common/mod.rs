@@ -6,5 +6,6 @@
 )]
 
 pub mod db;
+pub mod forwarder;
 pub mod harness;
 pub mod mock_upstream;
