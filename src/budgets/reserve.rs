@@ -5,7 +5,7 @@
 //! commit "spent + reserved" covers every admitted request exactly once, on every
 //! replica sharing the database.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -62,7 +62,13 @@ pub struct Budgets {
     ttl: Duration,
     /// Whether the last check failed, so an outage is logged once, not per request.
     failing: AtomicBool,
+    /// When the store last failed (Unix ms): for a second after, checks apply the
+    /// failure policy at once instead of each waiting out a connection timeout.
+    failed_at_ms: AtomicI64,
 }
+
+/// How long a failed store is not retried by budget checks.
+const RETRY_AFTER_FAILURE_MS: i64 = 1_000;
 
 impl Budgets {
     pub fn new(store: Store, config: BudgetConfig, metrics: Metrics, ttl: Duration) -> Self {
@@ -73,6 +79,7 @@ impl Budgets {
             metrics,
             ttl,
             failing: AtomicBool::new(false),
+            failed_at_ms: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -114,7 +121,15 @@ impl Budgets {
             expires_ms,
             threshold: self.config.soft_threshold_percent,
         };
-        match decide(&self.store, &scopes, &request).await {
+        let recently_failed = crate::clock::now_ms()
+            .saturating_sub(self.failed_at_ms.load(Ordering::Relaxed))
+            < RETRY_AFTER_FAILURE_MS;
+        let decided = if recently_failed {
+            Err(sqlx::Error::PoolTimedOut)
+        } else {
+            decide(&self.store, &scopes, &request).await
+        };
+        match decided {
             Ok(decision) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("budget checks reach the database again");
@@ -131,6 +146,10 @@ impl Budgets {
                 }
             }
             Err(error) => {
+                if !recently_failed {
+                    self.failed_at_ms
+                        .store(crate::clock::now_ms(), Ordering::Relaxed);
+                }
                 let open = self.config.on_store_error == StoreFailure::FailOpen;
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(

@@ -234,17 +234,33 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens the database named by `url` and applies its migrations.
-    pub async fn open(url: &str) -> Result<Self, LedgerError> {
+    /// A store for `url` that connects on first use; call `migrate` before relying on
+    /// its tables. Fails only on a malformed URL.
+    pub fn lazy(url: &str) -> Result<Self, LedgerError> {
         if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(SqliteLedger::open(url).await?))
+            Ok(Self::Sqlite(SqliteLedger::lazy(url)?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Self::Postgres(PostgresLedger::open(url).await?))
+            Ok(Self::Postgres(PostgresLedger::lazy(url)?))
         } else {
             Err(LedgerError::UnsupportedUrl {
                 url: url.to_owned(),
             })
         }
+    }
+
+    /// Applies the backend's migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(ledger) => ledger.migrate().await,
+            Self::Postgres(ledger) => ledger.migrate().await,
+        }
+    }
+
+    /// Opens the database named by `url` and applies its migrations.
+    pub async fn open(url: &str) -> Result<Self, LedgerError> {
+        let store = Self::lazy(url)?;
+        store.migrate().await?;
+        Ok(store)
     }
 
     /// Inserts rows in one transaction; rows whose id is already stored are skipped.
@@ -277,12 +293,28 @@ impl Store {
         }
     }
 
-    /// Whether the database answers (for readiness).
+    /// Whether the database answers within a second (for readiness).
     pub async fn ping(&self) -> bool {
-        match self {
-            Self::Sqlite(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
-            Self::Postgres(ledger) => sqlx::query("SELECT 1").execute(ledger.pool()).await.is_ok(),
-        }
+        let ping = async {
+            match self {
+                Self::Sqlite(ledger) => sqlx::query("SELECT 1")
+                    .execute(ledger.pool())
+                    .await
+                    .map(drop),
+                Self::Postgres(ledger) => sqlx::query("SELECT 1")
+                    .execute(ledger.pool())
+                    .await
+                    .map(drop),
+            }
+        };
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), ping).await,
+            Ok(Ok(_))
+        )
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
     }
 }
 

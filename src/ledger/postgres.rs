@@ -1,6 +1,7 @@
 //! Postgres, for replicas that share one ledger.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -35,13 +36,29 @@ pub struct PostgresLedger {
 
 impl PostgresLedger {
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
+        let ledger = Self::lazy(url)?;
+        ledger.migrate().await?;
+        Ok(ledger)
+    }
+
+    /// A pool that connects on first use: no I/O here, so tollgate can start (and
+    /// spill) while Postgres is down.
+    pub fn lazy(url: &str) -> Result<Self, LedgerError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .connect(url)
-            .await
+            // sqlx's default of 30 s would hold a budget check that long while
+            // Postgres is down; 5 s is already generous for a healthy pool.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(url)
             .map_err(LedgerError::Connect)?;
-        migrator().run(&pool).await.map_err(LedgerError::Migrate)?;
         Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        migrator()
+            .run(&self.pool)
+            .await
+            .map_err(LedgerError::Migrate)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -32,6 +32,9 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// How long a caller waits for a connection before the database counts as down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     pool: SqlitePool,
@@ -39,6 +42,13 @@ pub struct SqliteLedger {
 
 impl SqliteLedger {
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
+        let ledger = Self::lazy(url)?;
+        ledger.migrate().await?;
+        Ok(ledger)
+    }
+
+    /// A pool that connects on first use: no I/O here.
+    pub fn lazy(url: &str) -> Result<Self, LedgerError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(LedgerError::Connect)?
             .create_if_missing(true)
@@ -49,11 +59,16 @@ impl SqliteLedger {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(LedgerError::Connect)?;
-        migrator().run(&pool).await.map_err(LedgerError::Migrate)?;
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        migrator()
+            .run(&self.pool)
+            .await
+            .map_err(LedgerError::Migrate)
     }
 
     pub fn pool(&self) -> &SqlitePool {

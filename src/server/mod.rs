@@ -82,7 +82,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     // Prices first: a bad prices file should stop start-up before anything else opens.
     let metrics = Metrics::new()?;
     let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing, metrics.clone());
-    let store = Store::open(&config.database.url).await?;
+    let store = open_store(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
     let cache = KeyCache::default();
@@ -150,6 +150,40 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         stop,
         task,
     })
+}
+
+/// Opens the ledger's database. A SQLite file that cannot be opened is a
+/// configuration error and stops start-up; a Postgres server that does not answer is
+/// an outage: tollgate starts anyway, spills rows, serves cached keys, and applies the
+/// migrations when the server comes back.
+async fn open_store(url: &str) -> Result<Store, ServeError> {
+    let store = Store::lazy(url)?;
+    if store.is_sqlite() {
+        store.migrate().await?;
+        return Ok(store);
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), store.migrate()).await;
+    if let Ok(Ok(())) = first {
+        return Ok(store);
+    }
+    tracing::error!(
+        error = %first.map_or_else(|_| "timed out".to_owned(), |r| r.err().map(|e| e.to_string()).unwrap_or_default()),
+        "database unreachable at start: serving anyway, spilling ledger rows to disk until it answers"
+    );
+    let background = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match background.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database reachable: migrations applied");
+                    return;
+                }
+                Err(error) => tracing::debug!(%error, "database still unreachable"),
+            }
+        }
+    });
+    Ok(store)
 }
 
 /// Accepts connections until `shutdown` resolves, then drains: open connections finish

@@ -13,6 +13,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use super::AppState;
 use crate::admin;
+use crate::config::AuthMode;
 use crate::error::ApiError;
 use crate::proxy::{self, Proxy};
 
@@ -55,19 +56,28 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Ready when the ledger's database answers.
+/// Ready when requests can be served and recorded: the database answers, or rows are
+/// going to the spill file while it does not (pulling every replica out of the load
+/// balancer during a database outage would turn it into an API outage); and, in keys
+/// mode, the keys have been loaded at least once.
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.store.ping().await;
-    let status = if database {
+    let ledger = &state.proxy.ledger;
+    let keys = state.proxy.auth.mode == AuthMode::Passthrough || state.proxy.auth.cache.is_loaded();
+    let ready = keys;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if database { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "database": if database { "ok" } else { "unreachable" },
-        "ledger_queue": state.proxy.ledger.queue_depth(),
-        "ledger_spilled": state.proxy.ledger.spilled_rows(),
-        "ledger_spilling": state.proxy.ledger.is_spilling(),
+        "ledger": if database && !ledger.is_spilling() { "ok" } else { "spilling" },
+        "keys": if keys { "loaded" } else { "not_loaded" },
+        "ledger_queue": ledger.queue_depth(),
+        "ledger_spilled": ledger.spilled_rows(),
+        "ledger_spilling": ledger.is_spilling(),
     });
     (status, Json(body)).into_response()
 }
