@@ -4,8 +4,11 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use tollgate::cli::{Cli, Command, OutputFormat, PricesArgs, PricesCommand, SpendArgs, SpendGroup};
-use tollgate::config::{Config, LogConfig, LogFormat};
+use tollgate::auth::command as auth_command;
+use tollgate::cli::{
+    Cli, Command, KeysCommand, OutputFormat, PricesArgs, PricesCommand, SpendArgs, SpendGroup,
+};
+use tollgate::config::{AuthMode, Config, LogConfig, LogFormat};
 use tollgate::ledger::Store;
 use tollgate::ledger::report::{self, Group};
 use tollgate::pricing::{self, Catalog};
@@ -48,6 +51,22 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
             print(&tollgate::estimate::run(&args, &catalog)?)
         }
         Command::Spend(args) => spend(args, &config).await,
+        Command::Teams(args) => {
+            let store = Store::open(&config.database.url).await?;
+            print(&auth_command::teams(&args.command, &store, now_ms()).await?)
+        }
+        Command::Keys(args) => {
+            if config.auth.mode == AuthMode::Passthrough
+                && matches!(args.command, KeysCommand::Create(_))
+            {
+                tracing::warn!(
+                    "auth.mode is passthrough: the proxy ignores tollgate keys until \
+                     auth.mode = \"keys\""
+                );
+            }
+            let store = Store::open(&config.database.url).await?;
+            print(&auth_command::keys(&args.command, &store, now_ms()).await?)
+        }
     }
 }
 
@@ -149,11 +168,18 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
 
 fn print(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    if !text.ends_with('\n') {
-        out.write_all(b"\n")?;
+    let written = out.write_all(text.as_bytes()).and_then(|()| {
+        if text.ends_with('\n') {
+            Ok(())
+        } else {
+            out.write_all(b"\n")
+        }
+    });
+    match written {
+        // A reader that stops early (`keys create | head -1`) got what it wanted.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 fn now_ms() -> i64 {
