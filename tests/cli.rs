@@ -14,6 +14,9 @@ use common::mock_upstream::{MockUpstream, chat_completion, json};
 use serde_json::{Value, json};
 use tollgate::auth::{secret, store};
 use tollgate::clock::now_ms;
+use tollgate::ledger::{Kind, LedgerRow, Outcome, RowPrice};
+use tollgate::metering::{Usage, UsageSource};
+use tollgate::pricing::Catalog;
 
 fn run(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -492,4 +495,169 @@ fn bad_values_are_refused_naming_the_flag() {
             .len(),
         1
     );
+}
+
+/// A ledger row for `key` in `team`, priced by the built-in catalog (unpriced if it
+/// does not know the model).
+fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, usage: Usage) -> LedgerRow {
+    let price = Catalog::builtin()
+        .price(None, Some(model), &usage, false)
+        .map(|priced| RowPrice {
+            cost: priced.cost,
+            model: priced.model.to_owned(),
+            variant: priced.variant,
+            rates: priced.rates,
+        });
+    LedgerRow {
+        id: id.to_owned(),
+        request_id: format!("req-{id}"),
+        upstream_request_id: None,
+        ts_ms,
+        caller: key["prefix"].as_str().unwrap().to_owned(),
+        upstream: "openai".to_owned(),
+        endpoint: "chat.completions".to_owned(),
+        model_requested: Some(model.to_owned()),
+        model_answered: None,
+        streamed: false,
+        usage,
+        usage_source: UsageSource::Upstream,
+        status: 200,
+        outcome: Outcome::Ok,
+        latency_ms: 1,
+        ttfb_ms: Some(1),
+        price,
+        key_id: Some(key["id"].as_str().unwrap().to_owned()),
+        team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
+        kind: Kind::Realtime,
+    }
+}
+
+fn tokens(prompt: u64, cached: u64, completion: u64) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        cached_tokens: cached,
+        completion_tokens: completion,
+        reasoning_tokens: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spend_by_team_and_key_totals_the_rollups_exactly_on_each_backend() {
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(dir.path(), &backend.url);
+        let on = backend.name;
+        tollgate(&config, &["teams", "create", "acme"]);
+        tollgate(&config, &["teams", "create", "globex"]);
+        let key = |team: &str, name: &str| {
+            tollgate_json(&config, &["keys", "create", "--team", team, "--name", name])
+        };
+        let (acme_a, acme_b, globex_a) = (key("acme", "a"), key("acme", "b"), key("globex", "a"));
+
+        let now = now_ms();
+        let store = backend.open().await;
+        store
+            .insert(&[
+                // gpt-4o-mini, $0.15 / $0.075 / $0.60 per 1M: 1,000 in + 75 out = $0.000195.
+                spent(
+                    "1",
+                    now - 3_600_000,
+                    &acme_a,
+                    "gpt-4o-mini",
+                    tokens(1_000, 0, 75),
+                ),
+                spent(
+                    "2",
+                    now - 60_000,
+                    &acme_a,
+                    "gpt-4o-mini",
+                    tokens(1_000, 0, 75),
+                ),
+                // 800 x 0.15 + 200 x 0.075 + 75 x 0.6 = $0.00018.
+                spent(
+                    "3",
+                    now - 60_000,
+                    &acme_b,
+                    "gpt-4o-mini",
+                    tokens(1_000, 200, 75),
+                ),
+                spent(
+                    "4",
+                    now - 60_000,
+                    &globex_a,
+                    "gpt-4o-mini",
+                    tokens(1_000, 0, 75),
+                ),
+                spent(
+                    "5",
+                    now - 60_000,
+                    &globex_a,
+                    "mystery-model-9",
+                    tokens(500, 0, 50),
+                ),
+                // Outside the default 30 days.
+                spent(
+                    "6",
+                    now - 40 * 86_400_000,
+                    &acme_a,
+                    "gpt-4o-mini",
+                    tokens(1_000, 0, 75),
+                ),
+            ])
+            .await
+            .unwrap();
+
+        let by_team = tollgate_json(&config, &["spend", "--by", "team"]);
+        assert_eq!(
+            by_team,
+            json!({"data": [
+                {"group": "acme", "requests": 3, "prompt_tokens": 3_000, "cached_tokens": 200,
+                 "completion_tokens": 225, "reasoning_tokens": 0, "cost_usd": "0.00057",
+                 "unpriced_requests": 0, "unpriced_tokens": 0},
+                {"group": "globex", "requests": 2, "prompt_tokens": 1_500, "cached_tokens": 0,
+                 "completion_tokens": 125, "reasoning_tokens": 0, "cost_usd": "0.000195",
+                 "unpriced_requests": 1, "unpriced_tokens": 550},
+            ]}),
+            "{on}"
+        );
+
+        let by_key = tollgate_json(&config, &["spend", "--by", "key"]);
+        let cost_of = |key: &Value| {
+            by_key["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["group"] == key["prefix"])
+                .map(|l| (l["requests"].clone(), l["cost_usd"].clone()))
+        };
+        assert_eq!(cost_of(&acme_a), Some((json!(2), json!("0.00039"))), "{on}");
+        assert_eq!(cost_of(&acme_b), Some((json!(1), json!("0.00018"))), "{on}");
+        assert_eq!(
+            cost_of(&globex_a),
+            Some((json!(2), json!("0.000195"))),
+            "{on}"
+        );
+
+        let all_time = tollgate_json(&config, &["spend", "--by", "team", "--since", "60d"]);
+        assert_eq!(all_time["data"][0]["requests"], 4, "{on}");
+        assert_eq!(all_time["data"][0]["cost_usd"], "0.000765", "{on}");
+
+        let csv = tollgate(&config, &["spend", "--by", "team", "--format", "csv"]);
+        assert!(
+            csv.lines()
+                .any(|l| l == "acme,3,3000,200,225,0,0.00057,0,0,"),
+            "{on}: {csv}"
+        );
+        // At gpt-4.1-nano's $0.10 / $0.025 / $0.40: 2,800 x 0.1 + 200 x 0.025 + 225 x 0.4
+        // = $0.000375 for acme.
+        let table = tollgate(
+            &config,
+            &["spend", "--by", "team", "--what-if", "gpt-4.1-nano"],
+        );
+        let acme = table.lines().find(|l| l.starts_with("acme")).unwrap();
+        assert!(
+            acme.split_whitespace().any(|cell| cell == "0.000375"),
+            "{on}: {table}"
+        );
+    }
 }
