@@ -30,6 +30,10 @@ pub enum Command {
     Estimate(EstimateArgs),
     /// Spend recorded in the ledger, optionally re-priced at another model's prices.
     Spend(SpendArgs),
+    /// Teams: who keys belong to, each with an optional tier and budget.
+    Teams(TeamsArgs),
+    /// tollgate's own API keys: create (the key is shown once), list, revoke.
+    Keys(KeysArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,7 +114,8 @@ pub struct SpendArgs {
     /// Period back from now (`30d`, `12h`) or a first day `YYYY-MM-DD` (UTC).
     #[arg(long, default_value = "30d")]
     pub since: String,
-    /// How to group the rows.
+    /// How to group the rows. `team` and `key` read the hourly rollups, so for them
+    /// `--since` is rounded down to the start of its hour.
     #[arg(long, value_enum, default_value = "model")]
     pub by: SpendGroup,
     /// Also re-price every row's tokens at this model's prices, side by side.
@@ -125,6 +130,8 @@ pub enum SpendGroup {
     Caller,
     Model,
     Day,
+    Team,
+    Key,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,4 +139,115 @@ pub enum OutputFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamsArgs {
+    #[command(subcommand)]
+    pub command: TeamsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// Create a team.
+    Create(TeamCreateArgs),
+    /// Every team, by name.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TeamCreateArgs {
+    /// The team's name (unique).
+    pub name: String,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RecordFormat,
+}
+
+/// The tier and budget a team or a key is held to.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A usage tier: free, tier-1 … tier-5.
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// A spending cap in USD per period (exact: at most 6 decimal places).
+    #[arg(long, value_name = "USD")]
+    pub budget_usd: Option<String>,
+    /// The budget's period: daily, weekly, monthly (default) or total.
+    #[arg(long, value_name = "PERIOD")]
+    pub budget_period: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RecordFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key. Its secret is printed this once, alone on the first line, so
+    /// `tollgate keys create --team T | head -1` gives a script just the key.
+    Create(KeyCreateArgs),
+    /// Keys, newest first. Secrets are never shown: only their hashes are stored.
+    List(KeyListArgs),
+    /// Revoke a key; running proxies refuse it within `auth.refresh_interval`.
+    Revoke {
+        /// The key's id or its prefix (`tg-` and 8 characters, as `keys list` shows).
+        key: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// The team the key belongs to (its id or name).
+    #[arg(long)]
+    pub team: String,
+    /// A name for the key, unique within its team (default: its prefix).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// A requests-per-minute limit for this key.
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    /// A tokens-per-minute limit for this key.
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    /// A requests-per-day limit for this key.
+    #[arg(long)]
+    pub rpd: Option<u64>,
+    /// Models the key may call, as names or globs (`gpt-4o-mini,o3*`); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_models: Vec<String>,
+    /// When the key stops working: a span ahead (`30d`), a UTC day (`2026-12-31`), an
+    /// RFC 3339 timestamp or Unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// `json` prints one object: the record plus `key`, the secret.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RecordFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// Only this team's keys (its id or name).
+    #[arg(long)]
+    pub team: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RecordFormat,
+}
+
+/// How teams and keys are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordFormat {
+    Table,
+    Json,
 }

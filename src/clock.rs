@@ -13,6 +13,22 @@ const DAY_MS: i64 = 86_400_000;
 /// Reads a point in time: a span back from `now_ms` (`30d`, `12h`, `45m`), a UTC day
 /// (`2026-11-01`), an RFC 3339 timestamp (`2026-11-01T12:00:00Z`) or Unix seconds.
 pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+    parse(text, now_ms, Span::Back)
+}
+
+/// As `parse_time`, but a span counts forward: `30d` is 30 days from now. For deadlines
+/// such as a key's expiry, where a span meaning the past would make a dead key.
+pub fn parse_deadline(text: &str, now_ms: i64) -> Result<i64, String> {
+    parse(text, now_ms, Span::Ahead)
+}
+
+#[derive(Clone, Copy)]
+enum Span {
+    Back,
+    Ahead,
+}
+
+fn parse(text: &str, now_ms: i64, direction: Span) -> Result<i64, String> {
     let text = text.trim();
     let bad = || {
         format!(
@@ -27,7 +43,10 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
         let number: u32 = number.parse().map_err(|_| bad())?;
         return i64::from(number)
             .checked_mul(unit_ms)
-            .and_then(|span| now_ms.checked_sub(span))
+            .and_then(|span| match direction {
+                Span::Back => now_ms.checked_sub(span),
+                Span::Ahead => now_ms.checked_add(span),
+            })
             .ok_or_else(bad);
     }
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
@@ -71,5 +90,15 @@ mod tests {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
         assert_eq!(format_ms(DAY_MS + 1500), "1970-01-02T00:00:01Z");
+    }
+
+    #[test]
+    fn deadlines_count_spans_forward_and_read_the_rest_as_parse_time_does() {
+        let now = 1_764_000_000_000;
+        assert_eq!(parse_deadline("30d", now), Ok(now + 30 * DAY_MS));
+        assert_eq!(parse_deadline("45m", now), Ok(now + 2_700_000));
+        assert_eq!(parse_deadline("1970-01-02", now), Ok(DAY_MS));
+        assert_eq!(parse_deadline("86400", now), Ok(DAY_MS));
+        assert!(parse_deadline("soon", now).is_err());
     }
 }

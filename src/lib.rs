@@ -2,7 +2,7 @@
 
 /// The admin API and `/v1/tollgate/me`.
 pub mod admin;
-/// Keys, teams, hashing, passthrough fingerprints.
+/// Keys, teams, hashing, passthrough fingerprints; the `teams` and `keys` commands.
 pub mod auth;
 /// Budget periods, reservations and alerts.
 pub mod budgets;

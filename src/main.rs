@@ -4,10 +4,14 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use tollgate::cli::{Cli, Command, OutputFormat, PricesArgs, PricesCommand, SpendArgs, SpendGroup};
-use tollgate::config::{Config, LogConfig, LogFormat};
+use tollgate::auth::command as auth_command;
+use tollgate::cli::{
+    Cli, Command, KeysCommand, OutputFormat, PricesArgs, PricesCommand, SpendArgs, SpendGroup,
+};
+use tollgate::config::{AuthMode, Config, LogConfig, LogFormat};
 use tollgate::ledger::Store;
 use tollgate::ledger::report::{self, Group};
+use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend};
 use tollgate::pricing::{self, Catalog};
 use tracing_subscriber::EnvFilter;
 
@@ -48,6 +52,22 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
             print(&tollgate::estimate::run(&args, &catalog)?)
         }
         Command::Spend(args) => spend(args, &config).await,
+        Command::Teams(args) => {
+            let store = Store::open(&config.database.url).await?;
+            print(&auth_command::teams(&args.command, &store, now_ms()).await?)
+        }
+        Command::Keys(args) => {
+            if config.auth.mode == AuthMode::Passthrough
+                && matches!(args.command, KeysCommand::Create(_))
+            {
+                tracing::warn!(
+                    "auth.mode is passthrough: the proxy ignores tollgate keys until \
+                     auth.mode = \"keys\""
+                );
+            }
+            let store = Store::open(&config.database.url).await?;
+            print(&auth_command::keys(&args.command, &store, now_ms()).await?)
+        }
     }
 }
 
@@ -131,13 +151,28 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         }
         None => None,
     };
-    let group = match args.by {
-        SpendGroup::Caller => Group::Caller,
-        SpendGroup::Model => Group::Model,
-        SpendGroup::Day => Group::Day,
-    };
     let store = Store::open(&config.database.url).await?;
-    let lines = report::spend(&store, since_ms, group, what_if).await?;
+    let raw = |group| report::spend(&store, since_ms, group, what_if);
+    let rolled_up = async |group| {
+        let filter = RollupFilter {
+            from_ms: Some(since_ms),
+            ..RollupFilter::default()
+        };
+        let mut lines = rollup_spend(&store, group, &filter).await?;
+        if let Some(rates) = what_if {
+            report::add_what_if(&mut lines, rates);
+        }
+        Ok::<_, Error>(lines)
+    };
+    // Team and key totals are the rollups' figures, the ones /admin/spend and the budgets
+    // read; the other groups keep reading the rows, to the millisecond.
+    let lines = match args.by {
+        SpendGroup::Caller => raw(Group::Caller).await?,
+        SpendGroup::Model => raw(Group::Model).await?,
+        SpendGroup::Day => raw(Group::Day).await?,
+        SpendGroup::Team => rolled_up(RollupGroup::Team).await?,
+        SpendGroup::Key => rolled_up(RollupGroup::Key).await?,
+    };
     match args.format {
         OutputFormat::Table => print(&report::render_table(&lines, args.what_if.as_deref())),
         OutputFormat::Csv => print(&report::render_csv(&lines)),
@@ -149,11 +184,18 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
 
 fn print(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    if !text.ends_with('\n') {
-        out.write_all(b"\n")?;
+    let written = out.write_all(text.as_bytes()).and_then(|()| {
+        if text.ends_with('\n') {
+            Ok(())
+        } else {
+            out.write_all(b"\n")
+        }
+    });
+    match written {
+        // A reader that stops early (`keys create | head -1`) got what it wanted.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 fn now_ms() -> i64 {

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::budgets::{self, Budget, Period};
-use crate::clock;
+use crate::auth::fields::{self, Field};
+use crate::budgets::Budget;
 use crate::error::ApiError;
 
 /// Parses a JSON body; a wrong type names its field.
@@ -57,39 +57,22 @@ pub fn budget(
     period: Option<Option<String>>,
     current: Option<Budget>,
 ) -> Result<Option<Option<Budget>>, ApiError> {
-    let period = match period {
-        Some(Some(text)) => Some(Period::parse(&text).ok_or_else(|| {
-            bad(
-                "budget_period",
-                format!("`{text}` is not one of daily, weekly, monthly, total"),
-            )
-        })?),
-        _ => None,
+    let usd = match usd {
+        // serde_json prints a float by its shortest round-trip form (`0.1`), so the
+        // decimal the client wrote is what gets parsed, never a binary float.
+        Some(Some(value)) => Some(Some(text(
+            value,
+            Field::BudgetUsd,
+            "a number or a decimal string",
+        )?)),
+        Some(None) => Some(None),
+        None => None,
     };
-    match usd {
-        Some(None) => Ok(Some(None)),
-        Some(Some(value)) => {
-            let text = match &value {
-                // serde_json prints a float by its shortest round-trip form (`0.1`), so
-                // the decimal the client wrote is what gets parsed, never a binary float.
-                Value::Number(number) => number.to_string(),
-                Value::String(text) => text.clone(),
-                _ => return Err(bad("budget_usd", "must be a number or a decimal string")),
-            };
-            let limit_micros = budgets::parse_usd(&text).map_err(|m| bad("budget_usd", m))?;
-            Ok(Some(Some(Budget {
-                limit_micros,
-                period: period
-                    .or(current.map(|b| b.period))
-                    .unwrap_or(Period::Monthly),
-            })))
-        }
-        None => match (period, current) {
-            (Some(period), Some(current)) => Ok(Some(Some(Budget { period, ..current }))),
-            (Some(_), None) => Err(bad("budget_period", "set budget_usd with it")),
-            (None, _) => Ok(None),
-        },
-    }
+    Ok(fields::budget(
+        usd.as_ref().map(Option::as_deref),
+        period.as_ref().map(Option::as_deref),
+        current,
+    )?)
 }
 
 /// A tier name, checked against the known tiers.
@@ -97,45 +80,37 @@ pub fn tier(
     value: Option<Option<String>>,
     tiers: &[String],
 ) -> Result<Option<Option<String>>, ApiError> {
-    if let Some(Some(name)) = &value {
-        if !tiers.iter().any(|tier| tier == name) {
-            return Err(bad(
-                "tier",
-                format!("unknown tier `{name}`; known tiers: {}", tiers.join(", ")),
-            ));
-        }
-    }
-    Ok(value)
+    Ok(fields::tier(value, tiers)?)
 }
 
-/// `expires_at` as an RFC 3339 timestamp or Unix seconds.
+/// `expires_at` as a time `clock::parse_deadline` reads: RFC 3339, Unix seconds, a day,
+/// or a span ahead of now.
 pub fn expiry(value: Option<Option<Value>>, now_ms: i64) -> Result<Option<Option<i64>>, ApiError> {
+    let value = match value {
+        Some(Some(value)) => Some(Some(text(
+            value,
+            Field::ExpiresAt,
+            "an RFC 3339 timestamp or Unix seconds",
+        )?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    Ok(fields::expiry(
+        value.as_ref().map(Option::as_deref),
+        now_ms,
+    )?)
+}
+
+/// A JSON number or string as the text the client wrote.
+fn text(value: Value, field: Field, expected: &str) -> Result<String, ApiError> {
     match value {
-        None => Ok(None),
-        Some(None) => Ok(Some(None)),
-        Some(Some(value)) => {
-            let text = match value {
-                Value::Number(number) => number.to_string(),
-                Value::String(text) => text,
-                _ => {
-                    return Err(bad(
-                        "expires_at",
-                        "must be an RFC 3339 timestamp or Unix seconds",
-                    ));
-                }
-            };
-            clock::parse_time(&text, now_ms)
-                .map(|ms| Some(Some(ms)))
-                .map_err(|m| bad("expires_at", m))
-        }
+        Value::Number(number) => Ok(number.to_string()),
+        Value::String(text) => Ok(text),
+        _ => Err(bad(field.param(), format!("must be {expected}"))),
     }
 }
 
 /// A name: non-empty, at most 128 characters, no control characters.
 pub fn name(param: &str, value: &str) -> Result<String, ApiError> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > 128 || value.chars().any(char::is_control) {
-        return Err(bad(param, "must be 1 to 128 printable characters"));
-    }
-    Ok(value.to_owned())
+    fields::name(value).map_err(|error| bad(param, error.to_string()))
 }

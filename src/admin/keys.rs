@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 
 use super::Admin;
 use super::body::{self, nullable};
-use crate::auth::store;
-use crate::auth::{KeyFields, TeamFields};
+use crate::auth::{KeyFields, TeamFields, fields, store};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 
@@ -69,17 +68,6 @@ fn key_fields(
     body: KeyBody,
     current: Option<crate::budgets::Budget>,
 ) -> Result<KeyFields, ApiError> {
-    if let Some(Some(models)) = &body.allowed_models {
-        if let Some(bad) = models
-            .iter()
-            .find(|m| m.is_empty() || glob::Pattern::new(m).is_err())
-        {
-            return Err(body::bad(
-                "allowed_models",
-                format!("`{bad}` is not a model name or glob"),
-            ));
-        }
-    }
     Ok(KeyFields {
         name: body.name.map(|n| body::name("name", &n)).transpose()?,
         tier: body::tier(body.tier, &admin.tiers)?,
@@ -87,7 +75,7 @@ fn key_fields(
         tpm: body.tpm,
         rpd: body.rpd,
         budget: body::budget(body.budget_usd, body.budget_period, current)?,
-        allowed_models: body.allowed_models,
+        allowed_models: fields::allowed_models(body.allowed_models)?,
         expires_ms: body::expiry(body.expires_at, now_ms())?,
     })
 }

@@ -2,6 +2,8 @@
 //! passthrough mode, the caller's own upstream key, known only by its fingerprint.
 
 mod cache;
+pub mod command;
+pub mod fields;
 pub mod secret;
 pub mod store;
 

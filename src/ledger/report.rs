@@ -134,6 +134,19 @@ fn placeholder(store: &Store, n: usize) -> String {
     }
 }
 
+/// Adds each line's what-if cost: its token sums at `rates`, exact for the reason given
+/// at `spend`. For lines read from the rollups, which hold sums only.
+pub fn add_what_if(lines: &mut [SpendLine], rates: UnitRates) {
+    for line in lines {
+        line.what_if_usd = Some(rates.cost(&Usage {
+            prompt_tokens: line.prompt_tokens,
+            cached_tokens: line.cached_tokens,
+            completion_tokens: line.completion_tokens,
+            reasoning_tokens: line.reasoning_tokens,
+        }));
+    }
+}
+
 /// The outcome of a reprice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repriced {
