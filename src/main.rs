@@ -1,13 +1,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use tollgate::auth::command as auth_command;
 use tollgate::cli::{
     Cli, Command, KeysCommand, OutputFormat, PricesArgs, PricesCommand, SpendArgs, SpendGroup,
 };
+use tollgate::clock::{now_ms, parse_time};
 use tollgate::config::{AuthMode, Config, LogConfig, LogFormat};
 use tollgate::ledger::Store;
 use tollgate::ledger::report::{self, Group};
@@ -126,7 +126,7 @@ async fn prices(args: PricesArgs, config: &Config) -> Result<(), Error> {
                 )
                 .into());
             }
-            let since_ms = report::parse_since(&since, now_ms())?;
+            let since_ms = parse_time(&since, now_ms())?;
             let store = Store::open(&config.database.url).await?;
             let done = report::reprice(&store, &catalog, &model, since_ms).await?;
             print(&format!(
@@ -138,7 +138,7 @@ async fn prices(args: PricesArgs, config: &Config) -> Result<(), Error> {
 }
 
 async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
-    let since_ms = report::parse_since(&args.since, now_ms())?;
+    let since_ms = parse_time(&args.since, now_ms())?;
     let what_if = match &args.what_if {
         Some(model) => {
             let catalog = config.pricing.catalog()?;
@@ -196,12 +196,6 @@ fn print(text: &str) -> Result<(), Error> {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn shutdown_signal() {

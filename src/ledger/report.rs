@@ -387,58 +387,9 @@ fn signed_difference(a: Cost, b: Cost) -> String {
     }
 }
 
-/// `30d`, `12h`, `45m` back from `now_ms`, or a UTC day `YYYY-MM-DD`, as Unix ms.
-pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
-    let bad =
-        || format!("`{text}` is neither a span like 30d / 12h / 45m nor a day like 2026-11-01");
-    if let Some((number, unit_ms)) = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)]
-        .iter()
-        .find_map(|(suffix, ms)| text.strip_suffix(suffix).map(|n| (n, *ms)))
-    {
-        let number: i64 = number.parse().map_err(|_| bad())?;
-        return Ok(now_ms - number.checked_mul(unit_ms).ok_or_else(bad)?);
-    }
-    let parts: Vec<&str> = text.split('-').collect();
-    let [year, month, day] = parts.as_slice() else {
-        return Err(bad());
-    };
-    let (year, month, day): (i64, i64, i64) = (
-        year.parse().map_err(|_| bad())?,
-        month.parse().map_err(|_| bad())?,
-        day.parse().map_err(|_| bad())?,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    Ok(days_from_civil(year, month, day) * 86_400_000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn since_accepts_spans_and_days() {
-        let now = 1_764_000_000_000;
-        assert_eq!(parse_since("30d", now), Ok(now - 30 * 86_400_000));
-        assert_eq!(parse_since("12h", now), Ok(now - 12 * 3_600_000));
-        assert_eq!(parse_since("1970-01-01", now), Ok(0));
-        assert_eq!(parse_since("2026-11-24", now), Ok(1_795_478_400_000));
-        for bad in ["", "30", "d", "2026-13-01", "2026-11", "yesterday", "-5x"] {
-            assert!(parse_since(bad, now).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn differences_are_signed_and_exact() {
