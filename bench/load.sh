@@ -144,9 +144,11 @@ tg_fds() { find "/proc/$TG_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; 
 # Each scenario group gets a fresh tollgate, so its peak RSS is its own (the allocator
 # keeps what an earlier run grew to). All instances share one ledger file.
 TG_INSTANCE=0
+ADMIN_KEY="bench-admin-$RANDOM$RANDOM"
+KEY=""
 start_tollgate() {
     TG_INSTANCE=$((TG_INSTANCE + 1))
-    "${PIN_TG[@]}" "$TOLLGATE" serve --config "$WORK/tollgate.toml" \
+    TOLLGATE_ADMIN_KEY=$ADMIN_KEY "${PIN_TG[@]}" "$TOLLGATE" serve --config "$WORK/tollgate.toml" \
         >>"$WORK/tollgate.log" 2>&1 </dev/null &
     TG_PID=$!
     for _ in $(seq 300); do
@@ -157,6 +159,15 @@ start_tollgate() {
     curl -fsS "http://$TG_ADDR/healthz" >/dev/null || die "tollgate did not become healthy"
     # Let startup work (tokenizer load, migrations) settle before reading idle figures.
     sleep 1
+    # The default keys mode, as in production: every request carries a tollgate key
+    # (issued once; all instances share the ledger, and with it the key).
+    if [[ -z $KEY ]]; then
+        curl -fsS "http://$TG_ADDR/admin/teams" -H "Authorization: Bearer $ADMIN_KEY" \
+            -d '{"name":"bench"}' >/dev/null || die "cannot create the bench team"
+        KEY=$(curl -fsS "http://$TG_ADDR/admin/keys" -H "Authorization: Bearer $ADMIN_KEY" \
+            -d '{"team":"bench","name":"load"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') ||
+            die "cannot create the bench key"
+    fi
     log "tollgate #$TG_INSTANCE on $TG_ADDR (pid $TG_PID), mock on $MOCK_ADDR; $PINNING"
     echo "{\"rss_kb\": $(tg_status VmRSS), \"fds\": $(tg_fds)}" >"$WORK/idle-$TG_INSTANCE.json"
 }
@@ -221,7 +232,7 @@ run_once() {
     # A subshell, so `times` can report oha's own CPU time once it has exited.
     (
         "${PIN_LOAD[@]}" oha --no-tui --output-format json --worker-threads 1 -c "$conns" \
-            -m POST -T application/json -d "$body" "$@" \
+            -m POST -T application/json -d "$body" -H "Authorization: Bearer $KEY" "$@" \
             "http://$addr/v1/chat/completions" >"$WORK/$name.oha.json" 2>"$WORK/$name.oha.err"
         status=$?
         times >"$WORK/$name.times" # not in a pipe: its children would be a subshell's

@@ -48,17 +48,25 @@ name = "mock"
 base_url = "http://$MOCK_ADDR/v1"
 models = ["*"]
 EOF
-taskset -c 0 "$RELEASE/tollgate" serve --config "$WORK/tollgate.toml" 2>"$WORK/tollgate.log" &
+ADMIN_KEY="profile-admin-$RANDOM$RANDOM"
+TOLLGATE_ADMIN_KEY=$ADMIN_KEY taskset -c 0 "$RELEASE/tollgate" serve --config "$WORK/tollgate.toml" \
+    2>"$WORK/tollgate.log" &
 TG_PID=$!
 PIDS+=("$TG_PID")
 for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# Keys mode, as in production: the profile includes checking the key.
+curl -fsS "http://127.0.0.1:$PORT/admin/teams" -H "Authorization: Bearer $ADMIN_KEY" \
+    -d '{"name":"profile"}' >/dev/null
+KEY=$(curl -fsS "http://127.0.0.1:$PORT/admin/keys" -H "Authorization: Bearer $ADMIN_KEY" \
+    -d '{"team":"profile","name":"load"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something about a fox."}]'
 [[ $KIND == stream ]] && BODY+=',"stream":true'
 BODY+='}'
 load() {
     taskset -c 1 oha --no-tui --worker-threads 1 -c "$CONNS" -z "$1" -m POST \
-        -T application/json -d "$BODY" "http://127.0.0.1:$PORT/v1/chat/completions" >/dev/null
+        -T application/json -d "$BODY" -H "Authorization: Bearer $KEY" \
+        "http://127.0.0.1:$PORT/v1/chat/completions" >/dev/null
 }
 load 2s # warm-up
 load "$((SECONDS_ * 2 + 4))s" &
