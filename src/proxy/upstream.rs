@@ -62,6 +62,15 @@ impl Upstreams {
             .map(Self)
     }
 
+    /// Upstreams that have no key of their own (none configured, or its variable is
+    /// unset): in keys mode their requests go out without credentials.
+    pub fn keyless(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(|upstream| upstream.key.is_none())
+            .map(|upstream| upstream.name.as_str())
+    }
+
     /// The upstream for a model; a request without one routes as the empty name.
     pub fn route(&self, model: Option<&str>) -> Option<&Upstream> {
         let model = model.unwrap_or("");

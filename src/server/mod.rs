@@ -85,6 +85,16 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let store = open_store(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
+    if config.auth.mode == AuthMode::Keys {
+        for name in upstreams.keyless() {
+            // Right for a local server that takes no key; a missing variable otherwise.
+            tracing::warn!(
+                upstream = name,
+                "keys mode: this upstream has no key (api_key_env unset or empty); its \
+                 requests are sent without credentials"
+            );
+        }
+    }
     let cache = KeyCache::default();
     let mut background = Vec::new();
     if config.auth.mode == AuthMode::Keys {
