@@ -21,6 +21,38 @@ const BUILTIN: [(&str, u64, u64, Option<u64>); 6] = [
 struct Tier {
     figures: RateFigures,
     models: BTreeMap<String, RateFigures>,
+    compiled: ModelFigures,
+}
+
+/// Per-model figures with their globs compiled once, not per request.
+#[derive(Debug, Clone, Default)]
+struct ModelFigures {
+    exact: BTreeMap<String, RateFigures>,
+    globs: Vec<(glob::Pattern, RateFigures)>,
+}
+
+impl ModelFigures {
+    fn new(models: &BTreeMap<String, RateFigures>) -> Self {
+        let globs = models
+            .iter()
+            .filter(|(pattern, _)| pattern.contains(['*', '?', '[']))
+            .filter_map(|(pattern, figures)| Some((glob::Pattern::new(pattern).ok()?, *figures)))
+            .collect();
+        Self {
+            exact: models.clone(),
+            globs,
+        }
+    }
+
+    /// The figures for `model`: an exact name first, else the first glob that matches.
+    fn get(&self, model: &str) -> Option<&RateFigures> {
+        self.exact.get(model).or_else(|| {
+            self.globs
+                .iter()
+                .find(|(glob, _)| glob.matches(model))
+                .map(|(_, figures)| figures)
+        })
+    }
 }
 
 /// Every tier by name, resolved once from config.
@@ -29,7 +61,7 @@ pub struct Tiers {
     tiers: BTreeMap<String, Tier>,
     default_tier: String,
     /// Config's per-model figures, for every tier.
-    models: BTreeMap<String, RateFigures>,
+    models: ModelFigures,
 }
 
 impl Tiers {
@@ -47,7 +79,7 @@ impl Tiers {
                     name.to_owned(),
                     Tier {
                         figures,
-                        models: BTreeMap::new(),
+                        ..Tier::default()
                     },
                 )
             })
@@ -57,10 +89,13 @@ impl Tiers {
             tier.figures = tier.figures.overlaid(&custom.figures());
             tier.models.extend(custom.models.clone());
         }
+        for tier in tiers.values_mut() {
+            tier.compiled = ModelFigures::new(&tier.models);
+        }
         Self {
             tiers,
             default_tier: config.default_tier.clone(),
-            models: config.models.clone(),
+            models: ModelFigures::new(&config.models),
         }
     }
 
@@ -82,10 +117,10 @@ impl Tiers {
     pub fn figures(&self, identity: &Identity, model: &str) -> RateFigures {
         let tier = self.tiers.get(self.tier_of(identity));
         let mut figures = tier.map(|t| t.figures).unwrap_or_default();
-        if let Some(over) = matching(&self.models, model) {
+        if let Some(over) = self.models.get(model) {
             figures = figures.overlaid(over);
         }
-        if let Some(over) = tier.and_then(|t| matching(&t.models, model)) {
+        if let Some(over) = tier.and_then(|t| t.compiled.get(model)) {
             figures = figures.overlaid(over);
         }
         if let Some(entry) = &identity.key {
@@ -99,16 +134,6 @@ impl Tiers {
         }
         figures
     }
-}
-
-/// The figures for `model`: an exact name first, else the first glob that matches.
-fn matching<'a>(models: &'a BTreeMap<String, RateFigures>, model: &str) -> Option<&'a RateFigures> {
-    models.get(model).or_else(|| {
-        models
-            .iter()
-            .find(|(pattern, _)| glob::Pattern::new(pattern).is_ok_and(|g| g.matches(model)))
-            .map(|(_, figures)| figures)
-    })
 }
 
 #[cfg(test)]
