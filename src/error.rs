@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::limits::RateLimited;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// We could not parse the JSON body of your request. (HINT: This likely means you
@@ -74,6 +76,10 @@ pub enum ApiError {
     #[error("{0}")]
     BudgetExceeded(Box<BudgetRefusal>),
 
+    /// A rate limit (RPM, TPM, RPD, TPD) or the in-flight cap refused the request.
+    #[error("{0}")]
+    RateLimited(Box<RateLimited>),
+
     #[error("{message}")]
     Conflict { message: String },
 
@@ -137,7 +143,7 @@ impl ApiError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } | Self::AdminOnly => StatusCode::FORBIDDEN,
-            Self::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BudgetExceeded(_) | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnknownObject { .. } => StatusCode::NOT_FOUND,
             Self::KeysUnavailable | Self::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -163,6 +169,8 @@ impl ApiError {
             | Self::UnknownObject { .. } => "invalid_request_error",
             // What OpenAI sends for an exhausted quota; the SDKs key off it.
             Self::BudgetExceeded(_) => "insufficient_quota",
+            // OpenAI names the exhausted bucket: `tokens` or `requests`.
+            Self::RateLimited(refusal) => refusal.kind.error_type(),
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::KeysUnavailable
@@ -199,6 +207,7 @@ impl ApiError {
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::AdminOnly => Some("admin_only"),
             Self::BudgetExceeded(_) => Some("insufficient_quota"),
+            Self::RateLimited(_) => Some("rate_limit_exceeded"),
             Self::Conflict { .. } => Some("conflict"),
             Self::UnknownObject { .. } => Some("not_found"),
             Self::KeysUnavailable => Some("key_store_unavailable"),
@@ -225,6 +234,7 @@ impl ApiError {
             Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::AdminOnly => "admin_only",
             Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::RateLimited(_) => "rate_limited",
             Self::Conflict { .. } => "conflict",
             Self::UnknownObject { .. } => "unknown_object",
             Self::KeysUnavailable => "keys_unavailable",
@@ -254,18 +264,40 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), self.body_json()).into_response();
-        let budget = matches!(self, Self::BudgetExceeded(_));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if budget {
+        match &self {
             // The official SDKs retry every 429 unless told not to; retrying a spent
             // budget only burns the client's time.
-            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+            Self::BudgetExceeded(_) => {
+                headers.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+            Self::RateLimited(refusal) => rate_limit_headers(refusal, headers),
+            _ => {}
         }
         response
+    }
+}
+
+/// What the SDKs read on a rate-limit 429: when to retry (`retry-after-ms`, else
+/// `retry-after` in whole seconds, at least 1), or not to (a limit of 0, a request
+/// larger than the whole limit), and the key's standing on the model.
+fn rate_limit_headers(refusal: &RateLimited, headers: &mut axum::http::HeaderMap) {
+    refusal.standing.apply(headers);
+    match refusal.retry_after {
+        Some(wait) => {
+            let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX)
+                .max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+            headers.insert("retry-after-ms", HeaderValue::from(ms));
+        }
+        None => {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
     }
 }
 
@@ -322,6 +354,15 @@ mod tests {
                 spent: "9.99".into(),
                 reserved: "0".into(),
                 needed: "0.02".into(),
+            })),
+            ApiError::RateLimited(Box::new(crate::limits::RateLimited {
+                kind: crate::limits::Kind::Tpm,
+                model: "gpt-4o".into(),
+                limit: 10,
+                used: 9,
+                requested: 2,
+                retry_after: Some(std::time::Duration::from_millis(1200)),
+                standing: crate::limits::Standing::default(),
             })),
             ApiError::Conflict {
                 message: "exists".into(),

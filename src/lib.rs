@@ -17,6 +17,8 @@ pub mod error;
 pub mod estimate;
 /// The ledger: rows, storage backends and the background writer.
 pub mod ledger;
+/// Rate limits: usage tiers, governor buckets, `x-ratelimit-*` headers.
+pub mod limits;
 /// Usage extraction and tiktoken counting (pure).
 pub mod metering;
 /// Prometheus metrics, defined once.

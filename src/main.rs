@@ -54,7 +54,8 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
         Command::Spend(args) => spend(args, &config).await,
         Command::Teams(args) => {
             let store = Store::open(&config.database.url).await?;
-            print(&auth_command::teams(&args.command, &store, now_ms()).await?)
+            let tiers = config.limits.tier_names();
+            print(&auth_command::teams(&args.command, &store, &tiers, now_ms()).await?)
         }
         Command::Keys(args) => {
             if config.auth.mode == AuthMode::Passthrough
@@ -66,7 +67,8 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
                 );
             }
             let store = Store::open(&config.database.url).await?;
-            print(&auth_command::keys(&args.command, &store, now_ms()).await?)
+            let tiers = config.limits.tier_names();
+            print(&auth_command::keys(&args.command, &store, &tiers, now_ms()).await?)
         }
     }
 }

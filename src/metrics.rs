@@ -14,6 +14,8 @@ pub struct Metrics {
     /// Budget checks that could not reach the store, by what the policy did
     /// (admitted, refused).
     pub budget_check_errors: IntCounterVec,
+    /// Requests refused by a rate limit, by kind (rpm, tpm, rpd, tpd, concurrency).
+    pub rate_limited_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -43,11 +45,20 @@ impl Metrics {
             &["action"],
         )?;
         registry.register(Box::new(budget_check_errors.clone()))?;
+        let rate_limited_requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_rate_limited_requests_total",
+                "Requests refused by a rate limit, by the limit that refused them.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(rate_limited_requests.clone()))?;
         Ok(Self {
             registry,
             unpriced_requests,
             budget_alerts,
             budget_check_errors,
+            rate_limited_requests,
         })
     }
 

@@ -661,3 +661,24 @@ async fn spend_by_team_and_key_totals_the_rollups_exactly_on_each_backend() {
         );
     }
 }
+
+#[test]
+fn a_tier_from_the_config_is_a_valid_tier_for_teams_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = \"{url}\"\n[limits.tiers.gold]\nrpm = 50\ntpm = 90000\n"),
+    )
+    .unwrap();
+    let team = tollgate_json(&config, &["teams", "create", "acme", "--tier", "gold"]);
+    assert_eq!(team["tier"], "gold");
+    let key = tollgate_json(
+        &config,
+        &["keys", "create", "--team", "acme", "--tier", "gold"],
+    );
+    assert_eq!(key["tier"], "gold", "{key}");
+    let refused = tollgate_fails(&config, &["teams", "create", "b", "--tier", "silver"]);
+    assert!(refused.contains("gold"), "{refused}");
+}

@@ -35,17 +35,20 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(store: Store, cache: KeyCache, admin_key: Option<&Secret>) -> Self {
+    /// `tiers`: every tier name a key or team may be given (built-in and configured).
+    pub fn new(
+        store: Store,
+        cache: KeyCache,
+        admin_key: Option<&Secret>,
+        tiers: Vec<String>,
+    ) -> Self {
         Self {
             store,
             cache,
             admin_key: admin_key
                 .filter(|key| !key.expose().is_empty())
                 .map(|key| Sha256::digest(key.expose().as_bytes()).into()),
-            tiers: crate::config::BUILTIN_TIERS
-                .iter()
-                .map(|&tier| tier.to_owned())
-                .collect(),
+            tiers,
         }
     }
 

@@ -13,7 +13,6 @@ use super::{AuthError, KeyFields, TeamFields};
 use crate::budgets::Budget;
 use crate::cli::{KeyCreateArgs, KeysCommand, PlanArgs, RecordFormat, TeamsCommand};
 use crate::clock::format_ms;
-use crate::config::BUILTIN_TIERS;
 use crate::ledger::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +42,11 @@ impl From<FieldError> for CommandError {
     }
 }
 
+/// `tiers`: the tier names a team may be given (built-in and configured).
 pub async fn teams(
     command: &TeamsCommand,
     store: &Store,
+    tiers: &[String],
     now_ms: i64,
 ) -> Result<String, CommandError> {
     match command {
@@ -55,7 +56,7 @@ pub async fn teams(
                 flag: "team name",
                 source,
             })?;
-            let (tier, budget) = plan(&args.plan)?;
+            let (tier, budget) = plan(&args.plan, tiers)?;
             let team_fields = TeamFields {
                 name: None,
                 tier,
@@ -81,13 +82,15 @@ pub async fn teams(
     }
 }
 
+/// `tiers`: the tier names a key may be given (built-in and configured).
 pub async fn keys(
     command: &KeysCommand,
     store: &Store,
+    tiers: &[String],
     now_ms: i64,
 ) -> Result<String, CommandError> {
     match command {
-        KeysCommand::Create(args) => create_key(args, store, now_ms).await,
+        KeysCommand::Create(args) => create_key(args, store, tiers, now_ms).await,
         KeysCommand::List(args) => {
             let team = match &args.team {
                 Some(team) => Some(find_team(store, team).await?),
@@ -125,9 +128,10 @@ pub async fn keys(
 async fn create_key(
     args: &KeyCreateArgs,
     store: &Store,
+    tiers: &[String],
     now_ms: i64,
 ) -> Result<String, CommandError> {
-    let (tier, budget) = plan(&args.plan)?;
+    let (tier, budget) = plan(&args.plan, tiers)?;
     let models = (!args.allowed_models.is_empty()).then(|| args.allowed_models.clone());
     let key_fields = KeyFields {
         name: args.name.as_deref().map(fields::name).transpose()?,
@@ -162,8 +166,8 @@ async fn create_key(
 /// `--tier`, `--budget-usd` and `--budget-period`, checked, as store fields.
 type Plan = (Option<Option<String>>, Option<Option<Budget>>);
 
-fn plan(args: &PlanArgs) -> Result<Plan, CommandError> {
-    let tier = fields::tier(args.tier.clone().map(Some), &BUILTIN_TIERS)?;
+fn plan(args: &PlanArgs, tiers: &[String]) -> Result<Plan, CommandError> {
+    let tier = fields::tier(args.tier.clone().map(Some), tiers)?;
     let budget = fields::budget(
         args.budget_usd.as_deref().map(Some),
         args.budget_period.as_deref().map(Some),

@@ -4,6 +4,7 @@
 
 mod auth;
 mod database;
+mod limits;
 mod log;
 mod pricing;
 mod secret;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AuthMode, BUILTIN_TIERS, BudgetConfig, StoreFailure};
 pub use database::{DatabaseConfig, LedgerConfig};
+pub use limits::{LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use pricing::{PricingConfig, UnknownModelPolicy};
 pub use secret::Secret;
@@ -30,6 +32,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub budgets: BudgetConfig,
+    pub limits: LimitsConfig,
     pub database: DatabaseConfig,
     pub ledger: LedgerConfig,
     pub log: LogConfig,
@@ -43,6 +46,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             budgets: BudgetConfig::default(),
+            limits: LimitsConfig::default(),
             database: DatabaseConfig::default(),
             ledger: LedgerConfig::default(),
             log: LogConfig::default(),
@@ -200,6 +204,7 @@ impl Config {
                 problems.push("budgets.webhook_url", format!("`{url}` is not a URL"));
             }
         }
+        self.limits.validate(&mut problems);
         if self.auth.refresh_interval.is_zero() {
             problems.push("auth.refresh_interval", "must be greater than 0");
         }
@@ -404,6 +409,33 @@ total_timeout = "0s"
                 "upstreams[1].total_timeout",
             ]
         );
+    }
+
+    #[test]
+    fn an_unknown_tier_fails_validation_naming_its_path() {
+        let config = Config::from_toml(
+            "[limits]\ndefault_tier = \"gold\"\n[limits.models.\"[x\"]\nrpm = 1\n",
+            "t.toml",
+        )
+        .unwrap();
+        let problems = config.validate().unwrap_err();
+        let paths: Vec<&str> = problems.paths().collect();
+        assert_eq!(paths, ["limits.default_tier", "limits.models.[x"]);
+        assert!(
+            problems.to_string().contains("unknown tier `gold`"),
+            "{problems}"
+        );
+        // A custom tier makes the name known.
+        let config = Config::from_toml(
+            "[limits]\ndefault_tier = \"gold\"\n[limits.tiers.gold]\nrpm = 5\ntpd = 100\n\
+             [limits.tiers.gold.models.\"gpt-4o*\"]\ntpm = 10\n",
+            "t.toml",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.limits.tier_names().contains(&"gold".to_owned()));
+        assert_eq!(config.limits.tiers["gold"].tpd, Some(100));
+        assert_eq!(config.limits.tiers["gold"].models["gpt-4o*"].tpm, Some(10));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Counting a request before it is forwarded, for the checks that need its size: the
-//! context window and the budget reservation (and, later, token rate limits).
+//! context window, the budget reservation and the token rate limits (TPM, TPD).
 
 use bytes::Bytes;
 use serde_json::Value;

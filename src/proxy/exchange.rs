@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::price::Pricer;
 use crate::config::DisconnectPolicy;
 use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice};
+use crate::limits::Admission;
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 
 pub struct Exchange {
@@ -34,6 +35,9 @@ pub struct Exchange {
     pub started: Instant,
     pub deadline: Instant,
     pub policy: DisconnectPolicy,
+    /// The rate-limit charge, settled with the real usage when the exchange ends;
+    /// dropping it (however the exchange ends) frees the key's in-flight place.
+    pub limits: Option<Admission>,
 }
 
 /// How the exchange ended.
@@ -67,7 +71,11 @@ impl Exchange {
 
     /// As `finish`, with a price already computed (the buffered relay puts it in the
     /// response's headers first).
-    pub async fn finish_priced(self, finish: Finish, price: Option<RowPrice>) {
+    pub async fn finish_priced(mut self, finish: Finish, price: Option<RowPrice>) {
+        if let Some(admission) = self.limits.take() {
+            let usage = &finish.usage;
+            admission.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+        }
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
         let latency = self.started.elapsed();

@@ -29,10 +29,11 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
+use crate::limits::{Admission, Limiter};
 use crate::metering::{Endpoint, Usage, UsageSource};
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
-use upstream::{Upstreams, X_REQUEST_ID};
+use upstream::{Upstream, Upstreams, X_REQUEST_ID};
 
 pub use price::Pricer;
 pub use upstream::UpstreamError;
@@ -44,6 +45,7 @@ const INLINE_PARSE_BYTES: usize = 256 * 1024;
 pub struct Proxy {
     pub auth: Authenticator,
     pub budgets: Budgets,
+    pub limits: Limiter,
     pub upstreams: Upstreams,
     pub pricer: Arc<Pricer>,
     pub ledger: LedgerWriter,
@@ -131,7 +133,9 @@ async fn metered(
     proxy.pricer.admit(model)?;
     let context_window = proxy.pricer.context_window(model);
     let budgeted = Budgets::applies(&identity);
-    let prompt = if context_window.is_some() || budgeted {
+    let figures = proxy.limits.figures(&identity, model);
+    let prompt = if context_window.is_some() || budgeted || Limiter::needs_tokens(figures.as_ref())
+    {
         Some(admit::count_prompt(endpoint, model, &request.body).await?)
     } else {
         None
@@ -145,10 +149,70 @@ async fn metered(
         .ok_or_else(|| ApiError::NoUpstream {
             model: model.unwrap_or_default().to_owned(),
         })?;
+    // Rate limits before the budget: a request they refuse never holds a reservation.
+    let admission = match figures {
+        Some(figures) => {
+            let tokens = prompt.map_or(0, |prompt| {
+                proxy.limits.estimate(endpoint, prompt, request.max_output)
+            });
+            let admitted = proxy.limits.admit(&identity, model, figures, tokens);
+            Some(admitted.map_err(ApiError::RateLimited)?)
+        }
+        None => None,
+    };
+    // Every answer from here on, success or error, tells the client where it stands.
+    let standing = admission.as_ref().map(|admitted| admitted.standing.clone());
+    let admitted = Admitted {
+        identity,
+        endpoint,
+        upstream,
+        prompt,
+        admission,
+        ts_ms,
+        started,
+    };
+    let mut response = forward_metered(proxy, admitted, path, parts, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(standing) = standing {
+        standing.apply(response.headers_mut());
+    }
+    Ok(response)
+}
+
+/// A request past its checks, on its way upstream.
+struct Admitted<'a> {
+    identity: Identity,
+    endpoint: Endpoint,
+    upstream: &'a Upstream,
+    prompt: Option<u64>,
+    admission: Option<Admission>,
+    ts_ms: i64,
+    started: Instant,
+}
+
+/// Reserves the budget, then forwards in a task of its own and waits for the answer.
+async fn forward_metered(
+    proxy: &Proxy,
+    admitted: Admitted<'_>,
+    path: &str,
+    parts: Parts,
+    request: MeteredRequest,
+) -> Result<Response<Body>, ApiError> {
+    let Admitted {
+        identity,
+        endpoint,
+        upstream,
+        prompt,
+        admission,
+        ts_ms,
+        started,
+    } = admitted;
+    let model = request.model.as_deref();
     // Time-ordered, so inserts append to the primary-key index instead of landing at
     // random pages of it.
     let row_id = uuid::Uuid::now_v7().to_string();
-    if let (true, Some(prompt)) = (budgeted, prompt) {
+    if let (true, Some(prompt)) = (Budgets::applies(&identity), prompt) {
         // The worst case: the whole prompt uncached, and every output token allowed.
         let output = request
             .max_output
@@ -159,10 +223,17 @@ async fn metered(
             ..Usage::default()
         };
         let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
-        proxy
+        let reserved = proxy
             .budgets
             .reserve(&identity, &row_id, amount, ts_ms)
-            .await?;
+            .await;
+        if let Err(error) = reserved {
+            // Refused before forwarding: the rate limits get their charge back.
+            if let Some(admission) = admission {
+                admission.cancel();
+            }
+            return Err(error);
+        }
     }
     let exchange = Exchange {
         id: row_id,
@@ -182,6 +253,7 @@ async fn metered(
         started,
         deadline: started + upstream.total_timeout,
         policy: proxy.server.on_client_disconnect,
+        limits: admission,
     };
     let send = upstream
         .client

@@ -23,6 +23,7 @@ use crate::auth::{Authenticator, KeyCache};
 use crate::budgets::Budgets;
 use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, Secret, ServerConfig};
 use crate::ledger::{LedgerError, LedgerWriter, SpillError, Store};
+use crate::limits::{LimitClock, Limiter};
 use crate::metrics::Metrics;
 use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
@@ -117,7 +118,13 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let budgets = Budgets::new(store.clone(), config.budgets.clone(), metrics.clone(), ttl);
     background.push(Budgets::spawn_sweeper(store.clone()));
     let admin_key = env.get(ENV_ADMIN_KEY).cloned().map(Secret::new);
-    let admin = Arc::new(Admin::new(store.clone(), cache.clone(), admin_key.as_ref()));
+    let admin = Arc::new(Admin::new(
+        store.clone(),
+        cache.clone(),
+        admin_key.as_ref(),
+        config.limits.tier_names(),
+    ));
+    let limits = Limiter::new(&config.limits, LimitClock::default(), metrics.clone());
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -131,6 +138,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
             cache,
         },
         budgets,
+        limits,
         upstreams,
         pricer: Arc::new(pricer),
         ledger: ledger.clone(),

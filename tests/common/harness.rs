@@ -57,6 +57,9 @@ impl Harness {
         // Most tests are about the proxy, not keys: callers are told apart by the
         // fingerprint of whatever bearer they send. Key tests switch to keys mode.
         config.auth.mode = AuthMode::Passthrough;
+        // Nor are they about rate limits, and some send more than a tier allows in a
+        // minute from one caller: limit tests switch them on.
+        config.limits.enabled = false;
         // Its own spill directory: one tollgate per directory, and none in the repo.
         config.ledger.spill_dir = dir.path().join("spill");
         tweak(&mut config);

@@ -1,0 +1,211 @@
+use super::*;
+
+fn limiter(config: &LimitsConfig) -> (Limiter, LimitClock, Metrics) {
+    let clock = LimitClock::manual();
+    let metrics = Metrics::new().unwrap();
+    (
+        Limiter::new(config, clock.clone(), metrics.clone()),
+        clock,
+        metrics,
+    )
+}
+
+fn caller(id: &str) -> Identity {
+    Identity {
+        key_id: id.to_owned(),
+        team_id: None,
+        display: id.to_owned(),
+        key: None,
+    }
+}
+
+fn figures(rpm: Option<u64>, tpm: Option<u64>, rpd: Option<u64>, tpd: Option<u64>) -> RateFigures {
+    RateFigures { rpm, tpm, rpd, tpd }
+}
+
+#[test]
+fn each_kind_trips_at_its_limit_and_counts_its_metric() {
+    let (limiter, _clock, metrics) = limiter(&LimitsConfig::default());
+    let who = caller("k");
+    let cases = [
+        (Kind::Rpm, figures(Some(3), None, None, None), 1, 3),
+        (Kind::Rpd, figures(None, None, Some(2), None), 1, 2),
+        (Kind::Tpm, figures(None, Some(100), None, None), 30, 3),
+        (Kind::Tpd, figures(None, None, None, Some(100)), 50, 2),
+    ];
+    for (kind, limits, tokens, fits) in cases {
+        let model = kind.label();
+        for _ in 0..fits {
+            limiter
+                .admit(&who, Some(model), limits, tokens)
+                .unwrap()
+                .settle(0);
+        }
+        let refused = limiter
+            .admit(&who, Some(model), limits, tokens)
+            .err()
+            .unwrap();
+        assert_eq!(refused.kind, kind);
+        assert!(refused.retry_after.is_some());
+        let count = metrics
+            .rate_limited_requests
+            .with_label_values(&[kind.label()])
+            .get();
+        assert_eq!(count, 1, "{kind:?}");
+    }
+}
+
+#[test]
+fn a_refusal_takes_nothing_from_the_other_limits() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let who = caller("k");
+    let limits = figures(Some(10), Some(100), None, None);
+    let admitted = limiter.admit(&who, Some("m"), limits, 60).unwrap();
+    assert_eq!(admitted.standing.requests.unwrap().remaining, 9);
+    let refused = limiter.admit(&who, Some("m"), limits, 60).err().unwrap();
+    assert_eq!(
+        (refused.kind, refused.used, refused.requested),
+        (Kind::Tpm, 60, 60)
+    );
+    // The refused request's RPM charge was given back.
+    assert_eq!(refused.standing.requests.unwrap().remaining, 9);
+    assert_eq!(refused.standing.tokens.unwrap().remaining, 40);
+    admitted.cancel();
+    let again = limiter.admit(&who, Some("m"), limits, 60).unwrap();
+    assert_eq!(again.standing.requests.unwrap().remaining, 9);
+}
+
+#[test]
+fn tokens_beyond_the_estimate_are_charged_and_unused_estimate_is_kept() {
+    let (limiter, clock, _) = limiter(&LimitsConfig::default());
+    let who = caller("k");
+    let limits = figures(None, Some(1000), None, None);
+    limiter
+        .admit(&who, Some("m"), limits, 100)
+        .unwrap()
+        .settle(700);
+    let next = limiter.admit(&who, Some("m"), limits, 100).unwrap();
+    assert_eq!(next.standing.tokens.unwrap().remaining, 200);
+    next.settle(10);
+    let refused = limiter.admit(&who, Some("m"), limits, 300).err().unwrap();
+    assert_eq!((refused.used, refused.limit), (800, 1000));
+    // 100 tokens free up every 6 s: 300 fit once 6 s have passed.
+    assert_eq!(refused.retry_after, Some(Duration::from_secs(6)));
+    assert_eq!(
+        refused.to_string(),
+        "Rate limit reached for m on tokens per min (TPM): Limit 1000, Used 800, \
+         Requested 300. Please try again in 6s."
+    );
+    clock.advance(Duration::from_secs(6));
+    limiter.admit(&who, Some("m"), limits, 300).unwrap();
+}
+
+#[test]
+fn reset_and_remaining_recover_as_time_passes() {
+    let (limiter, clock, _) = limiter(&LimitsConfig::default());
+    let who = caller("k");
+    let limits = figures(Some(60), Some(6000), None, None);
+    let first = limiter
+        .admit(&who, Some("m"), limits, 600)
+        .unwrap()
+        .standing;
+    let requests = first.requests.unwrap();
+    let tokens = first.tokens.unwrap();
+    assert_eq!(
+        (requests.remaining, requests.reset),
+        (59, Duration::from_secs(1))
+    );
+    assert_eq!(
+        (tokens.remaining, tokens.reset),
+        (5400, Duration::from_secs(6))
+    );
+    clock.advance(Duration::from_millis(2500));
+    let later = limiter.admit(&who, Some("m"), limits, 1).unwrap().standing;
+    assert_eq!(later.requests.unwrap().reset, Duration::from_secs(1));
+    assert_eq!(later.tokens.unwrap().reset, Duration::from_millis(3510));
+    assert_eq!(later.tokens.unwrap().remaining, 5649);
+}
+
+#[test]
+fn models_and_keys_have_separate_buckets() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let limits = figures(Some(1), None, None, None);
+    limiter
+        .admit(&caller("a"), Some("gpt-4o"), limits, 1)
+        .unwrap();
+    limiter
+        .admit(&caller("a"), Some("gpt-4o-mini"), limits, 1)
+        .unwrap();
+    limiter
+        .admit(&caller("b"), Some("gpt-4o"), limits, 1)
+        .unwrap();
+    assert!(
+        limiter
+            .admit(&caller("a"), Some("gpt-4o"), limits, 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn too_large_and_zero_limits_refuse_without_a_retry_time() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let who = caller("k");
+    let big = limiter
+        .admit(
+            &who,
+            Some("gpt-4o"),
+            figures(None, Some(30_000), None, None),
+            31_538,
+        )
+        .err()
+        .unwrap();
+    assert_eq!(big.retry_after, None);
+    assert!(big.to_string().starts_with(
+        "Request too large for gpt-4o on tokens per min (TPM): Limit 30000, Requested 31538."
+    ));
+    let zero = limiter
+        .admit(&who, Some("gpt-4o"), figures(Some(0), None, None, None), 1)
+        .err()
+        .unwrap();
+    assert_eq!(
+        (zero.kind, zero.limit, zero.retry_after),
+        (Kind::Rpm, 0, None)
+    );
+}
+
+#[test]
+fn in_flight_permits_are_released_on_drop() {
+    let config = LimitsConfig {
+        max_in_flight_per_key: Some(2),
+        ..LimitsConfig::default()
+    };
+    let (limiter, _clock, _) = limiter(&config);
+    let who = caller("k");
+    let limits = RateFigures::default();
+    let one = limiter.admit(&who, Some("m"), limits, 1).unwrap();
+    let two = limiter.admit(&who, Some("n"), limits, 1).unwrap();
+    let refused = limiter.admit(&who, Some("m"), limits, 1).err().unwrap();
+    assert_eq!(refused.kind, Kind::Concurrency);
+    assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
+    limiter
+        .admit(&caller("other"), Some("m"), limits, 1)
+        .unwrap();
+    drop(one);
+    two.settle(5);
+    limiter.admit(&who, Some("m"), limits, 1).unwrap();
+    assert!(limiter.in_flight.lock().unwrap().is_empty());
+}
+
+#[test]
+fn the_estimate_is_prompt_plus_output_cap_or_default() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    assert_eq!(limiter.estimate(Endpoint::ChatCompletions, 10, Some(5)), 15);
+    assert_eq!(limiter.estimate(Endpoint::ChatCompletions, 10, None), 1034);
+    assert_eq!(limiter.estimate(Endpoint::Embeddings, 10, None), 10);
+    let off = LimitsConfig {
+        enabled: false,
+        ..LimitsConfig::default()
+    };
+    let (limiter, _clock, _) = self::limiter(&off);
+    assert_eq!(limiter.figures(&caller("k"), Some("m")), None);
+}
