@@ -113,7 +113,8 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .unwrap();
     stream.bytes().await.unwrap();
     // Near misses: a mistyped key, the admin key on /v1, a key on /admin.
-    let typo = format!("{}x", &secrets[2][..45]);
+    let last = if secrets[2].ends_with('x') { 'y' } else { 'x' };
+    let typo = format!("{}{last}", &secrets[2][..45]);
     assert_eq!(chat(&typo, "gpt-4o-mini").await.unwrap().status(), 401);
     assert_eq!(chat(ADMIN, "gpt-4o-mini").await.unwrap().status(), 401);
     let tenant = client
