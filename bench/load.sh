@@ -160,12 +160,13 @@ start_tollgate() {
     # Let startup work (tokenizer load, migrations) settle before reading idle figures.
     sleep 1
     # The default keys mode, as in production: every request carries a tollgate key
-    # (issued once; all instances share the ledger, and with it the key).
+    # (issued once; all instances share the ledger, and with it the key). Rate limits
+    # stay on, checked on every request, with figures no bench run reaches.
     if [[ -z $KEY ]]; then
         curl -fsS "http://$TG_ADDR/admin/teams" -H "Authorization: Bearer $ADMIN_KEY" \
             -d '{"name":"bench"}' >/dev/null || die "cannot create the bench team"
         KEY=$(curl -fsS "http://$TG_ADDR/admin/keys" -H "Authorization: Bearer $ADMIN_KEY" \
-            -d '{"team":"bench","name":"load"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') ||
+            -d '{"team":"bench","name":"load","tier":"tier-5","rpm":1000000000,"tpm":1000000000000}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') ||
             die "cannot create the bench key"
     fi
     log "tollgate #$TG_INSTANCE on $TG_ADDR (pid $TG_PID), mock on $MOCK_ADDR; $PINNING"

@@ -58,7 +58,7 @@ for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>
 curl -fsS "http://127.0.0.1:$PORT/admin/teams" -H "Authorization: Bearer $ADMIN_KEY" \
     -d '{"name":"profile"}' >/dev/null
 KEY=$(curl -fsS "http://127.0.0.1:$PORT/admin/keys" -H "Authorization: Bearer $ADMIN_KEY" \
-    -d '{"team":"profile","name":"load"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+    -d '{"team":"profile","name":"load","tier":"tier-5","rpm":1000000000,"tpm":1000000000000}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something about a fox."}]'
 [[ $KIND == stream ]] && BODY+=',"stream":true'

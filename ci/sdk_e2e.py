@@ -155,6 +155,32 @@ def budget_not_retried(port: int, checks: Checks) -> None:
     checks.equal("budget: the SDK did not retry", len(sent), 1)
 
 
+RATE_LIMIT_RPM = 60
+
+
+def rate_limit_backoff(port: int, checks: Checks) -> None:
+    """A key limited to 60 requests a minute: its burst of 60 goes through, the 61st
+    gets tollgate's 429 with retry-after-ms (~1 s), and the SDK (max_retries=2) waits
+    and succeeds, as it would against OpenAI's own limit."""
+    key = admin_post(port, "/admin/keys", {"team": "e2e", "name": "limited",
+                                           "rpm": RATE_LIMIT_RPM})
+    statuses = []
+    http = httpx.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key["key"],
+                           max_retries=2, timeout=30, http_client=http)
+    started = time.monotonic()
+    for _ in range(RATE_LIMIT_RPM + 1):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-request-id": "e2e-limited"})
+    elapsed = time.monotonic() - started
+    checks.check("rate limit: the SDK met a 429", 429 in statuses, f"statuses {statuses}")
+    checks.equal("rate limit: every request succeeded in the end",
+                 statuses.count(200), RATE_LIMIT_RPM + 1)
+    checks.check("rate limit: the SDK waited about as long as retry-after said",
+                 0.5 < elapsed < 10, f"{elapsed:.2f} s")
+
+
 def wait_healthy(port: int, tollgate: subprocess.Popen) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     url = f"http://127.0.0.1:{port}/healthz"
@@ -280,6 +306,10 @@ def check_ledger(db: Path, checks: Checks, key: dict) -> None:
         rows = [dict(r) for r in connection.execute("SELECT * FROM requests ORDER BY ts_ms, id")]
     finally:
         connection.close()
+    limited = [row for row in rows if row["request_id"] == "e2e-limited"]
+    checks.equal("ledger: one row per admitted rate-limited request", len(limited),
+                 RATE_LIMIT_RPM + 1)
+    rows = [row for row in rows if row["request_id"] != "e2e-limited"]
     print("ledger rows:", flush=True)
     for row in rows:
         print("  " + json.dumps(row, default=str), flush=True)
@@ -380,6 +410,7 @@ def main() -> int:
                                ("abandoned", abandoned), ("include_usage", include_usage)]:
                 checks.run(f"{name}: request", lambda step=step: step(client, checks))
             checks.run("budget: request", lambda: budget_not_retried(port, checks))
+            checks.run("rate limit: requests", lambda: rate_limit_backoff(port, checks))
 
             tollgate.send_signal(signal.SIGTERM)
             try:
