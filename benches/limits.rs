@@ -38,7 +38,7 @@ fn check(c: &mut Criterion) {
         };
         let figures = limiter.figures(&other, Some("gpt-4o-mini")).unwrap();
         limiter
-            .admit(&other, Some("gpt-4o-mini"), figures, 10)
+            .admit_local(&other, Some("gpt-4o-mini"), figures, 10)
             .unwrap();
     }
     c.bench_function("limits/admit_and_settle", |b| {
@@ -48,7 +48,7 @@ fn check(c: &mut Criterion) {
             // Small counts, so tens of millions of iterations stay within the limits;
             // settling more than the estimate takes the debt path too.
             let admitted = limiter
-                .admit(&identity, model, figures, black_box(1))
+                .admit_local(&identity, model, figures, black_box(1))
                 .unwrap();
             admitted.settle(black_box(2));
         })

@@ -94,6 +94,12 @@ pub enum ApiError {
     #[error("tollgate cannot check this key's budget: its database is unreachable. Retry shortly.")]
     BudgetUnavailable,
 
+    /// Shared rate limits set to fail closed while their Redis is unreachable.
+    #[error(
+        "tollgate cannot check this key's rate limits: their store is unreachable. Retry shortly."
+    )]
+    RateLimitsUnavailable,
+
     #[error("The server had an error while processing your request. Sorry about that!")]
     Internal,
 }
@@ -146,7 +152,9 @@ impl ApiError {
             Self::BudgetExceeded(_) | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnknownObject { .. } => StatusCode::NOT_FOUND,
-            Self::KeysUnavailable | Self::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeysUnavailable | Self::BudgetUnavailable | Self::RateLimitsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -175,6 +183,7 @@ impl ApiError {
             | Self::UpstreamTimeout { .. }
             | Self::KeysUnavailable
             | Self::BudgetUnavailable
+            | Self::RateLimitsUnavailable
             | Self::Internal => "server_error",
         }
     }
@@ -212,6 +221,7 @@ impl ApiError {
             Self::UnknownObject { .. } => Some("not_found"),
             Self::KeysUnavailable => Some("key_store_unavailable"),
             Self::BudgetUnavailable => Some("budget_store_unavailable"),
+            Self::RateLimitsUnavailable => Some("rate_limit_store_unavailable"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -239,6 +249,7 @@ impl ApiError {
             Self::UnknownObject { .. } => "unknown_object",
             Self::KeysUnavailable => "keys_unavailable",
             Self::BudgetUnavailable => "budget_unavailable",
+            Self::RateLimitsUnavailable => "rate_limits_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -373,6 +384,7 @@ mod tests {
             },
             ApiError::KeysUnavailable,
             ApiError::BudgetUnavailable,
+            ApiError::RateLimitsUnavailable,
             ApiError::Internal,
         ];
         for error in errors {

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub budget_check_errors: IntCounterVec,
     /// Requests refused by a rate limit, by kind (rpm, tpm, rpd, tpd, concurrency).
     pub rate_limited_requests: IntCounterVec,
+    /// Rate-limit checks the shared backend (Redis) could not answer, by what the
+    /// policy did (local: checked by this replica alone; refused: 503).
+    pub rate_limit_backend_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -53,12 +56,21 @@ impl Metrics {
             &["kind"],
         )?;
         registry.register(Box::new(rate_limited_requests.clone()))?;
+        let rate_limit_backend_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_rate_limit_backend_errors_total",
+                "Rate-limit checks the shared backend could not answer, by what was done.",
+            ),
+            &["action"],
+        )?;
+        registry.register(Box::new(rate_limit_backend_errors.clone()))?;
         Ok(Self {
             registry,
             unpriced_requests,
             budget_alerts,
             budget_check_errors,
             rate_limited_requests,
+            rate_limit_backend_errors,
         })
     }
 

@@ -2,10 +2,23 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
-use super::auth::BUILTIN_TIERS;
+use super::auth::{BUILTIN_TIERS, StoreFailure};
+
+/// Where the limiter's buckets live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackend {
+    /// In this process: each replica enforces the limits alone.
+    #[default]
+    Local,
+    /// In Redis, shared by every replica using the same server.
+    Redis,
+}
 
 /// One set of rate figures; `None` means no limit of that kind, `0` blocks everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +81,16 @@ pub struct LimitsConfig {
     pub tiers: BTreeMap<String, TierConfig>,
     /// Figures for single models (exact names or globs), in every tier.
     pub models: BTreeMap<String, RateFigures>,
+    /// `local` (per process) or `redis` (shared across replicas).
+    pub backend: LimitsBackend,
+    /// The Redis server of the `redis` backend.
+    pub redis_url: String,
+    /// What to do while Redis is unreachable: `fail_open` falls back to the local
+    /// limiter, `fail_closed` refuses with 503.
+    pub on_redis_error: StoreFailure,
+    /// How long one Redis call may take before it counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -79,8 +102,16 @@ impl Default for LimitsConfig {
             max_in_flight_per_key: None,
             tiers: BTreeMap::new(),
             models: BTreeMap::new(),
+            backend: LimitsBackend::Local,
+            redis_url: default_redis_url(),
+            on_redis_error: StoreFailure::FailOpen,
+            redis_timeout: Duration::from_millis(250),
         }
     }
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".to_owned()
 }
 
 impl LimitsConfig {
@@ -124,6 +155,19 @@ impl LimitsConfig {
             if name.trim().is_empty() {
                 problems.push("limits.tiers", "a tier name must not be empty");
             }
+        }
+        match url::Url::parse(&self.redis_url) {
+            Ok(url) if matches!(url.scheme(), "redis" | "rediss") && url.has_host() => {}
+            _ => problems.push(
+                "limits.redis_url",
+                format!(
+                    "`{}` is not a Redis URL: expected redis://HOST[:PORT][/DB]",
+                    self.redis_url
+                ),
+            ),
+        }
+        if self.redis_timeout.is_zero() {
+            problems.push("limits.redis_timeout", "must be greater than 0");
         }
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AuthMode, BUILTIN_TIERS, BudgetConfig, StoreFailure};
 pub use database::{DatabaseConfig, LedgerConfig};
-pub use limits::{LimitsConfig, RateFigures, TierConfig};
+pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use pricing::{PricingConfig, UnknownModelPolicy};
 pub use secret::Secret;
@@ -105,6 +105,8 @@ pub const ENV_CONFIG: &str = "TOLLGATE_CONFIG";
 pub const ENV_LISTEN: &str = "TOLLGATE_LISTEN";
 pub const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
 pub const ENV_UPSTREAM_URL: &str = "TOLLGATE_UPSTREAM_URL";
+/// The Redis server of the `redis` limits backend (`limits.redis_url`).
+pub const ENV_REDIS_URL: &str = "TOLLGATE_REDIS_URL";
 /// The admin API's bearer key; the admin API is closed when it is unset.
 pub const ENV_ADMIN_KEY: &str = "TOLLGATE_ADMIN_KEY";
 
@@ -155,6 +157,9 @@ impl Config {
         }
         if let Some(url) = env.get(ENV_DATABASE_URL) {
             self.database.url.clone_from(url);
+        }
+        if let Some(url) = env.get(ENV_REDIS_URL) {
+            self.limits.redis_url.clone_from(url);
         }
         if let Some(url) = env.get(ENV_UPSTREAM_URL) {
             match self.upstreams.first_mut() {
@@ -436,6 +441,31 @@ total_timeout = "0s"
         assert!(config.limits.tier_names().contains(&"gold".to_owned()));
         assert_eq!(config.limits.tiers["gold"].tpd, Some(100));
         assert_eq!(config.limits.tiers["gold"].models["gpt-4o*"].tpm, Some(10));
+    }
+
+    #[test]
+    fn the_redis_backend_is_checked_naming_its_fields() {
+        let config = Config::from_toml(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"http://cache:6379\"\n\
+             redis_timeout = \"0s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let problems = config.validate().unwrap_err();
+        let paths: Vec<&str> = problems.paths().collect();
+        assert_eq!(paths, ["limits.redis_url", "limits.redis_timeout"]);
+        let error = Config::from_toml("[limits]\non_redis_error = \"retry\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("limits.on_redis_error"), "{error}");
+        let error = Config::from_toml("[limits]\nbackend = \"memcached\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("limits.backend"), "{error}");
+        let config = Config::load(None, &env(&[(ENV_REDIS_URL, "redis://cache:6380/2")])).unwrap();
+        assert_eq!(config.limits.redis_url, "redis://cache:6380/2");
+        assert_eq!(config.limits.backend, LimitsBackend::Local);
+        assert_eq!(config.limits.on_redis_error, StoreFailure::FailOpen);
     }
 
     #[test]

@@ -41,6 +41,21 @@ impl Standing {
         }
     }
 
+    /// The standing from the shared backend's figures, one line per spec.
+    pub(super) fn of_lines(specs: &[super::redis::Spec], lines: &[Line]) -> Self {
+        let line = |kind| {
+            specs
+                .iter()
+                .zip(lines)
+                .find(|(spec, _)| spec.kind == kind)
+                .map(|(_, line)| *line)
+        };
+        Self {
+            requests: line(super::Kind::Rpm),
+            tokens: line(super::Kind::Tpm),
+        }
+    }
+
     /// Writes the six headers (three per limit present).
     pub fn apply(&self, headers: &mut HeaderMap) {
         for (suffix, line) in [("requests", self.requests), ("tokens", self.tokens)] {

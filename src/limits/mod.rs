@@ -4,9 +4,13 @@
 //! cap) and reconciled with the real usage afterwards: tokens beyond the estimate are
 //! charged (possibly into debt that later requests wait out); an unused estimate is not
 //! refunded, so a request costs at least what it asked for, as at OpenAI.
+//!
+//! The buckets live in this process (`local`) or, shared by every replica, in Redis
+//! (`redis`); the in-flight cap is always per process.
 
 mod headers;
 pub mod local;
+pub mod redis;
 mod tiers;
 
 use std::collections::HashMap;
@@ -15,11 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::Identity;
-use crate::config::{LimitsConfig, RateFigures};
+use crate::config::{LimitsConfig, RateFigures, StoreFailure};
+use crate::error::ApiError;
 use crate::metering::Endpoint;
 use crate::metrics::Metrics;
+use redis::{RedisBuckets, Spec};
 
-pub use headers::{Standing, go_duration};
+pub use headers::{Line, Standing, go_duration};
 pub use local::{Bucket, Buckets, Denied, LimitClock};
 pub use tiers::Tiers;
 
@@ -136,6 +142,9 @@ pub struct Limiter {
     max_in_flight: Option<u32>,
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
     metrics: Metrics,
+    /// The shared backend, when `limits.backend = "redis"`.
+    shared: Option<Arc<RedisBuckets>>,
+    on_shared_error: StoreFailure,
 }
 
 impl Limiter {
@@ -148,7 +157,16 @@ impl Limiter {
             max_in_flight: config.max_in_flight_per_key,
             in_flight: Arc::default(),
             metrics,
+            shared: None,
+            on_shared_error: config.on_redis_error,
         }
+    }
+
+    /// Keeps the buckets in `shared` instead; the local ones serve only when it fails
+    /// and the policy is `fail_open`.
+    pub fn shared(mut self, shared: RedisBuckets) -> Self {
+        self.shared = Some(Arc::new(shared));
+        self
     }
 
     /// The figures that apply to `identity` on `model`; `None` when limits are off.
@@ -172,8 +190,68 @@ impl Limiter {
     }
 
     /// Takes one request and `tokens` from every limit of `identity` on `model`, or
-    /// refuses (taking nothing).
-    pub fn admit(
+    /// refuses (taking nothing): in the shared backend when there is one, applying
+    /// `limits.on_redis_error` when it cannot answer.
+    pub async fn admit(
+        &self,
+        identity: &Identity,
+        model: Option<&str>,
+        figures: RateFigures,
+        tokens: u64,
+    ) -> Result<Admission, ApiError> {
+        let Some(shared) = &self.shared else {
+            return self
+                .admit_local(identity, model, figures, tokens)
+                .map_err(ApiError::RateLimited);
+        };
+        let model = model.unwrap_or_default();
+        let permit = self
+            .permit(&identity.key_id, model, Standing::default())
+            .map_err(ApiError::RateLimited)?;
+        let specs = Spec::all(&identity.key_id, model, figures);
+        match shared.charge(&specs, tokens).await {
+            Ok(verdict) => {
+                let standing = Standing::of_lines(&specs, &verdict.lines);
+                if let Some((index, retry_after, used)) = verdict.refused {
+                    let spec = &specs[index.min(specs.len().saturating_sub(1))];
+                    let requested = spec.units(tokens);
+                    return Err(ApiError::RateLimited(self.refusal(
+                        spec.kind,
+                        model,
+                        spec.limit,
+                        used,
+                        requested,
+                        retry_after,
+                        standing,
+                    )));
+                }
+                Ok(Admission {
+                    standing,
+                    charge: Charge::Shared(shared.clone(), specs),
+                    tokens,
+                    _permit: permit,
+                })
+            }
+            Err(_error) => {
+                // The outage is logged once by the backend; every request is counted.
+                let errors = &self.metrics.rate_limit_backend_errors;
+                match self.on_shared_error {
+                    StoreFailure::FailOpen => {
+                        errors.with_label_values(&["local"]).inc();
+                        self.charge_local(identity, model, figures, tokens, permit)
+                            .map_err(ApiError::RateLimited)
+                    }
+                    StoreFailure::FailClosed => {
+                        errors.with_label_values(&["refused"]).inc();
+                        Err(ApiError::RateLimitsUnavailable)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `admit` on this process's buckets alone.
+    pub fn admit_local(
         &self,
         identity: &Identity,
         model: Option<&str>,
@@ -182,35 +260,37 @@ impl Limiter {
     ) -> Result<Admission, Box<RateLimited>> {
         let model = model.unwrap_or_default();
         let buckets = self.buckets.get(&identity.key_id, model, figures);
-        let refuse = |kind, limit, used, requested, retry_after| {
-            self.metrics
-                .rate_limited_requests
-                .with_label_values(&[Kind::label(kind)])
-                .inc();
-            Box::new(RateLimited {
-                kind,
-                model: model.to_owned(),
-                limit,
-                used,
-                requested,
-                retry_after,
-                standing: Standing::of(&buckets),
-            })
+        let permit = self.permit(&identity.key_id, model, Standing::of(&buckets))?;
+        self.charge_local(identity, model, figures, tokens, permit)
+    }
+
+    /// A place among the key's requests in flight, if they are capped.
+    fn permit(
+        &self,
+        key_id: &str,
+        model: &str,
+        standing: Standing,
+    ) -> Result<Option<Permit>, Box<RateLimited>> {
+        let Some(max) = self.max_in_flight else {
+            return Ok(None);
         };
-        let permit = match self.max_in_flight {
-            Some(max) => Some(
-                Permit::take(&self.in_flight, &identity.key_id, max).ok_or_else(|| {
-                    refuse(
-                        Kind::Concurrency,
-                        u64::from(max),
-                        u64::from(max),
-                        1,
-                        Some(Duration::from_secs(1)),
-                    )
-                })?,
-            ),
-            None => None,
-        };
+        let permit = Permit::take(&self.in_flight, key_id, max).ok_or_else(|| {
+            let max = u64::from(max);
+            let wait = Some(Duration::from_secs(1));
+            self.refusal(Kind::Concurrency, model, max, max, 1, wait, standing)
+        })?;
+        Ok(Some(permit))
+    }
+
+    fn charge_local(
+        &self,
+        identity: &Identity,
+        model: &str,
+        figures: RateFigures,
+        tokens: u64,
+        permit: Option<Permit>,
+    ) -> Result<Admission, Box<RateLimited>> {
+        let buckets = self.buckets.get(&identity.key_id, model, figures);
         let charges = [
             (Kind::Rpm, &buckets.rpm, 1),
             (Kind::Rpd, &buckets.rpd, 1),
@@ -230,14 +310,51 @@ impl Limiter {
                     Denied::Wait(wait) => Some(wait),
                     Denied::TooLarge => None,
                 };
-                return Err(refuse(*kind, bucket.limit(), used, *n, retry_after));
+                let standing = Standing::of(&buckets);
+                let (limit, requested) = (bucket.limit(), *n);
+                return Err(self.refusal(
+                    *kind,
+                    model,
+                    limit,
+                    used,
+                    requested,
+                    retry_after,
+                    standing,
+                ));
             }
         }
         Ok(Admission {
             standing: Standing::of(&buckets),
-            buckets,
+            charge: Charge::Local(buckets),
             tokens,
             _permit: permit,
+        })
+    }
+
+    /// A refusal, counted by kind.
+    #[expect(clippy::too_many_arguments, reason = "the fields of the refusal")]
+    fn refusal(
+        &self,
+        kind: Kind,
+        model: &str,
+        limit: u64,
+        used: u64,
+        requested: u64,
+        retry_after: Option<Duration>,
+        standing: Standing,
+    ) -> Box<RateLimited> {
+        self.metrics
+            .rate_limited_requests
+            .with_label_values(&[kind.label()])
+            .inc();
+        Box::new(RateLimited {
+            kind,
+            model: model.to_owned(),
+            limit,
+            used,
+            requested,
+            retry_after,
+            standing,
         })
     }
 }
@@ -245,24 +362,44 @@ impl Limiter {
 /// A request let through: what it was charged, settled when its usage is known.
 pub struct Admission {
     pub standing: Standing,
-    buckets: Arc<local::ModelBuckets>,
+    charge: Charge,
     tokens: u64,
     /// Holds the request's place among the key's requests in flight until dropped.
     _permit: Option<Permit>,
+}
+
+/// Where an admission's charge was taken.
+enum Charge {
+    Local(Arc<local::ModelBuckets>),
+    Shared(Arc<RedisBuckets>, Vec<Spec>),
 }
 
 impl Admission {
     /// Charges the tokens used beyond the estimate (the unused rest is not refunded).
     pub fn settle(self, used: u64) {
         let extra = used.saturating_sub(self.tokens);
-        for bucket in [&self.buckets.tpm, &self.buckets.tpd].into_iter().flatten() {
-            bucket.force(extra);
+        if extra == 0 {
+            return;
+        }
+        match self.charge {
+            Charge::Local(buckets) => {
+                for bucket in [&buckets.tpm, &buckets.tpd].into_iter().flatten() {
+                    bucket.force(extra);
+                }
+            }
+            Charge::Shared(shared, mut specs) => {
+                specs.retain(|spec| matches!(spec.kind, Kind::Tpm | Kind::Tpd));
+                shared.force(specs, extra);
+            }
         }
     }
 
     /// Gives everything back: the request was refused after admission (by its budget).
     pub fn cancel(self) {
-        let buckets = &self.buckets;
+        let buckets = match self.charge {
+            Charge::Local(buckets) => buckets,
+            Charge::Shared(shared, specs) => return shared.refund(specs, self.tokens),
+        };
         for (bucket, n) in [
             (&buckets.rpm, 1),
             (&buckets.rpd, 1),

@@ -37,12 +37,12 @@ fn each_kind_trips_at_its_limit_and_counts_its_metric() {
         let model = kind.label();
         for _ in 0..fits {
             limiter
-                .admit(&who, Some(model), limits, tokens)
+                .admit_local(&who, Some(model), limits, tokens)
                 .unwrap()
                 .settle(0);
         }
         let refused = limiter
-            .admit(&who, Some(model), limits, tokens)
+            .admit_local(&who, Some(model), limits, tokens)
             .err()
             .unwrap();
         assert_eq!(refused.kind, kind);
@@ -60,9 +60,12 @@ fn a_refusal_takes_nothing_from_the_other_limits() {
     let (limiter, _clock, _) = limiter(&LimitsConfig::default());
     let who = caller("k");
     let limits = figures(Some(10), Some(100), None, None);
-    let admitted = limiter.admit(&who, Some("m"), limits, 60).unwrap();
+    let admitted = limiter.admit_local(&who, Some("m"), limits, 60).unwrap();
     assert_eq!(admitted.standing.requests.unwrap().remaining, 9);
-    let refused = limiter.admit(&who, Some("m"), limits, 60).err().unwrap();
+    let refused = limiter
+        .admit_local(&who, Some("m"), limits, 60)
+        .err()
+        .unwrap();
     assert_eq!(
         (refused.kind, refused.used, refused.requested),
         (Kind::Tpm, 60, 60)
@@ -71,7 +74,7 @@ fn a_refusal_takes_nothing_from_the_other_limits() {
     assert_eq!(refused.standing.requests.unwrap().remaining, 9);
     assert_eq!(refused.standing.tokens.unwrap().remaining, 40);
     admitted.cancel();
-    let again = limiter.admit(&who, Some("m"), limits, 60).unwrap();
+    let again = limiter.admit_local(&who, Some("m"), limits, 60).unwrap();
     assert_eq!(again.standing.requests.unwrap().remaining, 9);
 }
 
@@ -81,13 +84,16 @@ fn tokens_beyond_the_estimate_are_charged_and_unused_estimate_is_kept() {
     let who = caller("k");
     let limits = figures(None, Some(1000), None, None);
     limiter
-        .admit(&who, Some("m"), limits, 100)
+        .admit_local(&who, Some("m"), limits, 100)
         .unwrap()
         .settle(700);
-    let next = limiter.admit(&who, Some("m"), limits, 100).unwrap();
+    let next = limiter.admit_local(&who, Some("m"), limits, 100).unwrap();
     assert_eq!(next.standing.tokens.unwrap().remaining, 200);
     next.settle(10);
-    let refused = limiter.admit(&who, Some("m"), limits, 300).err().unwrap();
+    let refused = limiter
+        .admit_local(&who, Some("m"), limits, 300)
+        .err()
+        .unwrap();
     assert_eq!((refused.used, refused.limit), (800, 1000));
     // 100 tokens free up every 6 s: 300 fit once 6 s have passed.
     assert_eq!(refused.retry_after, Some(Duration::from_secs(6)));
@@ -97,7 +103,7 @@ fn tokens_beyond_the_estimate_are_charged_and_unused_estimate_is_kept() {
          Requested 300. Please try again in 6s."
     );
     clock.advance(Duration::from_secs(6));
-    limiter.admit(&who, Some("m"), limits, 300).unwrap();
+    limiter.admit_local(&who, Some("m"), limits, 300).unwrap();
 }
 
 #[test]
@@ -106,7 +112,7 @@ fn reset_and_remaining_recover_as_time_passes() {
     let who = caller("k");
     let limits = figures(Some(60), Some(6000), None, None);
     let first = limiter
-        .admit(&who, Some("m"), limits, 600)
+        .admit_local(&who, Some("m"), limits, 600)
         .unwrap()
         .standing;
     let requests = first.requests.unwrap();
@@ -120,7 +126,10 @@ fn reset_and_remaining_recover_as_time_passes() {
         (5400, Duration::from_secs(6))
     );
     clock.advance(Duration::from_millis(2500));
-    let later = limiter.admit(&who, Some("m"), limits, 1).unwrap().standing;
+    let later = limiter
+        .admit_local(&who, Some("m"), limits, 1)
+        .unwrap()
+        .standing;
     assert_eq!(later.requests.unwrap().reset, Duration::from_secs(1));
     assert_eq!(later.tokens.unwrap().reset, Duration::from_millis(3510));
     assert_eq!(later.tokens.unwrap().remaining, 5649);
@@ -131,17 +140,17 @@ fn models_and_keys_have_separate_buckets() {
     let (limiter, _clock, _) = limiter(&LimitsConfig::default());
     let limits = figures(Some(1), None, None, None);
     limiter
-        .admit(&caller("a"), Some("gpt-4o"), limits, 1)
+        .admit_local(&caller("a"), Some("gpt-4o"), limits, 1)
         .unwrap();
     limiter
-        .admit(&caller("a"), Some("gpt-4o-mini"), limits, 1)
+        .admit_local(&caller("a"), Some("gpt-4o-mini"), limits, 1)
         .unwrap();
     limiter
-        .admit(&caller("b"), Some("gpt-4o"), limits, 1)
+        .admit_local(&caller("b"), Some("gpt-4o"), limits, 1)
         .unwrap();
     assert!(
         limiter
-            .admit(&caller("a"), Some("gpt-4o"), limits, 1)
+            .admit_local(&caller("a"), Some("gpt-4o"), limits, 1)
             .is_err()
     );
 }
@@ -151,7 +160,7 @@ fn too_large_and_zero_limits_refuse_without_a_retry_time() {
     let (limiter, _clock, _) = limiter(&LimitsConfig::default());
     let who = caller("k");
     let big = limiter
-        .admit(
+        .admit_local(
             &who,
             Some("gpt-4o"),
             figures(None, Some(30_000), None, None),
@@ -164,7 +173,7 @@ fn too_large_and_zero_limits_refuse_without_a_retry_time() {
         "Request too large for gpt-4o on tokens per min (TPM): Limit 30000, Requested 31538."
     ));
     let zero = limiter
-        .admit(&who, Some("gpt-4o"), figures(Some(0), None, None, None), 1)
+        .admit_local(&who, Some("gpt-4o"), figures(Some(0), None, None, None), 1)
         .err()
         .unwrap();
     assert_eq!(
@@ -182,17 +191,20 @@ fn in_flight_permits_are_released_on_drop() {
     let (limiter, _clock, _) = limiter(&config);
     let who = caller("k");
     let limits = RateFigures::default();
-    let one = limiter.admit(&who, Some("m"), limits, 1).unwrap();
-    let two = limiter.admit(&who, Some("n"), limits, 1).unwrap();
-    let refused = limiter.admit(&who, Some("m"), limits, 1).err().unwrap();
+    let one = limiter.admit_local(&who, Some("m"), limits, 1).unwrap();
+    let two = limiter.admit_local(&who, Some("n"), limits, 1).unwrap();
+    let refused = limiter
+        .admit_local(&who, Some("m"), limits, 1)
+        .err()
+        .unwrap();
     assert_eq!(refused.kind, Kind::Concurrency);
     assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
     limiter
-        .admit(&caller("other"), Some("m"), limits, 1)
+        .admit_local(&caller("other"), Some("m"), limits, 1)
         .unwrap();
     drop(one);
     two.settle(5);
-    limiter.admit(&who, Some("m"), limits, 1).unwrap();
+    limiter.admit_local(&who, Some("m"), limits, 1).unwrap();
     assert!(limiter.in_flight.lock().unwrap().is_empty());
 }
 

@@ -155,8 +155,12 @@ async fn metered(
             let tokens = prompt.map_or(0, |prompt| {
                 proxy.limits.estimate(endpoint, prompt, request.max_output)
             });
-            let admitted = proxy.limits.admit(&identity, model, figures, tokens);
-            Some(admitted.map_err(ApiError::RateLimited)?)
+            Some(
+                proxy
+                    .limits
+                    .admit(&identity, model, figures, tokens)
+                    .await?,
+            )
         }
         None => None,
     };

@@ -21,8 +21,9 @@ use tokio_util::task::TaskTracker;
 use crate::admin::Admin;
 use crate::auth::{Authenticator, KeyCache};
 use crate::budgets::Budgets;
-use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, Secret, ServerConfig};
+use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, LimitsBackend, Secret, ServerConfig};
 use crate::ledger::{LedgerError, LedgerWriter, SpillError, Store};
+use crate::limits::redis::RedisBuckets;
 use crate::limits::{LimitClock, Limiter};
 use crate::metrics::Metrics;
 use crate::pricing::PricingError;
@@ -48,6 +49,8 @@ pub enum ServeError {
     Pricing(#[from] PricingError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("limits.redis_url: {0}")]
+    Redis(redis::RedisError),
 }
 
 /// What the routes share.
@@ -124,7 +127,18 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         admin_key.as_ref(),
         config.limits.tier_names(),
     ));
-    let limits = Limiter::new(&config.limits, LimitClock::default(), metrics.clone());
+    let tasks = TaskTracker::new();
+    let mut limits = Limiter::new(&config.limits, LimitClock::default(), metrics.clone());
+    if config.limits.backend == LimitsBackend::Redis {
+        // Validation checked the URL; a server that is down is an outage, not an error.
+        let redis = RedisBuckets::new(
+            &config.limits.redis_url,
+            config.limits.redis_timeout,
+            tasks.clone(),
+        )
+        .map_err(ServeError::Redis)?;
+        limits = limits.shared(redis);
+    }
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -142,7 +156,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         upstreams,
         pricer: Arc::new(pricer),
         ledger: ledger.clone(),
-        tasks: TaskTracker::new(),
+        tasks,
         server: config.server.clone(),
     });
     let state = AppState {
