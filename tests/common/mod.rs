@@ -9,3 +9,4 @@ pub mod db;
 pub mod forwarder;
 pub mod harness;
 pub mod mock_upstream;
+pub mod redis;
