@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BenchDb, KEYS, MODELS, env_number, load_average};
+use common::{BenchDb, KEYS, MODELS, cpu_sample, env_number, load_average};
 use tollgate::config::{Config, ENV_ADMIN_KEY};
 use tollgate::ledger::Store;
 use tollgate::ledger::report::SpendLine;
@@ -537,6 +537,7 @@ async fn time_rollups(store: &Store, seed: &Seed, runs: usize) {
         "\n`rollup_spend`, {runs} runs after a warm-up; load avg {}",
         load_average()
     );
+    let cpu = cpu_sample();
     println!("\n| group_by | filter | lines | median ms | min ms | max ms |");
     println!("|---|---|--:|--:|--:|--:|");
     for (filter_name, filter) in &filters {
@@ -554,7 +555,11 @@ async fn time_rollups(store: &Store, seed: &Seed, runs: usize) {
             );
         }
     }
-    println!("\nload avg after: {}", load_average());
+    println!(
+        "\nload avg after: {}; {}",
+        load_average(),
+        cpu_sample().since(&cpu)
+    );
 }
 
 /// `GET /admin/spend` on a real tollgate serving this ledger: the rollup query plus
@@ -582,6 +587,7 @@ async fn time_http(db: &BenchDb, seed: &Seed, runs: usize) {
         format!("group_by=model&team={}", seed.team_name),
     ];
     println!("\n`GET /admin/spend` on a running tollgate, {runs} runs after a warm-up");
+    let cpu = cpu_sample();
     println!("\n| query | lines | median ms | min ms | max ms |");
     println!("|---|--:|--:|--:|--:|");
     for query in &queries {
@@ -606,5 +612,6 @@ async fn time_http(db: &BenchDb, seed: &Seed, runs: usize) {
             ms(timing.max)
         );
     }
+    println!("\n{}", cpu_sample().since(&cpu));
     running.shutdown().await;
 }
