@@ -192,3 +192,155 @@ async fn spend_and_reprice_agree_on_both_backends() {
         );
     }
 }
+
+/// Totals straight from `requests` over `[from, to)` (Unix ms, `None` open) for one
+/// team or all: requests, prompt, completion, cost in pico-USD, unpriced rows.
+async fn direct_totals(
+    store: &tollgate::ledger::Store,
+    from: Option<i64>,
+    to: Option<i64>,
+    team: Option<&str>,
+) -> (u64, u64, u64, u128, u64) {
+    use tollgate::ledger::Store;
+    let sql = store.sql(
+        "SELECT count(*), CAST(coalesce(sum(prompt_tokens), 0) AS BIGINT), \
+         CAST(coalesce(sum(completion_tokens), 0) AS BIGINT), \
+         CAST(coalesce(sum(cost_pico), 0) AS BIGINT), count(*) - count(cost_pico) \
+         FROM requests WHERE ts_ms >= ? AND ts_ms < ? AND (? = '' OR team_id = ?)",
+    );
+    let team = team.unwrap_or("");
+    let bounds = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+    let row: (i64, i64, i64, i64, i64) = match store {
+        Store::Sqlite(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(bounds.0)
+            .bind(bounds.1)
+            .bind(team)
+            .bind(team)
+            .fetch_one(ledger.pool())
+            .await
+            .unwrap(),
+        Store::Postgres(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(bounds.0)
+            .bind(bounds.1)
+            .bind(team)
+            .bind(team)
+            .fetch_one(ledger.pool())
+            .await
+            .unwrap(),
+    };
+    let u = |v: i64| u64::try_from(v).unwrap();
+    (u(row.0), u(row.1), u(row.2), u128::from(u(row.3)), u(row.4))
+}
+
+#[tokio::test]
+async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
+    use tollgate::ledger::RowPrice;
+    use tollgate::ledger::report::SpendLine;
+    use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend};
+    use tollgate::pricing::Catalog;
+
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    // 22:13:20 UTC: neither rows nor ranges start on a whole hour or day.
+    const BASE: i64 = 1_700_000_000_000;
+    let catalog: Catalog = Catalog::builtin()
+        .merge(
+            &toml::from_str("[models.\"mystery\"]\ninput = \"1\"\noutput = \"2\"\n").unwrap(),
+            "test",
+        )
+        .unwrap();
+    let totals = |lines: &[SpendLine]| {
+        lines.iter().fold((0, 0, 0, 0, 0), |t, l| {
+            (
+                t.0 + l.requests,
+                t.1 + l.prompt_tokens,
+                t.2 + l.completion_tokens,
+                t.3 + l.cost_usd.as_pico(),
+                t.4 + l.unpriced_requests,
+            )
+        })
+    };
+    let floor_hour = |ms: i64| ms - ms.rem_euclid(HOUR);
+    let ceil_hour = |ms: i64| floor_hour(ms + HOUR - 1);
+    let ranges = [
+        (None, None),
+        (
+            Some(BASE + 5 * HOUR + 17 * 60_000),
+            Some(BASE + 2 * DAY + 3 * HOUR),
+        ),
+        (Some(floor_hour(BASE) - 22 * HOUR + DAY), None),
+        (None, Some(BASE + DAY)),
+        (Some(BASE + HOUR), Some(BASE + 2 * HOUR + 1)),
+        (Some(BASE + 3 * DAY), Some(BASE + 3 * DAY)),
+    ];
+    for backend in backends().await {
+        let store = backend.open().await;
+        let spill = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            spill_dir: spill.path().to_owned(),
+            ..LedgerConfig::default()
+        };
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        // 200 rows 21m40s apart: three days and a bit, two teams, two kinds, priced
+        // and (for "mystery", until the reprice) unpriced.
+        for i in 0..200 {
+            let mut row = row(i);
+            row.ts_ms = BASE + i64::try_from(i).unwrap() * 1_300_000;
+            row.team_id = Some(format!("team-{}", i % 2));
+            row.kind = if i % 5 == 0 {
+                Kind::Batch
+            } else {
+                Kind::Realtime
+            };
+            let model = if i % 4 == 0 { "mystery" } else { "gpt-4o-mini" };
+            row.model_requested = Some(model.to_owned());
+            row.price = (model != "mystery").then(|| {
+                let priced = catalog.price(None, Some(model), &row.usage, false).unwrap();
+                RowPrice {
+                    cost: priced.cost,
+                    model: priced.model.to_owned(),
+                    variant: priced.variant,
+                    rates: priced.rates,
+                }
+            });
+            writer.begin().record(row).await;
+        }
+        writer.flush().await;
+
+        for repriced in [false, true] {
+            if repriced {
+                // Updates move figures between rollup rows in both tables.
+                let done = tollgate::ledger::report::reprice(&store, &catalog, "mystery", 0)
+                    .await
+                    .unwrap();
+                assert_eq!(done.priced, 50, "{}", backend.name);
+            }
+            for (from, to) in ranges {
+                for team in [None, Some("team-1")] {
+                    let filter = RollupFilter {
+                        from_ms: from,
+                        to_ms: to,
+                        team_id: team.map(str::to_owned),
+                        ..RollupFilter::default()
+                    };
+                    let want =
+                        direct_totals(&store, from.map(floor_hour), to.map(ceil_hour), team).await;
+                    let case = format!(
+                        "{} from {from:?} to {to:?} team {team:?} repriced {repriced}",
+                        backend.name
+                    );
+                    for group in [
+                        RollupGroup::All,
+                        RollupGroup::Day,
+                        RollupGroup::Hour,
+                        RollupGroup::Team,
+                        RollupGroup::Kind,
+                    ] {
+                        let lines = rollup_spend(&store, group, &filter).await.unwrap();
+                        assert_eq!(totals(&lines), want, "{case} by {group:?}");
+                    }
+                }
+            }
+        }
+    }
+}

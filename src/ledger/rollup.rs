@@ -1,7 +1,7 @@
-//! Spend from the hourly rollups: what `/admin/spend`, `tollgate spend --by team|key`
-//! and `/v1/tollgate/me` read. The rollups are kept by triggers in the same
-//! transaction as the rows, so these totals are the rows' totals, exactly, at hour
-//! grain.
+//! Spend from the rollups (`spend_daily` for whole days, `spend_hourly` for the hours
+//! around them): what `/admin/spend`, `tollgate spend --by team|key` and
+//! `/v1/tollgate/me` read. The rollups are kept by triggers in the same transaction as
+//! the rows, so these totals are the rows' totals, exactly, at hour grain.
 
 use super::report::SpendLine;
 use super::{LedgerError, Store};
@@ -33,25 +33,45 @@ impl RollupGroup {
         })
     }
 
-    fn sql(self, store: &Store) -> &'static str {
+    /// The label shown for a group, from `s.g`, the value `key` grouped by.
+    fn label(self, store: &Store) -> &'static str {
         match (self, store) {
-            (Self::Team, _) => {
-                "CASE WHEN s.team_id = '' THEN '(no team)' ELSE coalesce(t.name, s.team_id) END"
-            }
-            (Self::Key, _) => "coalesce(k.prefix, s.key_id)",
-            (Self::Model, _) => "s.model",
-            (Self::Kind, _) => "s.kind",
+            (Self::Team, _) => "CASE WHEN s.g = '' THEN '(no team)' ELSE coalesce(t.name, s.g) END",
+            (Self::Key, _) => "coalesce(k.prefix, s.g)",
+            (Self::Model | Self::Kind, _) => "s.g",
             (Self::All, _) => "'all'",
-            (Self::Day, Store::Sqlite(_)) => "date(s.hour_ms / 1000, 'unixepoch')",
+            (Self::Day, Store::Sqlite(_)) => "date(s.g / 1000, 'unixepoch')",
             (Self::Day, Store::Postgres(_)) => {
-                "to_char(to_timestamp(s.hour_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+                "to_char(to_timestamp(s.g / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
             }
             (Self::Hour, Store::Sqlite(_)) => {
-                "strftime('%Y-%m-%dT%H:00:00Z', s.hour_ms / 1000, 'unixepoch')"
+                "strftime('%Y-%m-%dT%H:00:00Z', s.g / 1000, 'unixepoch')"
             }
             (Self::Hour, Store::Postgres(_)) => {
-                "to_char(to_timestamp(s.hour_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')"
+                "to_char(to_timestamp(s.g / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')"
             }
+        }
+    }
+
+    /// What a rollup table's rows are grouped by before labelling; `None`: not grouped.
+    fn key(self, time: &str) -> Option<String> {
+        Some(match self {
+            Self::Team => "team_id".to_owned(),
+            Self::Key => "key_id".to_owned(),
+            Self::Model => "model".to_owned(),
+            Self::Kind => "kind".to_owned(),
+            Self::All => return None,
+            Self::Day => format!("{time} - {time} % {DAY_MS}"),
+            Self::Hour => time.to_owned(),
+        })
+    }
+
+    /// Names are looked up once per group, after the rollup rows are summed.
+    fn join(self) -> &'static str {
+        match self {
+            Self::Team => "LEFT JOIN teams t ON t.id = s.g",
+            Self::Key => "LEFT JOIN api_keys k ON k.id = s.g",
+            _ => "",
         }
     }
 }
@@ -68,78 +88,150 @@ pub struct RollupFilter {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Totals per group, ordered by group. Cost is summed as whole micro-USD plus pico
-/// remainders, so the database's 64-bit sum cannot overflow below $9 trillion and the
-/// total is still exact.
+/// A span of time read from one rollup table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Part {
+    table: &'static str,
+    time: &'static str,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+fn hourly(from: Option<i64>, to: Option<i64>) -> Part {
+    Part {
+        table: "spend_hourly",
+        time: "hour_ms",
+        from,
+        to,
+    }
+}
+
+/// Splits `[from, to)` (whole hours; `None` is open) into the whole UTC days inside it,
+/// read from `spend_daily`, and the hours before the first and after the last of them,
+/// read from `spend_hourly`: a 90-day report then reads ~24x fewer rows. Hour groups
+/// need hourly rows throughout.
+fn parts(group: RollupGroup, from: Option<i64>, to: Option<i64>) -> Vec<Part> {
+    if group == RollupGroup::Hour {
+        return vec![hourly(from, to)];
+    }
+    let first_day = from.map(|ms| ms - ms.rem_euclid(DAY_MS) + ceil_rem(ms, DAY_MS));
+    let end_day = to.map(|ms| ms - ms.rem_euclid(DAY_MS));
+    if let (Some(first), Some(end)) = (first_day, end_day) {
+        if first >= end {
+            return vec![hourly(from, to)];
+        }
+    }
+    let mut parts = vec![Part {
+        table: "spend_daily",
+        time: "day_ms",
+        from: first_day,
+        to: end_day,
+    }];
+    if let (Some(from), Some(first)) = (from, first_day) {
+        if from < first {
+            parts.push(hourly(Some(from), Some(first)));
+        }
+    }
+    if let (Some(end), Some(to)) = (end_day, to) {
+        if end < to {
+            parts.push(hourly(Some(end), Some(to)));
+        }
+    }
+    parts
+}
+
+/// What rounds `ms` up to a multiple of `unit`, beyond rounding it down.
+fn ceil_rem(ms: i64, unit: i64) -> i64 {
+    if ms.rem_euclid(unit) == 0 { 0 } else { unit }
+}
+
+/// A value bound to a placeholder, in order.
+enum Bind<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// Totals per group, ordered by group. Each rollup table's rows are summed per raw
+/// group value first, then labelled and merged: names, dates and the join to teams or
+/// keys are computed once per group, not once per rollup row. Cost is summed as whole
+/// micro-USD plus pico remainders, so the database's 64-bit sum cannot overflow below
+/// $9 trillion and the total is still exact.
 pub async fn rollup_spend(
     store: &Store,
     group: RollupGroup,
     filter: &RollupFilter,
 ) -> Result<Vec<SpendLine>, LedgerError> {
-    let mut conditions = Vec::new();
-    if filter.from_ms.is_some() {
-        conditions.push("s.hour_ms >= ?");
+    let from = filter.from_ms.map(|ms| ms - ms.rem_euclid(HOUR_MS));
+    let to = filter
+        .to_ms
+        .map(|ms| ms - ms.rem_euclid(HOUR_MS) + ceil_rem(ms, HOUR_MS));
+    let mut binds = Vec::new();
+    let mut selects = Vec::new();
+    for part in parts(group, from, to) {
+        let mut conditions = Vec::new();
+        let time = part.time;
+        if let Some(from) = part.from {
+            conditions.push(format!("{time} >= ?"));
+            binds.push(Bind::Int(from));
+        }
+        if let Some(to) = part.to {
+            conditions.push(format!("{time} < ?"));
+            binds.push(Bind::Int(to));
+        }
+        for (column, value) in [
+            ("team_id", &filter.team_id),
+            ("key_id", &filter.key_id),
+            ("kind", &filter.kind),
+        ] {
+            if let Some(value) = value {
+                conditions.push(format!("{column} = ?"));
+                binds.push(Bind::Text(value));
+            }
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let (key, group_sql) = match group.key(time) {
+            Some(key) => (key, " GROUP BY g"),
+            None => ("''".to_owned(), ""),
+        };
+        selects.push(format!(
+            "SELECT {key} AS g, sum(requests) AS requests, sum(prompt_tokens) AS prompt, \
+             sum(cached_tokens) AS cached, sum(completion_tokens) AS completion, \
+             sum(reasoning_tokens) AS reasoning, sum(cost_pico / 1000000) AS cost_micros, \
+             sum(cost_pico % 1000000) AS cost_rem, sum(unpriced) AS unpriced, \
+             sum(unpriced_tokens) AS unpriced_tokens FROM {table} {filter_sql}{group_sql}",
+            table = part.table,
+        ));
     }
-    if filter.to_ms.is_some() {
-        conditions.push("s.hour_ms < ?");
-    }
-    if filter.team_id.is_some() {
-        conditions.push("s.team_id = ?");
-    }
-    if filter.key_id.is_some() {
-        conditions.push("s.key_id = ?");
-    }
-    if filter.kind.is_some() {
-        conditions.push("s.kind = ?");
-    }
-    let filter_sql = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
     let sql = store.sql(&format!(
-        "SELECT {g} AS grp, CAST(sum(s.requests) AS BIGINT) AS requests, \
-         CAST(sum(s.prompt_tokens) AS BIGINT) AS prompt, \
-         CAST(sum(s.cached_tokens) AS BIGINT) AS cached, \
-         CAST(sum(s.completion_tokens) AS BIGINT) AS completion, \
-         CAST(sum(s.reasoning_tokens) AS BIGINT) AS reasoning, \
-         CAST(sum(s.cost_pico / 1000000) AS BIGINT) AS cost_micros, \
-         CAST(sum(s.cost_pico % 1000000) AS BIGINT) AS cost_rem, \
+        "SELECT {label} AS grp, CAST(sum(s.requests) AS BIGINT) AS requests, \
+         CAST(sum(s.prompt) AS BIGINT) AS prompt, \
+         CAST(sum(s.cached) AS BIGINT) AS cached, \
+         CAST(sum(s.completion) AS BIGINT) AS completion, \
+         CAST(sum(s.reasoning) AS BIGINT) AS reasoning, \
+         CAST(sum(s.cost_micros) AS BIGINT) AS cost_micros, \
+         CAST(sum(s.cost_rem) AS BIGINT) AS cost_rem, \
          CAST(sum(s.unpriced) AS BIGINT) AS unpriced, \
          CAST(sum(s.unpriced_tokens) AS BIGINT) AS unpriced_tokens \
-         FROM spend_hourly s \
-         LEFT JOIN teams t ON t.id = s.team_id \
-         LEFT JOIN api_keys k ON k.id = s.key_id \
-         {filter_sql} GROUP BY grp HAVING sum(s.requests) > 0 ORDER BY grp",
-        g = group.sql(store),
+         FROM ({parts}) s {join} \
+         GROUP BY grp HAVING sum(s.requests) > 0 ORDER BY grp",
+        label = group.label(store),
+        parts = selects.join(" UNION ALL "),
+        join = group.join(),
     ));
-    let from = filter.from_ms.map(|ms| ms - ms.rem_euclid(HOUR_MS));
-    let to = filter.to_ms.map(|ms| {
-        ms - ms.rem_euclid(HOUR_MS)
-            + if ms.rem_euclid(HOUR_MS) == 0 {
-                0
-            } else {
-                HOUR_MS
-            }
-    });
     macro_rules! run {
         ($pool:expr) => {{
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            if let Some(from) = from {
-                query = query.bind(from);
-            }
-            if let Some(to) = to {
-                query = query.bind(to);
-            }
-            if let Some(team) = &filter.team_id {
-                query = query.bind(team.clone());
-            }
-            if let Some(key) = &filter.key_id {
-                query = query.bind(key.clone());
-            }
-            if let Some(kind) = &filter.kind {
-                query = query.bind(kind.clone());
+            for bind in binds {
+                query = match bind {
+                    Bind::Int(value) => query.bind(value),
+                    Bind::Text(value) => query.bind(value.to_owned()),
+                };
             }
             let rows = query.fetch_all($pool).await.map_err(LedgerError::Read)?;
             rows.iter().map(line).collect()
@@ -176,4 +268,72 @@ where
         unpriced_tokens: get("unpriced_tokens")?,
         what_if_usd: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_read_whole_days_daily_and_the_hours_around_them_hourly() {
+        const D: i64 = DAY_MS;
+        const H: i64 = HOUR_MS;
+        let daily = |from, to| Part {
+            table: "spend_daily",
+            time: "day_ms",
+            from,
+            to,
+        };
+        let cases = [
+            (RollupGroup::Team, None, None, vec![daily(None, None)]),
+            (
+                RollupGroup::Team,
+                Some(10 * D + 5 * H),
+                Some(13 * D + 2 * H),
+                vec![
+                    daily(Some(11 * D), Some(13 * D)),
+                    hourly(Some(10 * D + 5 * H), Some(11 * D)),
+                    hourly(Some(13 * D), Some(13 * D + 2 * H)),
+                ],
+            ),
+            (
+                RollupGroup::Day,
+                Some(10 * D),
+                Some(12 * D),
+                vec![daily(Some(10 * D), Some(12 * D))],
+            ),
+            (
+                RollupGroup::Model,
+                None,
+                Some(12 * D + 3 * H),
+                vec![
+                    daily(None, Some(12 * D)),
+                    hourly(Some(12 * D), Some(12 * D + 3 * H)),
+                ],
+            ),
+            // No whole day inside: hourly rows only.
+            (
+                RollupGroup::Key,
+                Some(10 * D + H),
+                Some(11 * D + 5 * H),
+                vec![hourly(Some(10 * D + H), Some(11 * D + 5 * H))],
+            ),
+            (
+                RollupGroup::Team,
+                Some(10 * D + H),
+                Some(10 * D + 5 * H),
+                vec![hourly(Some(10 * D + H), Some(10 * D + 5 * H))],
+            ),
+            // Hours need hourly rows throughout.
+            (
+                RollupGroup::Hour,
+                Some(10 * D + H),
+                None,
+                vec![hourly(Some(10 * D + H), None)],
+            ),
+        ];
+        for (group, from, to, want) in cases {
+            assert_eq!(parts(group, from, to), want, "{group:?} {from:?}..{to:?}");
+        }
+    }
 }

@@ -29,6 +29,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0002_keys_teams_budgets.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("spend_daily"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0003_spend_daily.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
