@@ -10,7 +10,8 @@
 #
 # Knobs (environment): BENCH_DURATION (per run, default 10s), BENCH_CONNS (64),
 # BENCH_OPEN_STREAMS (1000), BENCH_SLOW_DELAY_MS (250), BENCH_NOISE_LIMIT_PCT (10),
-# BENCH_RETRIES (3), BENCH_SKIP_BUILD=1 (use the binaries already built).
+# BENCH_RETRIES (3), BENCH_SKIP_BUILD=1 (use the binaries already built),
+# BENCH_LIMITS=off (rate limits disabled, to measure what checking them costs).
 # Needs: cargo, taskset, curl, python3, oha (installed with `cargo install oha --locked`
 # when missing).
 set -euo pipefail
@@ -119,6 +120,9 @@ url = "sqlite://$WORK/ledger.db"
 
 [log]
 filter = "warn"
+
+[limits]
+enabled = $([[ ${BENCH_LIMITS:-on} == off ]] && echo false || echo true)
 
 [[upstreams]]
 name = "mock"

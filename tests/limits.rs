@@ -492,3 +492,40 @@ async fn an_upstream_failure_frees_its_in_flight_place() {
         assert_eq!(header(&failed, "x-ratelimit-limit-requests"), "500");
     }
 }
+
+/// A team whose tier the config no longer defines stops start-up, naming the team,
+/// instead of silently running on the default tier's limits.
+#[tokio::test]
+async fn an_unknown_tier_in_the_database_fails_start_naming_the_team() {
+    let upstream = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(1, 1))).await;
+    let mut first = Harness::start_with(&upstream.base_url, |config| {
+        config.auth.mode = AuthMode::Keys;
+        config
+            .limits
+            .tiers
+            .insert("gold".into(), TierConfig::default());
+    })
+    .await;
+    let created = first
+        .admin(reqwest::Method::POST, "/admin/teams")
+        .json(&serde_json::json!({"name": "vip", "tier": "gold"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    first.shutdown().await;
+
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.url = format!("sqlite://{}", first.db.display());
+    config.ledger.spill_dir = first.db.with_extension("spill");
+    config.upstreams[0].base_url = upstream.base_url.clone();
+    let error = match tollgate::server::start(config, &std::collections::HashMap::new()).await {
+        Ok(_) => panic!("started with a team on an unknown tier"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("team `vip` has unknown tier `gold`"),
+        "{error}"
+    );
+}

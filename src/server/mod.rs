@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
+use crate::auth::store as auth_store;
 use crate::auth::{Authenticator, KeyCache};
 use crate::budgets::Budgets;
 use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, LimitsBackend, Secret, ServerConfig};
@@ -47,6 +48,10 @@ pub enum ServeError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Pricing(#[from] PricingError),
+    #[error("{problems} (known tiers: {known}); define them under [limits.tiers] or change them")]
+    UnknownTiers { problems: String, known: String },
+    #[error("cannot read keys and teams: {0}")]
+    Keys(#[from] crate::auth::AuthError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("limits.redis_url: {0}")]
@@ -104,8 +109,11 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     if config.auth.mode == AuthMode::Keys {
         // Load before listening, so the first request finds its key; if the database
         // is down the refresher keeps trying and requests get 503 until it answers.
-        if let Err(error) = cache.refresh(&store).await {
-            tracing::error!(%error, "cannot load keys; retrying in the background");
+        match cache.refresh(&store).await {
+            Ok(_) => check_tiers(&store, &config.limits.tier_names()).await?,
+            Err(error) => {
+                tracing::error!(%error, "cannot load keys; retrying in the background");
+            }
         }
         background.push(cache.spawn_refresher(store.clone(), config.auth.refresh_interval));
     }
@@ -181,6 +189,35 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         ledger,
         stop,
         task,
+    })
+}
+
+/// Every key's and team's tier must be one the config defines: a tier removed from the
+/// config (or named by a CLI run with another config) would otherwise silently fall
+/// back to the default tier's limits.
+async fn check_tiers(store: &Store, known: &[String]) -> Result<(), ServeError> {
+    let unknown = |tier: &Option<String>| {
+        tier.as_deref()
+            .filter(|t| !known.iter().any(|k| k == t))
+            .map(str::to_owned)
+    };
+    let mut problems = Vec::new();
+    for team in auth_store::list_teams(store).await? {
+        if let Some(tier) = unknown(&team.tier) {
+            problems.push(format!("team `{}` has unknown tier `{tier}`", team.name));
+        }
+    }
+    for key in auth_store::list_keys(store, None).await? {
+        if let Some(tier) = unknown(&key.tier) {
+            problems.push(format!("key `{}` has unknown tier `{tier}`", key.prefix));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ServeError::UnknownTiers {
+        problems: problems.join("; "),
+        known: known.join(", "),
     })
 }
 
