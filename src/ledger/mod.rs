@@ -64,6 +64,48 @@ macro_rules! insert_rows {
     }};
 }
 
+/// One backend's migrations, embedded: the same list for both backends, each file
+/// read from `migrations/<backend>/`. A new migration is one line here.
+macro_rules! embedded_migrations {
+    ($backend:literal) => {{
+        use sqlx::SqlSafeStr as _;
+        let migration = |version, name: &'static str, sql: &'static str| {
+            sqlx::migrate::Migration::new(
+                version,
+                std::borrow::Cow::Borrowed(name),
+                sqlx::migrate::MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        };
+        sqlx::migrate::Migrator::with_migrations(vec![
+            migration(
+                1,
+                "requests",
+                include_str!(concat!("../../migrations/", $backend, "/0001_requests.sql")),
+            ),
+            migration(
+                2,
+                "keys_teams_budgets",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0002_keys_teams_budgets.sql"
+                )),
+            ),
+            migration(
+                3,
+                "spend_daily",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0003_spend_daily.sql"
+                )),
+            ),
+        ])
+    }};
+}
+
 mod postgres;
 pub mod report;
 pub mod rollup;

@@ -1,39 +1,16 @@
 //! Postgres, for replicas that share one ledger.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Postgres;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, SqlSafeStr};
 
 use super::{LedgerError, LedgerRow};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            Cow::Borrowed("requests"),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0001_requests.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            Cow::Borrowed("keys_teams_budgets"),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0002_keys_teams_budgets.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            Cow::Borrowed("spend_daily"),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0003_spend_daily.sql").into_sql_str(),
-            false,
-        ),
-    ])
+    embedded_migrations!("postgres")
 }
 
 #[derive(Debug, Clone)]

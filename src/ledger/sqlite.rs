@@ -1,42 +1,19 @@
 //! The embedded default: a SQLite file in WAL mode.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Sqlite;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{SqlSafeStr, Sqlite};
 
 use super::{LedgerError, LedgerRow};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            Cow::Borrowed("requests"),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_requests.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            Cow::Borrowed("keys_teams_budgets"),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0002_keys_teams_budgets.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            Cow::Borrowed("spend_daily"),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0003_spend_daily.sql").into_sql_str(),
-            false,
-        ),
-    ])
+    embedded_migrations!("sqlite")
 }
 
 /// How long a caller waits for a connection before the database counts as down.
