@@ -368,6 +368,8 @@ mod tests {
             })),
             ApiError::RateLimited(Box::new(crate::limits::RateLimited {
                 kind: crate::limits::Kind::Tpm,
+                scope: crate::limits::Scope::Model,
+                holder: String::new(),
                 model: "gpt-4o".into(),
                 limit: 10,
                 used: 9,

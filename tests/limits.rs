@@ -16,7 +16,7 @@ use common::mock_upstream::{
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
-use tollgate::config::{AuthMode, Config, TierConfig};
+use tollgate::config::{AuthMode, Config, RateFigures, TierConfig};
 
 fn ask(model: &str, max_tokens: u64) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}],
@@ -206,6 +206,50 @@ async fn limits_apply_per_model_and_per_key() {
     let refused = tollgate.chat(&a, &ask("gpt-4o", 10)).send().await.unwrap();
     let (message, _) = assert_rate_limited(refused, "requests").await;
     assert!(message.contains("for gpt-4o on"), "{message}");
+}
+
+#[tokio::test]
+async fn totals_across_models_cap_a_key_and_a_team() {
+    let upstream = scripted_usage().await;
+    let rpm = |n| RateFigures {
+        rpm: Some(n),
+        ..RateFigures::default()
+    };
+    let tollgate = limited(&upstream.base_url, |config| {
+        config.limits.key_total = rpm(3);
+        config.limits.team_total = rpm(4);
+    })
+    .await;
+    let a = tollgate.key("research", json!({"name": "a"})).await;
+    let b = tollgate.key("research", json!({"name": "b"})).await;
+    let models = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"];
+    for (model, remaining) in models.iter().zip(["2", "1", "0"]) {
+        let ok = tollgate.chat(&a, &ask(model, 10)).send().await.unwrap();
+        assert_eq!(ok.status(), 200, "{model}");
+        // The tightest line: the key's total, not the model's 500.
+        assert_eq!(header(&ok, "x-ratelimit-limit-requests"), "3");
+        assert_eq!(header(&ok, "x-ratelimit-remaining-requests"), remaining);
+    }
+    let refused = tollgate.chat(&a, &ask("o3", 10)).send().await.unwrap();
+    let (message, _) = assert_rate_limited(refused, "requests").await;
+    assert!(
+        message.starts_with("Rate limit reached for o3 on key tg-")
+            && message
+                .contains(" (all models) on requests per min (RPM): Limit 3, Used 3, Requested 1."),
+        "{message}"
+    );
+    // b has room of its own, but the team's four are nearly gone.
+    let ok = tollgate.chat(&b, &ask("gpt-4o", 10)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(header(&ok, "x-ratelimit-limit-requests"), "4");
+    assert_eq!(header(&ok, "x-ratelimit-remaining-requests"), "0");
+    let refused = tollgate.chat(&b, &ask("gpt-4o", 10)).send().await.unwrap();
+    let (message, _) = assert_rate_limited(refused, "requests").await;
+    assert!(
+        message.contains("for gpt-4o in team research (all models) on requests per min"),
+        "{message}"
+    );
+    assert_eq!(upstream.received().len(), 4, "refused requests never left");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Instant;
 use common::harness::{Harness, assert_openai_error};
 use common::mock_upstream::scripted_usage;
 use serde_json::{Value, json};
-use tollgate::config::{Config, LimitsBackend, StoreFailure, TierConfig};
+use tollgate::config::{Config, LimitsBackend, RateFigures, StoreFailure, TierConfig};
 
 fn ask() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
@@ -96,6 +96,46 @@ async fn two_servers_on_one_redis_enforce_one_limit() {
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_total_across_models_is_shared_by_two_servers() {
+    let Some(redis) = common::redis::url() else {
+        return;
+    };
+    let upstream = scripted_usage().await;
+    // Per model: 1,000 a minute; across the caller's models: 20.
+    let tweak = |config: &mut Config| {
+        config.limits.key_total = RateFigures {
+            rpm: Some(20),
+            ..RateFigures::default()
+        };
+    };
+    let a = limited(&upstream.base_url, &redis, 1_000, tweak).await;
+    let b = limited(&upstream.base_url, &redis, 1_000, tweak).await;
+    let bearer = common::redis::fresh_bearer();
+    let started = Instant::now();
+    let models = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"];
+    let sends = (0..80).map(|i| {
+        let tollgate = if i % 2 == 0 { &a } else { &b };
+        let mut body = ask();
+        body["model"] = json!(models[i % 4]);
+        tollgate.chat(&bearer, &body).send()
+    });
+    let mut served = 0;
+    for response in futures_util::future::join_all(sends).await {
+        let response = response.unwrap();
+        assert_eq!(response.headers()["x-ratelimit-limit-requests"], "20");
+        match response.status().as_u16() {
+            200 => served += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // 20 at once, then one every 3 s.
+    let refilled = started.elapsed().as_secs() / 3 + 1;
+    assert!((20..=20 + refilled).contains(&served), "{served}");
+    assert_eq!(upstream.received().len() as u64, served);
 }
 
 #[tokio::test]

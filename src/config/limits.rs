@@ -40,6 +40,11 @@ impl RateFigures {
             tpd: over.tpd.or(self.tpd),
         }
     }
+
+    /// Whether no figure is set: nothing to enforce.
+    pub fn is_empty(&self) -> bool {
+        *self == RateFigures::default()
+    }
 }
 
 /// A tier in config: a new name, or figures replacing a built-in tier's field by field.
@@ -52,6 +57,11 @@ pub struct TierConfig {
     pub tpd: Option<u64>,
     /// Figures for single models (exact names or globs) in this tier.
     pub models: BTreeMap<String, RateFigures>,
+    /// Limits across all models of a key on this tier, over `limits.key_total`.
+    pub key_total: RateFigures,
+    /// Limits across all models and keys of a team on this tier, over
+    /// `limits.team_total`.
+    pub team_total: RateFigures,
 }
 
 impl TierConfig {
@@ -81,6 +91,12 @@ pub struct LimitsConfig {
     pub tiers: BTreeMap<String, TierConfig>,
     /// Figures for single models (exact names or globs), in every tier.
     pub models: BTreeMap<String, RateFigures>,
+    /// Limits across all models of one key (on top of its per-model ones), in every
+    /// tier; none by default.
+    pub key_total: RateFigures,
+    /// Limits across all models and all keys of one team, in every tier; none by
+    /// default. The team's own tier (not its keys') picks the tier's figures.
+    pub team_total: RateFigures,
     /// `local` (per process) or `redis` (shared across replicas).
     pub backend: LimitsBackend,
     /// The Redis server of the `redis` backend.
@@ -102,6 +118,8 @@ impl Default for LimitsConfig {
             max_in_flight_per_key: None,
             tiers: BTreeMap::new(),
             models: BTreeMap::new(),
+            key_total: RateFigures::default(),
+            team_total: RateFigures::default(),
             backend: LimitsBackend::Local,
             redis_url: default_redis_url(),
             on_redis_error: StoreFailure::FailOpen,

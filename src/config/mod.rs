@@ -433,7 +433,9 @@ total_timeout = "0s"
         // A custom tier makes the name known.
         let config = Config::from_toml(
             "[limits]\ndefault_tier = \"gold\"\n[limits.tiers.gold]\nrpm = 5\ntpd = 100\n\
-             [limits.tiers.gold.models.\"gpt-4o*\"]\ntpm = 10\n",
+             [limits.tiers.gold.models.\"gpt-4o*\"]\ntpm = 10\n\
+             [limits.tiers.gold.team_total]\nrpm = 900\n\
+             [limits.key_total]\ntpm = 70000\n",
             "t.toml",
         )
         .unwrap();
@@ -441,6 +443,13 @@ total_timeout = "0s"
         assert!(config.limits.tier_names().contains(&"gold".to_owned()));
         assert_eq!(config.limits.tiers["gold"].tpd, Some(100));
         assert_eq!(config.limits.tiers["gold"].models["gpt-4o*"].tpm, Some(10));
+        assert_eq!(config.limits.tiers["gold"].team_total.rpm, Some(900));
+        assert_eq!(config.limits.key_total.tpm, Some(70_000));
+        // A misspelt figure in a total is named, not ignored.
+        let error = Config::from_toml("[limits.team_total]\nrmp = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("limits.team_total"), "{error}");
     }
 
     #[test]

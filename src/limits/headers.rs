@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::Scope;
 use super::local::{Bucket, ModelBuckets};
 
 /// One per-minute limit as the headers report it.
@@ -17,6 +18,17 @@ pub struct Line {
 }
 
 impl Line {
+    /// Of two lines, the one with less room left (on a tie, the later reset).
+    fn tighter(self, other: Line) -> Line {
+        if (other.remaining, std::cmp::Reverse(other.reset))
+            < (self.remaining, std::cmp::Reverse(self.reset))
+        {
+            other
+        } else {
+            self
+        }
+    }
+
     fn of(bucket: &Bucket) -> Self {
         Self {
             limit: bucket.limit(),
@@ -27,6 +39,8 @@ impl Line {
 }
 
 /// A key's per-minute standing on one model; a kind without a limit sends no headers.
+/// With totals across models, each line is the tightest of the model's, the key's and
+/// the team's: the one the client must pace itself by.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Standing {
     pub requests: Option<Line>,
@@ -34,10 +48,19 @@ pub struct Standing {
 }
 
 impl Standing {
-    pub(super) fn of(buckets: &ModelBuckets) -> Self {
+    pub(super) fn of(sets: &[(Scope, std::sync::Arc<ModelBuckets>)]) -> Self {
+        let tightest = |lines: &mut dyn Iterator<Item = Line>| lines.reduce(Line::tighter);
         Self {
-            requests: buckets.rpm.as_ref().map(Line::of),
-            tokens: buckets.tpm.as_ref().map(Line::of),
+            requests: tightest(
+                &mut sets
+                    .iter()
+                    .filter_map(|(_, s)| s.rpm.as_ref().map(Line::of)),
+            ),
+            tokens: tightest(
+                &mut sets
+                    .iter()
+                    .filter_map(|(_, s)| s.tpm.as_ref().map(Line::of)),
+            ),
         }
     }
 
@@ -47,8 +70,9 @@ impl Standing {
             specs
                 .iter()
                 .zip(lines)
-                .find(|(spec, _)| spec.kind == kind)
+                .filter(|(spec, _)| spec.kind == kind)
                 .map(|(_, line)| *line)
+                .reduce(Line::tighter)
         };
         Self {
             requests: line(super::Kind::Rpm),

@@ -1,5 +1,6 @@
-//! Rate limits per key and model, as OpenAI's usage tiers: RPM, TPM, RPD and TPD, plus
-//! an optional cap on requests in flight per key. TPM and TPD are charged before
+//! Rate limits per key and model, as OpenAI's usage tiers: RPM, TPM, RPD and TPD,
+//! optionally also across all models of a key and of a team, plus an optional cap on
+//! requests in flight per key. TPM and TPD are charged before
 //! forwarding with an estimate (the prompt counted with the tokenizer plus the output
 //! cap) and reconciled with the real usage afterwards: tokens beyond the estimate are
 //! charged (possibly into debt that later requests wait out); an unused estimate is not
@@ -43,6 +44,50 @@ impl Window {
             Self::Day => Duration::from_secs(86_400),
         }
     }
+}
+
+/// Every limit on one request: its key's figures on the model, and the optional totals
+/// across all models of its key and of its team. An empty set enforces nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub model: RateFigures,
+    pub key_total: RateFigures,
+    pub team_total: RateFigures,
+}
+
+impl Limits {
+    /// The scopes that set any figure, with the id their buckets are kept under.
+    fn scopes<'a>(
+        &self,
+        identity: &'a Identity,
+    ) -> impl Iterator<Item = (Scope, &'a str, RateFigures)> {
+        let team = identity.team_id.as_deref();
+        [
+            (Scope::Model, Some(identity.key_id.as_str()), self.model),
+            (Scope::Key, Some(identity.key_id.as_str()), self.key_total),
+            (Scope::Team, team, self.team_total),
+        ]
+        .into_iter()
+        .filter_map(|(scope, id, figures)| Some((scope, id?, figures)))
+        .filter(|(_, _, figures)| !figures.is_empty())
+    }
+
+    fn counts_tokens(&self) -> bool {
+        [self.model, self.key_total, self.team_total]
+            .iter()
+            .any(|f| f.tpm.is_some() || f.tpd.is_some())
+    }
+}
+
+/// Whose buckets a limit counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The key's, on the one model (OpenAI's own scope).
+    Model,
+    /// The key's, across all its models.
+    Key,
+    /// The team's, across all its keys and models.
+    Team,
 }
 
 /// Which limit refused a request; also the metric label.
@@ -89,6 +134,10 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct RateLimited {
     pub kind: Kind,
+    pub scope: Scope,
+    /// The key's display prefix or the team's name, for the message; empty for
+    /// `Scope::Model`.
+    pub holder: String,
     pub model: String,
     pub limit: u64,
     pub used: u64,
@@ -102,7 +151,15 @@ pub struct RateLimited {
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, model, limit) = (self.kind.description(), &self.model, self.limit);
+        let (kind, limit) = (self.kind.description(), self.limit);
+        // OpenAI names the organisation whose limit it is ("gpt-4o in organization
+        // org-…"); a total names the team or key it counts across.
+        let model = match self.scope {
+            Scope::Model => self.model.clone(),
+            Scope::Key => format!("{} on key {} (all models)", self.model, self.holder),
+            Scope::Team => format!("{} in team {} (all models)", self.model, self.holder),
+        };
+        let model = &model;
         match (self.kind, self.retry_after) {
             (Kind::Concurrency, _) => write!(
                 f,
@@ -137,7 +194,12 @@ impl fmt::Display for RateLimited {
 pub struct Limiter {
     enabled: bool,
     tiers: Tiers,
+    /// Per key and model.
     buckets: Buckets,
+    /// Per key, across its models (kept under model "").
+    key_totals: Buckets,
+    /// Per team, across its keys and models (kept under model "").
+    team_totals: Buckets,
     default_max_tokens: u64,
     max_in_flight: Option<u32>,
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
@@ -152,7 +214,9 @@ impl Limiter {
         Self {
             enabled: config.enabled,
             tiers: Tiers::new(config),
-            buckets: Buckets::new(clock),
+            buckets: Buckets::new(clock.clone()),
+            key_totals: Buckets::new(clock.clone()),
+            team_totals: Buckets::new(clock),
             default_max_tokens: config.default_max_tokens,
             max_in_flight: config.max_in_flight_per_key,
             in_flight: Arc::default(),
@@ -169,15 +233,15 @@ impl Limiter {
         self
     }
 
-    /// The figures that apply to `identity` on `model`; `None` when limits are off.
-    pub fn figures(&self, identity: &Identity, model: Option<&str>) -> Option<RateFigures> {
+    /// The limits that apply to `identity` on `model`; `None` when limits are off.
+    pub fn figures(&self, identity: &Identity, model: Option<&str>) -> Option<Limits> {
         self.enabled
-            .then(|| self.tiers.figures(identity, model.unwrap_or_default()))
+            .then(|| self.tiers.limits(identity, model.unwrap_or_default()))
     }
 
     /// Whether admission needs the prompt's token count.
-    pub fn needs_tokens(figures: Option<&RateFigures>) -> bool {
-        figures.is_some_and(|f| f.tpm.is_some() || f.tpd.is_some())
+    pub fn needs_tokens(limits: Option<&Limits>) -> bool {
+        limits.is_some_and(Limits::counts_tokens)
     }
 
     /// The tokens charged up front: the prompt plus the output the request may produce.
@@ -196,19 +260,19 @@ impl Limiter {
         &self,
         identity: &Identity,
         model: Option<&str>,
-        figures: RateFigures,
+        limits: Limits,
         tokens: u64,
     ) -> Result<Admission, ApiError> {
         let Some(shared) = &self.shared else {
             return self
-                .admit_local(identity, model, figures, tokens)
+                .admit_local(identity, model, limits, tokens)
                 .map_err(ApiError::RateLimited);
         };
         let model = model.unwrap_or_default();
         let permit = self
-            .permit(&identity.key_id, model, Standing::default())
+            .permit(identity, model, Standing::default())
             .map_err(ApiError::RateLimited)?;
-        let specs = Spec::all(&identity.key_id, model, figures);
+        let specs = Spec::all(identity, model, limits);
         match shared.charge(&specs, tokens).await {
             Ok(verdict) => {
                 let standing = Standing::of_lines(&specs, &verdict.lines);
@@ -216,7 +280,8 @@ impl Limiter {
                     let spec = &specs[index.min(specs.len().saturating_sub(1))];
                     let requested = spec.units(tokens);
                     return Err(ApiError::RateLimited(self.refusal(
-                        spec.kind,
+                        (spec.kind, spec.scope),
+                        identity,
                         model,
                         spec.limit,
                         used,
@@ -238,7 +303,7 @@ impl Limiter {
                 match self.on_shared_error {
                     StoreFailure::FailOpen => {
                         errors.with_label_values(&["local"]).inc();
-                        self.charge_local(identity, model, figures, tokens, permit)
+                        self.charge_local(identity, model, limits, tokens, permit)
                             .map_err(ApiError::RateLimited)
                     }
                     StoreFailure::FailClosed => {
@@ -255,77 +320,103 @@ impl Limiter {
         &self,
         identity: &Identity,
         model: Option<&str>,
-        figures: RateFigures,
+        limits: Limits,
         tokens: u64,
     ) -> Result<Admission, Box<RateLimited>> {
         let model = model.unwrap_or_default();
-        let buckets = self.buckets.get(&identity.key_id, model, figures);
-        let permit = self.permit(&identity.key_id, model, Standing::of(&buckets))?;
-        self.charge_local(identity, model, figures, tokens, permit)
+        let permit = match self.max_in_flight {
+            // The refusal reports the standing, which needs the buckets.
+            Some(_) => {
+                let sets = self.local_sets(identity, model, limits);
+                self.permit(identity, model, Standing::of(&sets))?
+            }
+            None => None,
+        };
+        self.charge_local(identity, model, limits, tokens, permit)
     }
 
     /// A place among the key's requests in flight, if they are capped.
     fn permit(
         &self,
-        key_id: &str,
+        identity: &Identity,
         model: &str,
         standing: Standing,
     ) -> Result<Option<Permit>, Box<RateLimited>> {
         let Some(max) = self.max_in_flight else {
             return Ok(None);
         };
-        let permit = Permit::take(&self.in_flight, key_id, max).ok_or_else(|| {
+        let permit = Permit::take(&self.in_flight, &identity.key_id, max).ok_or_else(|| {
             let max = u64::from(max);
             let wait = Some(Duration::from_secs(1));
-            self.refusal(Kind::Concurrency, model, max, max, 1, wait, standing)
+            let kind = (Kind::Concurrency, Scope::Key);
+            self.refusal(kind, identity, model, max, max, 1, wait, standing)
         })?;
         Ok(Some(permit))
+    }
+
+    /// The local bucket sets of every scope that sets a figure, narrowest first.
+    fn local_sets(&self, identity: &Identity, model: &str, limits: Limits) -> Sets {
+        limits
+            .scopes(identity)
+            .map(|(scope, id, figures)| {
+                let set = match scope {
+                    Scope::Model => self.buckets.get(id, model, figures),
+                    Scope::Key => self.key_totals.get(id, "", figures),
+                    Scope::Team => self.team_totals.get(id, "", figures),
+                };
+                (scope, set)
+            })
+            .collect()
     }
 
     fn charge_local(
         &self,
         identity: &Identity,
         model: &str,
-        figures: RateFigures,
+        limits: Limits,
         tokens: u64,
         permit: Option<Permit>,
     ) -> Result<Admission, Box<RateLimited>> {
-        let buckets = self.buckets.get(&identity.key_id, model, figures);
-        let charges = [
-            (Kind::Rpm, &buckets.rpm, 1),
-            (Kind::Rpd, &buckets.rpd, 1),
-            (Kind::Tpm, &buckets.tpm, tokens),
-            (Kind::Tpd, &buckets.tpd, tokens),
-        ];
-        for (i, (kind, bucket, n)) in charges.iter().enumerate() {
-            let Some(bucket) = bucket else { continue };
-            if let Err(denied) = bucket.charge(*n) {
-                let used = bucket.used();
-                for (_, taken, n) in &charges[..i] {
-                    if let Some(taken) = taken {
-                        taken.refund(*n);
-                    }
-                }
-                let retry_after = match denied {
-                    Denied::Wait(wait) => Some(wait),
-                    Denied::TooLarge => None,
-                };
-                let standing = Standing::of(&buckets);
-                let (limit, requested) = (bucket.limit(), *n);
-                return Err(self.refusal(
-                    *kind,
-                    model,
-                    limit,
-                    used,
-                    requested,
-                    retry_after,
-                    standing,
-                ));
+        let sets = self.local_sets(identity, model, limits);
+        let charges = || {
+            sets.iter().flat_map(move |(scope, set)| {
+                [
+                    (Kind::Rpm, &set.rpm, 1),
+                    (Kind::Rpd, &set.rpd, 1),
+                    (Kind::Tpm, &set.tpm, tokens),
+                    (Kind::Tpd, &set.tpd, tokens),
+                ]
+                .into_iter()
+                .filter_map(move |(kind, bucket, n)| Some((*scope, kind, bucket.as_ref()?, n)))
+            })
+        };
+        for (i, (scope, kind, bucket, n)) in charges().enumerate() {
+            let Err(denied) = bucket.charge(n) else {
+                continue;
+            };
+            let used = bucket.used();
+            for (_, _, taken, n) in charges().take(i) {
+                taken.refund(n);
             }
+            let retry_after = match denied {
+                Denied::Wait(wait) => Some(wait),
+                Denied::TooLarge => None,
+            };
+            let standing = Standing::of(&sets);
+            return Err(self.refusal(
+                (kind, scope),
+                identity,
+                model,
+                bucket.limit(),
+                used,
+                n,
+                retry_after,
+                standing,
+            ));
         }
         Ok(Admission {
-            standing: Standing::of(&buckets),
-            charge: Charge::Local(buckets),
+            standing: Standing::of(&sets),
+            charge: Charge::Local(sets),
             tokens,
             _permit: permit,
         })
@@ -335,7 +426,8 @@ impl Limiter {
     #[expect(clippy::too_many_arguments, reason = "the fields of the refusal")]
     fn refusal(
         &self,
-        kind: Kind,
+        (kind, scope): (Kind, Scope),
+        identity: &Identity,
         model: &str,
         limit: u64,
         used: u64,
@@ -347,8 +439,20 @@ impl Limiter {
             .rate_limited_requests
             .with_label_values(&[kind.label()])
             .inc();
+        let holder = match scope {
+            Scope::Model => String::new(),
+            Scope::Key => identity.display.clone(),
+            Scope::Team => identity
+                .key
+                .as_ref()
+                .map(|entry| entry.team.name.clone())
+                .or_else(|| identity.team_id.clone())
+                .unwrap_or_default(),
+        };
         Box::new(RateLimited {
             kind,
+            scope,
+            holder,
             model: model.to_owned(),
             limit,
             used,
@@ -368,9 +472,12 @@ pub struct Admission {
     _permit: Option<Permit>,
 }
 
+/// A request's local bucket sets, one per scope that sets a figure.
+type Sets = Vec<(Scope, Arc<local::ModelBuckets>)>;
+
 /// Where an admission's charge was taken.
 enum Charge {
-    Local(Arc<local::ModelBuckets>),
+    Local(Sets),
     Shared(Arc<RedisBuckets>, Vec<Spec>),
 }
 
@@ -382,9 +489,11 @@ impl Admission {
             return;
         }
         match self.charge {
-            Charge::Local(buckets) => {
-                for bucket in [&buckets.tpm, &buckets.tpd].into_iter().flatten() {
-                    bucket.force(extra);
+            Charge::Local(sets) => {
+                for (_, set) in &sets {
+                    for bucket in [&set.tpm, &set.tpd].into_iter().flatten() {
+                        bucket.force(extra);
+                    }
                 }
             }
             Charge::Shared(shared, mut specs) => {
@@ -396,18 +505,20 @@ impl Admission {
 
     /// Gives everything back: the request was refused after admission (by its budget).
     pub fn cancel(self) {
-        let buckets = match self.charge {
-            Charge::Local(buckets) => buckets,
+        let sets = match self.charge {
+            Charge::Local(sets) => sets,
             Charge::Shared(shared, specs) => return shared.refund(specs, self.tokens),
         };
-        for (bucket, n) in [
-            (&buckets.rpm, 1),
-            (&buckets.rpd, 1),
-            (&buckets.tpm, self.tokens),
-            (&buckets.tpd, self.tokens),
-        ] {
-            if let Some(bucket) = bucket {
-                bucket.refund(n);
+        for (_, set) in &sets {
+            for (bucket, n) in [
+                (&set.rpm, 1),
+                (&set.rpd, 1),
+                (&set.tpm, self.tokens),
+                (&set.tpd, self.tokens),
+            ] {
+                if let Some(bucket) = bucket {
+                    bucket.refund(n);
+                }
             }
         }
     }

@@ -16,8 +16,8 @@ use ::redis::{Client, RedisError, Script};
 use tokio_util::task::TaskTracker;
 
 use super::headers::Line;
-use super::{Kind, Window};
-use crate::config::RateFigures;
+use super::{Kind, Limits, Scope, Window};
+use crate::auth::Identity;
 
 /// Every key starts with this; `v1` is the script's state format.
 pub const KEY_PREFIX: &str = "tollgate:rl:v1:";
@@ -42,35 +42,51 @@ pub enum RedisLimitError {
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub kind: Kind,
+    pub scope: Scope,
     pub limit: u64,
     window: Window,
     key: String,
 }
 
 impl Spec {
-    /// The buckets `figures` set for `key_id` on `model`, in the local check order.
-    pub fn all(key_id: &str, model: &str, figures: RateFigures) -> Vec<Spec> {
-        [
-            (Kind::Rpm, figures.rpm, Window::Minute),
-            (Kind::Rpd, figures.rpd, Window::Day),
-            (Kind::Tpm, figures.tpm, Window::Minute),
-            (Kind::Tpd, figures.tpd, Window::Day),
-        ]
-        .into_iter()
-        .filter_map(|(kind, limit, window)| {
-            // As the local buckets: limits beyond u32 are capped there.
-            let limit = limit?.min(u64::from(u32::MAX));
-            // The key id is the hash tag: a request's buckets share a cluster slot.
-            // The limit is in the key so a changed figure starts afresh, as locally.
-            let key = format!("{KEY_PREFIX}{{{key_id}}}:{model}:{}:{limit}", kind.label());
-            Some(Spec {
-                kind,
-                limit,
-                window,
-                key,
-            })
-        })
-        .collect()
+    /// The buckets `limits` set for `identity` on `model`, in the local check order.
+    pub fn all(identity: &Identity, model: &str, limits: Limits) -> Vec<Spec> {
+        // The hash tag keeps a request's buckets in one cluster slot, as one script
+        // needs: the team's id when there is a team (its total is shared by its keys),
+        // else the key's.
+        let tag = identity.team_id.as_deref().unwrap_or(&identity.key_id);
+        let key_id = &identity.key_id;
+        let mut specs = Vec::new();
+        for (scope, id, figures) in limits.scopes(identity) {
+            // Each scope's keys start with a letter of their own, so none can collide
+            // with another's whatever the ids and model names hold.
+            let holder = match scope {
+                Scope::Model => format!("m:{key_id}:{model}"),
+                Scope::Key => format!("k:{id}"),
+                Scope::Team => format!("t:{id}"),
+            };
+            for (kind, limit, window) in [
+                (Kind::Rpm, figures.rpm, Window::Minute),
+                (Kind::Rpd, figures.rpd, Window::Day),
+                (Kind::Tpm, figures.tpm, Window::Minute),
+                (Kind::Tpd, figures.tpd, Window::Day),
+            ] {
+                // As the local buckets: limits beyond u32 are capped there.
+                let Some(limit) = limit.map(|l| l.min(u64::from(u32::MAX))) else {
+                    continue;
+                };
+                // The limit is in the key so a changed figure starts afresh, as locally.
+                let key = format!("{KEY_PREFIX}{{{tag}}}:{holder}:{}:{limit}", kind.label());
+                specs.push(Spec {
+                    kind,
+                    scope,
+                    limit,
+                    window,
+                    key,
+                });
+            }
+        }
+        specs
     }
 
     /// Units a request takes from this bucket.
@@ -239,7 +255,24 @@ impl RedisBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RateFigures;
     use crate::limits::{Bucket, Denied, LimitClock};
+
+    /// A key of no team, asking for `figures` on the model alone.
+    fn model_specs(figures: RateFigures) -> Vec<Spec> {
+        let key_id = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let caller = Identity {
+            display: key_id.clone(),
+            key_id,
+            team_id: None,
+            key: None,
+        };
+        let limits = Limits {
+            model: figures,
+            ..Limits::default()
+        };
+        Spec::all(&caller, "m", limits)
+    }
 
     /// The Redis of `TOLLGATE_TEST_REDIS_URL`, or `None` (the test is skipped).
     fn redis() -> Option<Arc<RedisBuckets>> {
@@ -252,11 +285,6 @@ mod tests {
                 None
             }
         }
-    }
-
-    /// A key id no other test uses.
-    fn fresh_key() -> String {
-        format!("test-{}", uuid::Uuid::new_v4().simple())
     }
 
     enum Step {
@@ -276,7 +304,7 @@ mod tests {
             tpm: Some(limit),
             ..RateFigures::default()
         };
-        let specs = Spec::all(&fresh_key(), "m", figures);
+        let specs = model_specs(figures);
         // An epoch-sized base, as Redis's TIME gives.
         let mut now: u64 = 1_700_000_000_000_000;
         for (i, step) in steps.iter().enumerate() {
@@ -401,7 +429,7 @@ mod tests {
             tpm: Some(1000),
             tpd: Some(5000),
         };
-        let specs = Spec::all(&fresh_key(), "m", figures);
+        let specs = model_specs(figures);
         let kinds: Vec<Kind> = specs.iter().map(|s| s.kind).collect();
         assert_eq!(kinds, [Kind::Rpm, Kind::Rpd, Kind::Tpm, Kind::Tpd]);
         let verdict = redis.charge(&specs, 900).await.unwrap();
@@ -424,5 +452,46 @@ mod tests {
             .await
             .unwrap();
         assert!((60_000..=66_000).contains(&ttl), "{ttl}");
+    }
+
+    #[tokio::test]
+    async fn team_and_key_totals_are_shared_through_the_script() {
+        let Some(redis) = redis() else { return };
+        let team = format!("team-{}", uuid::Uuid::new_v4().simple());
+        let member = |key: &str| Identity {
+            display: key.to_owned(),
+            key_id: format!("{team}-{key}"),
+            team_id: Some(team.clone()),
+            key: None,
+        };
+        let rpm = |n| RateFigures {
+            rpm: Some(n),
+            ..RateFigures::default()
+        };
+        let limits = Limits {
+            model: rpm(10),
+            key_total: rpm(2),
+            team_total: rpm(3),
+        };
+        let (a, b) = (member("a"), member("b"));
+        for (who, model) in [(&a, "m"), (&a, "n"), (&b, "m")] {
+            let verdict = redis
+                .charge(&Spec::all(who, model, limits), 1)
+                .await
+                .unwrap();
+            assert_eq!(verdict.refused, None);
+        }
+        // a's third model: its key total (2) refuses.
+        let specs = Spec::all(&a, "o", limits);
+        let verdict = redis.charge(&specs, 1).await.unwrap();
+        let (index, _, used) = verdict.refused.unwrap();
+        assert_eq!((specs[index].scope, used), (Scope::Key, 2));
+        // b's second request: the team's total (3) refuses, though b's own has room.
+        let specs = Spec::all(&b, "n", limits);
+        let verdict = redis.charge(&specs, 1).await.unwrap();
+        let (index, _, used) = verdict.refused.unwrap();
+        assert_eq!((specs[index].scope, used), (Scope::Team, 3));
+        // Every bucket of a request shares the team's hash tag.
+        assert!(specs.iter().all(|s| s.key.contains(&format!("{{{team}}}"))));
     }
 }

@@ -19,8 +19,12 @@ fn caller(id: &str) -> Identity {
     }
 }
 
-fn figures(rpm: Option<u64>, tpm: Option<u64>, rpd: Option<u64>, tpd: Option<u64>) -> RateFigures {
-    RateFigures { rpm, tpm, rpd, tpd }
+/// Figures for the key on the model alone, no totals.
+fn figures(rpm: Option<u64>, tpm: Option<u64>, rpd: Option<u64>, tpd: Option<u64>) -> Limits {
+    Limits {
+        model: RateFigures { rpm, tpm, rpd, tpd },
+        ..Limits::default()
+    }
 }
 
 #[test]
@@ -190,7 +194,7 @@ fn in_flight_permits_are_released_on_drop() {
     };
     let (limiter, _clock, _) = limiter(&config);
     let who = caller("k");
-    let limits = RateFigures::default();
+    let limits = Limits::default();
     let one = limiter.admit_local(&who, Some("m"), limits, 1).unwrap();
     let two = limiter.admit_local(&who, Some("n"), limits, 1).unwrap();
     let refused = limiter
@@ -220,4 +224,116 @@ fn the_estimate_is_prompt_plus_output_cap_or_default() {
     };
     let (limiter, _clock, _) = self::limiter(&off);
     assert_eq!(limiter.figures(&caller("k"), Some("m")), None);
+}
+
+fn teammate(id: &str, team: &str) -> Identity {
+    Identity {
+        team_id: Some(team.to_owned()),
+        ..caller(id)
+    }
+}
+
+fn rpm(n: u64) -> RateFigures {
+    RateFigures {
+        rpm: Some(n),
+        ..RateFigures::default()
+    }
+}
+
+#[test]
+fn a_key_total_counts_across_its_models() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let limits = Limits {
+        model: rpm(10),
+        key_total: rpm(3),
+        ..Limits::default()
+    };
+    let who = caller("tg-k");
+    for model in ["gpt-4o", "gpt-4o-mini", "o3"] {
+        let admitted = limiter.admit_local(&who, Some(model), limits, 1).unwrap();
+        admitted.settle(0);
+    }
+    let refused = limiter
+        .admit_local(&who, Some("gpt-4.1"), limits, 1)
+        .err()
+        .unwrap();
+    assert_eq!((refused.kind, refused.scope), (Kind::Rpm, Scope::Key));
+    assert!(
+        refused.to_string().starts_with(
+            "Rate limit reached for gpt-4.1 on key tg-k (all models) on requests per min \
+             (RPM): Limit 3, Used 3, Requested 1."
+        ),
+        "{refused}"
+    );
+    // The headers report the tightest line: the total's, not the model's 10.
+    let line = refused.standing.requests.unwrap();
+    assert_eq!((line.limit, line.remaining), (3, 0));
+    // Another key is not affected.
+    limiter
+        .admit_local(&caller("tg-other"), Some("gpt-4o"), limits, 1)
+        .unwrap();
+}
+
+#[test]
+fn a_team_total_counts_across_its_keys_and_a_refusal_takes_nothing() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let limits = Limits {
+        model: figures(Some(100), None, None, None).model,
+        team_total: RateFigures {
+            tpm: Some(100),
+            ..RateFigures::default()
+        },
+        ..Limits::default()
+    };
+    let (a, b) = (teammate("a", "research"), teammate("b", "research"));
+    let first = limiter.admit_local(&a, Some("m"), limits, 60).unwrap();
+    assert_eq!(first.standing.tokens.unwrap().remaining, 40);
+    let refused = limiter
+        .admit_local(&b, Some("n"), limits, 60)
+        .err()
+        .unwrap();
+    assert_eq!((refused.kind, refused.scope), (Kind::Tpm, Scope::Team));
+    assert!(
+        refused
+            .to_string()
+            .contains("in team research (all models)"),
+        "{refused}"
+    );
+    // b's RPM on n was given back when the team total refused.
+    assert_eq!(refused.standing.requests.unwrap().remaining, 100);
+    // Another team has its own total; the first admission's cancel frees the team's.
+    limiter
+        .admit_local(&teammate("c", "ops"), Some("m"), limits, 60)
+        .unwrap();
+    first.cancel();
+    limiter.admit_local(&b, Some("n"), limits, 60).unwrap();
+}
+
+#[test]
+fn reconciliation_charges_every_scope() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let tpm = |n| RateFigures {
+        tpm: Some(n),
+        ..RateFigures::default()
+    };
+    let limits = Limits {
+        model: tpm(10_000),
+        key_total: tpm(1_000),
+        team_total: tpm(5_000),
+    };
+    let who = teammate("k", "t");
+    limiter
+        .admit_local(&who, Some("m"), limits, 100)
+        .unwrap()
+        .settle(900);
+    // 900 used of the key's 1,000 across models, though a new model was never charged.
+    let next = limiter
+        .admit_local(&who, Some("other"), limits, 50)
+        .unwrap();
+    assert_eq!(next.standing.tokens.unwrap().remaining, 50);
+    assert!(
+        limiter
+            .admit_local(&who, Some("third"), limits, 100)
+            .is_err()
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::Limits;
 use crate::auth::Identity;
 use crate::config::{LimitsConfig, RateFigures};
 
@@ -16,12 +17,14 @@ const BUILTIN: [(&str, u64, u64, Option<u64>); 6] = [
     ("tier-5", 30_000, 150_000_000, None),
 ];
 
-/// A tier's figures, for every model and for single ones.
+/// A tier's figures, for every model and for single ones, and its totals across models.
 #[derive(Debug, Clone, Default)]
 struct Tier {
     figures: RateFigures,
     models: BTreeMap<String, RateFigures>,
     compiled: ModelFigures,
+    key_total: RateFigures,
+    team_total: RateFigures,
 }
 
 /// Per-model figures with their globs compiled once, not per request.
@@ -88,9 +91,13 @@ impl Tiers {
             let tier = tiers.entry(name.clone()).or_default();
             tier.figures = tier.figures.overlaid(&custom.figures());
             tier.models.extend(custom.models.clone());
+            tier.key_total = custom.key_total;
+            tier.team_total = custom.team_total;
         }
         for tier in tiers.values_mut() {
             tier.compiled = ModelFigures::new(&tier.models);
+            tier.key_total = config.key_total.overlaid(&tier.key_total);
+            tier.team_total = config.team_total.overlaid(&tier.team_total);
         }
         Self {
             tiers,
@@ -106,9 +113,46 @@ impl Tiers {
             .key
             .as_ref()
             .and_then(|entry| entry.key.tier.as_deref().or(entry.team.tier.as_deref()));
+        self.named_or_default(named)
+    }
+
+    /// The team's tier: its own, else the default. Its keys' tiers play no part, or the
+    /// team total would depend on which key asked.
+    fn team_tier_of(&self, identity: &Identity) -> &str {
+        let named = identity
+            .key
+            .as_ref()
+            .and_then(|entry| entry.team.tier.as_deref());
+        self.named_or_default(named)
+    }
+
+    fn named_or_default(&self, named: Option<&str>) -> &str {
         match named.and_then(|name| self.tiers.get_key_value(name)) {
             Some((name, _)) => name,
             None => &self.default_tier,
+        }
+    }
+
+    /// Every limit on `identity`'s request for `model`: per model, and the totals
+    /// across all models of its key and (in keys mode) of its team.
+    pub fn limits(&self, identity: &Identity, model: &str) -> Limits {
+        let key_total = self
+            .tiers
+            .get(self.tier_of(identity))
+            .map(|tier| tier.key_total)
+            .unwrap_or_default();
+        let team_total = match identity.team_id {
+            Some(_) => self
+                .tiers
+                .get(self.team_tier_of(identity))
+                .map(|tier| tier.team_total)
+                .unwrap_or_default(),
+            None => RateFigures::default(),
+        };
+        Limits {
+            model: self.figures(identity, model),
+            key_total,
+            team_total,
         }
     }
 
@@ -258,11 +302,52 @@ mod tests {
         );
         assert_eq!(tiers.figures(&gold, "gpt-4o-mini").tpm, Some(5_000));
         assert_eq!(tiers.figures(&gold, "o3").rpm, Some(100));
+        // No totals unless configured.
+        let limits = tiers.limits(&gold, "o3");
+        assert!(limits.key_total.is_empty() && limits.team_total.is_empty());
         // A built-in tier overridden field by field.
         let plain = identity(None, None, None);
         assert_eq!(
             tiers.figures(&plain, "o3"),
             figures(Some(500), Some(30_000), Some(10_000))
         );
+    }
+
+    #[test]
+    fn totals_layer_config_then_tier_and_the_team_total_follows_the_team_tier() {
+        let mut config = LimitsConfig {
+            key_total: figures(Some(1_000), Some(50_000), None),
+            team_total: figures(Some(2_000), None, None),
+            ..LimitsConfig::default()
+        };
+        config.tiers.insert(
+            "gold".into(),
+            TierConfig {
+                key_total: figures(None, Some(80_000), None),
+                team_total: figures(Some(9_000), None, Some(100_000)),
+                ..TierConfig::default()
+            },
+        );
+        let tiers = Tiers::new(&config);
+        // The key's tier sets its key total; the team's tier its team total.
+        let key_gold = tiers.limits(&identity(Some("gold"), None, None), "m");
+        assert_eq!(key_gold.key_total, figures(Some(1_000), Some(80_000), None));
+        assert_eq!(key_gold.team_total, figures(Some(2_000), None, None));
+        let team_gold = tiers.limits(&identity(None, Some("gold"), None), "m");
+        assert_eq!(
+            team_gold.key_total,
+            figures(Some(1_000), Some(80_000), None)
+        );
+        assert_eq!(
+            team_gold.team_total,
+            figures(Some(9_000), None, Some(100_000))
+        );
+        // A caller without a team (passthrough) has no team total.
+        let mut loner = identity(None, None, None);
+        loner.team_id = None;
+        loner.key = None;
+        let limits = tiers.limits(&loner, "m");
+        assert!(limits.team_total.is_empty());
+        assert_eq!(limits.key_total, figures(Some(1_000), Some(50_000), None));
     }
 }
