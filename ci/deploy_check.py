@@ -465,6 +465,10 @@ def check_chart_refuses(checks: Checks) -> None:
         ("redis URL with a config that keeps limits local",
          {"redis": {"url": {"value": "redis://h"}}, "config": '[limits]\nbackend = "local"\n'},
          'limits.backend = "redis"'),
+        # values.schema.json: a misspelt or misshapen value is an error, not ignored.
+        ("a misspelt value (replicas)", {"replicas": 3}, "'replicas' not allowed"),
+        ("database.url as a plain string", {"database": {"url": "postgres://h/db"}},
+         "want object"),
     ]
     for label, values, message in cases:
         try:
