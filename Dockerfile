@@ -20,19 +20,21 @@ COPY prices ./prices
 COPY benches ./benches
 # Cache mounts keep the registry and target/ between builds without putting them in a
 # layer; the binary is copied out because the target/ mount is gone after this step.
-# /out/data is made here so the volume starts out owned by the runtime user:
-# distroless has no shell to make or chown it.
+# /out/var/lib/tollgate is made here so the volume starts out owned by the runtime
+# user: distroless has no shell to make or chown it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin tollgate \
     && install -D -m 0755 target/release/tollgate /out/tollgate \
-    && install -d -m 0750 /out/data
+    && install -d -m 0750 /out/var/lib/tollgate
 
 # distroless/cc: glibc, libgcc, CA certificates (upstream TLS verifies against the
 # system store) and a nonroot user, with no shell or package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/tollgate /usr/local/bin/tollgate
-COPY --from=builder --chown=65532:65532 /out/data /var/lib/tollgate
+# Copied as an entry of /var/lib/ (not as the destination itself), so --chown covers
+# the directory and not only what is in it.
+COPY --from=builder --chown=65532:65532 /out/var/lib/ /var/lib/
 # The working directory is the volume, so the defaults `sqlite://tollgate.db` and
 # `ledger.spill_dir = "tollgate-spill"` land on it: the ledger and the spilled rows
 # survive a container restart.

@@ -219,9 +219,11 @@ def check_dockerfile(checks: Checks, hadolint: str | None) -> None:
     checks.equal("Dockerfile: the working directory is the volume",
                  last.get("WORKDIR"), IMAGE_DATA_DIR)
     checks.equal("Dockerfile: VOLUME", last.get("VOLUME"), f'["{IMAGE_DATA_DIR}"]')
+    parent = IMAGE_DATA_DIR.rsplit("/", 1)[0] + "/"
+    made = any(w == "RUN" and f"/out{IMAGE_DATA_DIR}" in a for w, a in instructions)
     checks.check("Dockerfile: the volume starts out owned by the nonroot user",
-                 any(w == "COPY" and f"--chown={IMAGE_UID}:{IMAGE_UID}" in a
-                     and a.endswith(IMAGE_DATA_DIR) for w, a in final))
+                 made and any(w == "COPY" and f"--chown={IMAGE_UID}:{IMAGE_UID}" in a
+                              and a.endswith(f"/out{parent} {parent}") for w, a in final))
     checks.equal("Dockerfile: entrypoint", last.get("ENTRYPOINT"),
                  '["/usr/local/bin/tollgate"]')
 
