@@ -16,9 +16,11 @@ what can be checked without them, with real tools where they exist:
   resolves; the chart refuses settings that would split the ledger.
 - The real binary with each configuration: the compose stack's tollgate.toml and
   environment, the chart's rendered ConfigMap and env (default and ha-values), each
-  against a real Postgres schema / SQLite file and Redis, with a mock upstream: the
-  probes answer 200, /metrics answers, one request is recorded, the rate limit lands in
-  Redis when the config says redis, and SIGTERM exits 0.
+  against a real Postgres schema / SQLite file and Redis, with a mock upstream, as the
+  image's user 65532 and, where the chart says so, on a read-only root filesystem (a
+  private mount namespace): the probes answer 200, /metrics answers, one request is
+  recorded, the rate limit lands in Redis when the config says redis, and SIGTERM
+  exits 0.
 
     python ci/deploy_check.py --tollgate target/debug/tollgate \
         --mock target/debug/tollgate-mock-upstream \
@@ -506,7 +508,14 @@ class Services:
     """The mock upstream and the shared Postgres and Redis the runs use."""
 
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
-        self.tollgate = str(Path(args.tollgate).resolve())
+        # The runs are confined to the image's unprivileged user, who must reach the
+        # binary and the data directories wherever the checkout is.
+        tmp.chmod(0o755)
+        (tmp / "bin").mkdir()
+        self.tollgate = str(tmp / "bin" / "tollgate")
+        shutil.copy(args.tollgate, self.tollgate)
+        self.can_confine = subprocess.run(["unshare", "--mount", "true"],
+                                          capture_output=True, check=False).returncode == 0
         self.postgres_url = args.postgres_url
         self.redis_url = args.redis_url
         self.tmp = tmp
@@ -541,12 +550,27 @@ class Services:
                            check=False)
 
 
+def confined(command: list[str], uid: int, read_only_root: bool) -> list[str]:
+    """`command` as the container runs it: as `uid`, and with a read-only root filesystem
+    (but /tmp, an emptyDir in the chart) when the manifest says so. A private mount
+    namespace keeps the remount from every other process on the machine."""
+    steps = ["mount --bind /tmp /tmp"]
+    if read_only_root:
+        steps.append("mount -o remount,bind,ro /")
+    steps.append(f'exec setpriv --reuid {uid} --regid {uid} --clear-groups --no-new-privs "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", " && ".join(steps), "confined", *command]
+
+
 def run_tollgate(checks: Checks, services: Services, label: str, config: str,
-                 env: dict[str, str], probes: list[str], backend: str) -> None:
+                 env: dict[str, str], probes: list[str], backend: str,
+                 uid: int, read_only_root: bool) -> None:
     """Starts the real binary with `config` (a tollgate.toml's text, the image's data dir
-    mapped to a temp dir) and the deployment's `env`, then exercises it as a cluster
-    would: probes, a scrape, one metered request, SIGTERM."""
+    mapped to a temp dir) and the deployment's `env`, as the container's user and with
+    its read-only root, then exercises it as a cluster would: probes, a scrape, one
+    metered request, SIGTERM."""
     work = Path(tempfile.mkdtemp(prefix="data-", dir=services.tmp))
+    os.chown(work, uid, uid)
     config_path = work / "tollgate.toml"
     config_path.write_text(config.replace(IMAGE_DATA_DIR, str(work)))
     port = free_port()
@@ -560,9 +584,16 @@ def run_tollgate(checks: Checks, services: Services, label: str, config: str,
         "TOLLGATE_UPSTREAM_URL": services.mock_url,
         "TOLLGATE_ADMIN_KEY": admin_key,
     })
-    log_path = work / "tollgate.log"
+    command = [services.tollgate, "serve"]
+    where = f"uid {uid}" + (", read-only root" if read_only_root else "")
+    if services.can_confine:
+        command = confined(command, uid, read_only_root)
+    else:
+        checks.skip(f"run ({label}): confined to {where}",
+                    "unshare --mount is not permitted here; running as this user")
+    log_path = services.tmp / f"{label.replace(' ', '-')}.log"
     with open(log_path, "wb") as log:
-        tollgate = subprocess.Popen([services.tollgate, "serve"], cwd=work, env=child_env,
+        tollgate = subprocess.Popen(command, cwd=work, env=child_env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -576,7 +607,8 @@ def run_tollgate(checks: Checks, services: Services, label: str, config: str,
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        if not checks.equal(f"run ({label}): starts and answers /healthz", status, 200):
+        if not checks.equal(f"run ({label}): starts as {where} and answers /healthz",
+                            status, 200):
             return
         for path in probes:
             checks.equal(f"run ({label}): probe {path}", http("GET", base + path)[0], 200)
@@ -667,7 +699,7 @@ def run_configurations(checks: Checks, services: Services, compose: dict | None,
                     "OPENAI_API_KEY": "sk-deploy-check"})
         checks.run("run (compose)", run_tollgate, checks, services, "compose",
                    (DEPLOY / "compose" / "tollgate.toml").read_text(), env,
-                   ["/healthz", "/readyz"], "redis")
+                   ["/healthz", "/readyz"], "redis", IMAGE_UID, False)
 
     for label, manifests, needs_shared in (("chart defaults", default, False),
                                            ("chart ha-values", ha, True)):
@@ -688,8 +720,10 @@ def run_configurations(checks: Checks, services: Services, compose: dict | None,
         probes = list(dict.fromkeys(container[p]["httpGet"]["path"]
                                     for p in ("startupProbe", "livenessProbe", "readinessProbe")))
         backend = tomllib.loads(config).get("limits", {}).get("backend", "local")
+        pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
         checks.run(f"run ({label})", run_tollgate, checks, services, label, config, env,
-                   probes, backend)
+                   probes, backend, pod["securityContext"]["runAsUser"],
+                   container["securityContext"].get("readOnlyRootFilesystem", False))
 
 
 def main() -> int:
