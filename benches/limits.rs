@@ -1,29 +1,48 @@
 //! One local rate-limit check, as the proxy makes per metered request: resolve the
 //! key's figures for the model, charge RPM, RPD, TPM and TPD in its governor buckets,
 //! then settle the real usage. The figures are large enough never to trip, so every
-//! iteration takes the admitting path.
+//! iteration takes the admitting path. A second case adds totals across models for the
+//! key and the team: twelve buckets instead of four.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tollgate::auth::Identity;
-use tollgate::config::{LimitsConfig, TierConfig};
+use tollgate::config::{LimitsConfig, RateFigures, TierConfig};
 use tollgate::limits::{LimitClock, Limiter};
 use tollgate::metrics::Metrics;
+
+const ROOMY: RateFigures = RateFigures {
+    rpm: Some(4_000_000_000),
+    tpm: Some(4_000_000_000),
+    rpd: Some(4_000_000_000),
+    tpd: Some(4_000_000_000),
+};
 
 fn check(c: &mut Criterion) {
     let mut config = LimitsConfig::default();
     let roomy = TierConfig {
-        rpm: Some(4_000_000_000),
-        tpm: Some(4_000_000_000),
-        rpd: Some(4_000_000_000),
-        tpd: Some(4_000_000_000),
+        rpm: ROOMY.rpm,
+        tpm: ROOMY.tpm,
+        rpd: ROOMY.rpd,
+        tpd: ROOMY.tpd,
         ..TierConfig::default()
     };
     config.tiers.insert("bench".into(), roomy);
     config.default_tier = "bench".into();
-    let limiter = Limiter::new(&config, LimitClock::default(), Metrics::new().unwrap());
+    run(c, "limits/admit_and_settle", &config);
+    config.key_total = ROOMY;
+    config.team_total = ROOMY;
+    run(
+        c,
+        "limits/admit_and_settle_with_key_and_team_totals",
+        &config,
+    );
+}
+
+fn run(c: &mut Criterion, name: &str, config: &LimitsConfig) {
+    let limiter = Limiter::new(config, LimitClock::default(), Metrics::new().unwrap());
     let identity = Identity {
         key_id: "key_0192b3c4-d5e6-7f80-9a1b-2c3d4e5f6a7b".into(),
         team_id: Some("team_1".into()),
@@ -41,7 +60,7 @@ fn check(c: &mut Criterion) {
             .admit_local(&other, Some("gpt-4o-mini"), figures, 10)
             .unwrap();
     }
-    c.bench_function("limits/admit_and_settle", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             let model = black_box(Some("gpt-4o-mini"));
             let figures = limiter.figures(black_box(&identity), model).unwrap();
