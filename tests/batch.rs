@@ -134,6 +134,26 @@ async fn a_batch_is_billed_once_at_batch_rates_to_its_creator() {
         );
         let teams = tollgate.spend("group_by=team&kind=batch").await;
         assert_eq!(teams["labelling"]["cost_usd"], "0.000315", "{teams:?}");
+        // The CLI splits spend by kind as well.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tollgate.toml");
+        std::fs::write(&config, format!("[database]\nurl = \"{}\"\n", backend.url)).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&config)
+            .args(["spend", "--by", "kind", "--format", "json"])
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("TOLLGATE_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let spend: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(spend["data"][0]["group"], "batch", "{spend}");
+        assert_eq!(spend["data"][0]["cost_usd"], "0.000315", "{spend}");
         let metrics = tollgate.metrics_text().await;
         for line in [
             "tollgate_batch_lines_total{result=\"billed\"} 2",
