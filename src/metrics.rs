@@ -19,7 +19,8 @@ pub struct Metrics {
     /// Rate-limit checks the shared backend (Redis) could not answer, by what the
     /// policy did (local: checked by this replica alone; refused: 503).
     pub rate_limit_backend_errors: IntCounterVec,
-    /// Batch output lines read, by result (billed, failed, malformed).
+    /// Batch output lines read, by result (billed, failed, malformed), and input lines
+    /// admission skipped (input_malformed).
     pub batch_lines: IntCounterVec,
     /// USD billed by batch and fine-tuning jobs, by kind (batch, training). Display
     /// only: a float; the ledger holds the exact figures.
@@ -78,7 +79,7 @@ impl Metrics {
         let batch_lines = IntCounterVec::new(
             Opts::new(
                 "tollgate_batch_lines_total",
-                "Batch output lines read, by result: billed, failed (not billed), malformed (skipped).",
+                "Batch lines, by result: output billed, failed (not billed) or malformed (skipped); input_malformed (skipped by admission).",
             ),
             &["result"],
         )?;

@@ -610,3 +610,50 @@ async fn a_batch_the_upstream_loses_is_retried_then_reported_lost() {
         "{metrics}"
     );
 }
+
+/// Passthrough mode with no upstream key: tollgate has no credentials to poll with, so
+/// the owner's own retrieve bills the finished batch, with the owner's key.
+#[tokio::test]
+async fn a_keyless_passthrough_batch_is_billed_when_its_owner_retrieves_it() {
+    let backend = backends().await.remove(0);
+    let upstream = BatchUpstream::start().await;
+    let tollgate = server(&upstream, &backend, |config| {
+        config.auth.mode = AuthMode::Passthrough;
+        config.upstreams[0].api_key_env = None;
+    })
+    .await;
+    let file = upload_id(&tollgate, "sk-alice", &input(1)).await;
+    let batch = batch_id(&tollgate, "sk-alice", &file).await;
+    upstream.finish_batch(&batch, "completed", &[output_line("r0", 1000, 0, 0)]);
+    assert_eq!(
+        tollgate.poll_batches().await,
+        0,
+        "the poller has no key to poll with"
+    );
+    let path = format!("/v1/batches/{batch}");
+    assert_eq!(
+        call(&tollgate, Method::GET, "sk-bob", &path).await.status(),
+        403
+    );
+    assert_eq!(
+        call(&tollgate, Method::GET, "sk-alice", &path)
+            .await
+            .status(),
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while by_kind(&tollgate, "batch").await.0 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the retrieve never billed the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 1,000 × $0.075/M, to alice's fingerprint.
+    assert_eq!(
+        by_kind(&tollgate, "batch").await,
+        (1, "0.000075".to_owned())
+    );
+    let rows = tollgate.rows().await;
+    assert!(rows[0].caller.starts_with("fp:"), "{rows:?}");
+}

@@ -117,6 +117,19 @@ pub(super) async fn count_input(
     }
     chunk.extend(splitter.finish());
     tally.add(count_off_runtime(chunk, pricer, file_id, default_output).await?);
+    if tally.malformed > 0 {
+        tracker
+            .metrics
+            .batch_lines
+            .with_label_values(&["input_malformed"])
+            .inc_by(tally.malformed);
+        tracing::warn!(
+            file = file_id,
+            skipped = tally.malformed,
+            lines = tally.lines,
+            "batch input lines that are not requests were left out of the estimate"
+        );
+    }
     Ok(tally)
 }
 
