@@ -657,3 +657,24 @@ async fn a_keyless_passthrough_batch_is_billed_when_its_owner_retrieves_it() {
     let rows = tollgate.rows().await;
     assert!(rows[0].caller.starts_with("fp:"), "{rows:?}");
 }
+
+/// Uploads stream under `server.max_upload_bytes`, not the metered routes' body cap.
+#[tokio::test]
+async fn uploads_stream_under_the_upload_cap_not_the_body_cap() {
+    let backend = backends().await.remove(0);
+    let upstream = BatchUpstream::start().await;
+    let tollgate = server(&upstream, &backend, |config| {
+        config.server.max_body_bytes = 1024;
+        config.server.max_upload_bytes = 256 * 1024;
+    })
+    .await;
+    let key = tollgate.key("t", json!({"name": "k"})).await;
+    let big = input(500);
+    assert!(big.len() > 64 * 1024 && big.len() < 200 * 1024);
+    assert_eq!(upload(&tollgate, &key, &big).await.status(), 200);
+    let too_big = input(2000);
+    let refused = upload(&tollgate, &key, &too_big).await;
+    assert_eq!(refused.status(), 413);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(assert_openai_error(&body)["code"], "request_too_large");
+}

@@ -262,3 +262,51 @@ fn same_limit(tracker: &Tracker, a: &str, b: &str) -> bool {
     };
     entry(a) == entry(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PricingConfig;
+    use crate::metrics::Metrics;
+    use crate::pricing::Catalog;
+
+    #[test]
+    fn malformed_input_lines_are_skipped_and_the_rest_priced_at_batch_rates() {
+        let pricer = Pricer::new(
+            Catalog::builtin(),
+            &PricingConfig::default(),
+            Metrics::new().unwrap(),
+        );
+        let request = |id: &str| {
+            serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                         "max_tokens": 1000}})
+            .to_string()
+            .into_bytes()
+        };
+        let texts = [
+            Some(request("a")),
+            Some(b"{not json".to_vec()),
+            None,
+            Some(b"  ".to_vec()),
+            Some(request("b")),
+        ];
+        let lines: Vec<Line> = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| Line {
+                number: i as u64 + 1,
+                end: 0,
+                text,
+            })
+            .collect();
+        let tally = count_lines(&lines, &pricer, "file-1", 4096);
+        assert_eq!((tally.lines, tally.malformed, tally.unpriced), (3, 2, 0));
+        assert_eq!(tally.model.as_deref(), Some("gpt-4o-mini"));
+        let prompt = tally.prompt_tokens;
+        assert!(prompt > 0);
+        // Every prompt token at $0.075/M and 2 × 1,000 output tokens at $0.30/M.
+        let expected = Cost::from_pico(u128::from(prompt) * 75_000 + 2_000 * 300_000);
+        assert_eq!(tally.cost, expected);
+    }
+}

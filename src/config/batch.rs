@@ -73,3 +73,46 @@ impl BatchConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_batch_settings_are_named_by_path() {
+        let config = crate::config::Config::from_toml(
+            "[batch]\npoll_interval_secs = 0\nlost_after_attempts = 0\nmax_line_bytes = 10\n\
+             [batch.enqueued_token_limits]\n\"[x\" = 5\n\"gpt-4o\" = 0\n",
+            "t.toml",
+        )
+        .unwrap();
+        let problems = config.validate().unwrap_err();
+        let paths: Vec<&str> = problems.paths().collect();
+        assert_eq!(
+            paths,
+            [
+                "batch.poll_interval_secs",
+                "batch.lost_after_attempts",
+                "batch.max_line_bytes",
+                "batch.enqueued_token_limits.[x",
+                "batch.enqueued_token_limits.gpt-4o",
+            ]
+        );
+        let error = crate::config::Config::from_toml("[batch]\npoll_every = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("poll_every"), "{error}");
+    }
+
+    #[test]
+    fn an_exact_limit_wins_over_a_glob() {
+        let config = BatchConfig {
+            enqueued_token_limits: [("gpt-4o*".to_owned(), 10), ("gpt-4o-mini".to_owned(), 5)]
+                .into(),
+            ..BatchConfig::default()
+        };
+        assert_eq!(config.enqueued_limit("gpt-4o-mini"), Some(5));
+        assert_eq!(config.enqueued_limit("gpt-4o-2024-08-06"), Some(10));
+        assert_eq!(config.enqueued_limit("o3"), None);
+    }
+}
