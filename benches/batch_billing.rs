@@ -174,8 +174,8 @@ async fn main() {
             seconds,
             lines as f64 / seconds,
         );
-        // Anonymous memory is the process's own; file and shared pages are SQLite's
-        // mapped WAL index and page reads.
+        // Anonymous memory is the heap (the biller, SQLite's page caches, the runtime);
+        // file pages are mostly the binary's own code.
         println!(
             "    RssAnon {:.1} MiB, RssFile {:.1} MiB, RssShmem {:.1} MiB",
             status("RssAnon:") as f64 / 1024.0,
