@@ -114,8 +114,8 @@ pub struct SpendArgs {
     /// Period back from now (`30d`, `12h`) or a first day `YYYY-MM-DD` (UTC).
     #[arg(long, default_value = "30d")]
     pub since: String,
-    /// How to group the rows. `team` and `key` read the hourly rollups, so for them
-    /// `--since` is rounded down to the start of its hour.
+    /// How to group the rows. `team`, `key` and `kind` read the hourly rollups, so for
+    /// them `--since` is rounded down to the start of its hour.
     #[arg(long, value_enum, default_value = "model")]
     pub by: SpendGroup,
     /// Also re-price every row's tokens at this model's prices, side by side.
@@ -132,6 +132,8 @@ pub enum SpendGroup {
     Day,
     Team,
     Key,
+    /// realtime, batch or training.
+    Kind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -100,6 +100,24 @@ pub enum ApiError {
     )]
     RateLimitsUnavailable,
 
+    /// A file, batch or fine-tuning job another team (or caller) created, or one not
+    /// created through tollgate at all.
+    #[error(
+        "The {what} `{id}` was not created through this gateway by your team; you cannot use it."
+    )]
+    NotYours { what: &'static str, id: String },
+
+    /// A batch whose input would push a model's enqueued batch tokens over its limit.
+    #[error(
+        "Enqueued token limit reached for {model}: the limit is {limit} tokens, {enqueued} are enqueued and this batch's input holds {requested}. Try again once running batches have finished."
+    )]
+    BatchQueueFull {
+        model: String,
+        limit: u64,
+        enqueued: u64,
+        requested: u64,
+    },
+
     #[error("The server had an error while processing your request. Sorry about that!")]
     Internal,
 }
@@ -148,8 +166,12 @@ impl ApiError {
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
-            Self::ModelNotAllowed { .. } | Self::AdminOnly => StatusCode::FORBIDDEN,
-            Self::BudgetExceeded(_) | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::ModelNotAllowed { .. } | Self::AdminOnly | Self::NotYours { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Self::BudgetExceeded(_) | Self::RateLimited(_) | Self::BatchQueueFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnknownObject { .. } => StatusCode::NOT_FOUND,
             Self::KeysUnavailable | Self::BudgetUnavailable | Self::RateLimitsUnavailable => {
@@ -174,7 +196,9 @@ impl ApiError {
             | Self::ModelNotAllowed { .. }
             | Self::AdminOnly
             | Self::Conflict { .. }
-            | Self::UnknownObject { .. } => "invalid_request_error",
+            | Self::UnknownObject { .. }
+            | Self::NotYours { .. } => "invalid_request_error",
+            Self::BatchQueueFull { .. } => "tokens",
             // What OpenAI sends for an exhausted quota; the SDKs key off it.
             Self::BudgetExceeded(_) => "insufficient_quota",
             // OpenAI names the exhausted bucket: `tokens` or `requests`.
@@ -222,6 +246,8 @@ impl ApiError {
             Self::KeysUnavailable => Some("key_store_unavailable"),
             Self::BudgetUnavailable => Some("budget_store_unavailable"),
             Self::RateLimitsUnavailable => Some("rate_limit_store_unavailable"),
+            Self::NotYours { .. } => Some("forbidden"),
+            Self::BatchQueueFull { .. } => Some("token_limit_exceeded"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -250,6 +276,8 @@ impl ApiError {
             Self::KeysUnavailable => "keys_unavailable",
             Self::BudgetUnavailable => "budget_unavailable",
             Self::RateLimitsUnavailable => "rate_limits_unavailable",
+            Self::NotYours { .. } => "not_yours",
+            Self::BatchQueueFull { .. } => "batch_queue_full",
             Self::Internal => "internal",
         }
     }
@@ -283,7 +311,7 @@ impl IntoResponse for ApiError {
         match &self {
             // The official SDKs retry every 429 unless told not to; retrying a spent
             // budget only burns the client's time.
-            Self::BudgetExceeded(_) => {
+            Self::BudgetExceeded(_) | Self::BatchQueueFull { .. } => {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             Self::RateLimited(refusal) => rate_limit_headers(refusal, headers),
@@ -387,6 +415,16 @@ mod tests {
             ApiError::KeysUnavailable,
             ApiError::BudgetUnavailable,
             ApiError::RateLimitsUnavailable,
+            ApiError::NotYours {
+                what: "batch",
+                id: "batch_1".into(),
+            },
+            ApiError::BatchQueueFull {
+                model: "gpt-4o-mini".into(),
+                limit: 10,
+                enqueued: 8,
+                requested: 3,
+            },
             ApiError::Internal,
         ];
         for error in errors {

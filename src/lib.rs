@@ -4,6 +4,8 @@
 pub mod admin;
 /// Keys, teams, hashing, passthrough fingerprints; the `teams` and `keys` commands.
 pub mod auth;
+/// Batch and fine-tuning jobs: ownership, tracking and billing.
+pub mod batch;
 /// Budget periods, reservations and alerts.
 pub mod budgets;
 pub mod cli;

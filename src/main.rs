@@ -174,6 +174,7 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         SpendGroup::Day => raw(Group::Day).await?,
         SpendGroup::Team => rolled_up(RollupGroup::Team).await?,
         SpendGroup::Key => rolled_up(RollupGroup::Key).await?,
+        SpendGroup::Kind => rolled_up(RollupGroup::Kind).await?,
     };
     match args.format {
         OutputFormat::Table => print(&report::render_table(&lines, args.what_if.as_deref())),

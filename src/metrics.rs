@@ -2,7 +2,7 @@
 //! `/metrics`. Names follow Prometheus conventions: `tollgate_` prefix, `_total` for
 //! counters.
 
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -19,6 +19,18 @@ pub struct Metrics {
     /// Rate-limit checks the shared backend (Redis) could not answer, by what the
     /// policy did (local: checked by this replica alone; refused: 503).
     pub rate_limit_backend_errors: IntCounterVec,
+    /// Batch output lines read, by result (billed, failed, malformed), and input lines
+    /// admission skipped (input_malformed).
+    pub batch_lines: IntCounterVec,
+    /// USD billed by batch and fine-tuning jobs, by kind (batch, training). Display
+    /// only: a float; the ledger holds the exact figures.
+    pub job_spend: CounterVec,
+    /// Batches and jobs the upstream lost (404 poll after poll), by object.
+    pub batch_lost: IntCounterVec,
+    /// Failed polls of tracked batches and jobs, by reason.
+    pub batch_poll_errors: IntCounterVec,
+    /// Batch creates refused at admission, by reason (budget, enqueued_tokens).
+    pub batch_admissions_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,6 +76,46 @@ impl Metrics {
             &["action"],
         )?;
         registry.register(Box::new(rate_limit_backend_errors.clone()))?;
+        let batch_lines = IntCounterVec::new(
+            Opts::new(
+                "tollgate_batch_lines_total",
+                "Batch lines, by result: output billed, failed (not billed) or malformed (skipped); input_malformed (skipped by admission).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(batch_lines.clone()))?;
+        let job_spend = CounterVec::new(
+            Opts::new(
+                "tollgate_job_spend_usd_total",
+                "USD billed by batch and fine-tuning jobs, by kind (display only; the ledger is exact).",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(job_spend.clone()))?;
+        let batch_lost = IntCounterVec::new(
+            Opts::new(
+                "tollgate_batch_lost_total",
+                "Tracked batches and fine-tuning jobs the upstream lost, by object.",
+            ),
+            &["object"],
+        )?;
+        registry.register(Box::new(batch_lost.clone()))?;
+        let batch_poll_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_batch_poll_errors_total",
+                "Failed polls of tracked batches and fine-tuning jobs, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(batch_poll_errors.clone()))?;
+        let batch_admissions_refused = IntCounterVec::new(
+            Opts::new(
+                "tollgate_batch_admissions_refused_total",
+                "Batch creates refused at admission, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(batch_admissions_refused.clone()))?;
         Ok(Self {
             registry,
             unpriced_requests,
@@ -71,6 +123,11 @@ impl Metrics {
             budget_check_errors,
             rate_limited_requests,
             rate_limit_backend_errors,
+            batch_lines,
+            job_spend,
+            batch_lost,
+            batch_poll_errors,
+            batch_admissions_refused,
         })
     }
 

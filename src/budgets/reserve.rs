@@ -106,12 +106,25 @@ impl Budgets {
         amount: Cost,
         ts_ms: i64,
     ) -> Result<Option<Reservation>, ApiError> {
+        self.reserve_for(identity, row_id, amount, ts_ms, self.ttl)
+            .await
+    }
+
+    /// As `reserve`, held for `ttl` unless deleted sooner: a batch holds its estimate
+    /// until its output is billed, long after any request's deadline.
+    pub async fn reserve_for(
+        &self,
+        identity: &Identity,
+        row_id: &str,
+        amount: Cost,
+        ts_ms: i64,
+        ttl: Duration,
+    ) -> Result<Option<Reservation>, ApiError> {
         let scopes = scopes(identity);
         if scopes.is_empty() {
             return Ok(None);
         }
-        let expires_ms =
-            ts_ms.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
+        let expires_ms = ts_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let request = Request {
             row_id,
             key_id: &identity.key_id,

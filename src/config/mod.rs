@@ -3,6 +3,7 @@
 //! gathers every problem with its dotted path and start-up fails once with the list.
 
 mod auth;
+mod batch;
 mod database;
 mod limits;
 mod log;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AuthMode, BUILTIN_TIERS, BudgetConfig, StoreFailure};
+pub use batch::BatchConfig;
 pub use database::{DatabaseConfig, LedgerConfig};
 pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
@@ -38,6 +40,7 @@ pub struct Config {
     pub log: LogConfig,
     pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub batch: BatchConfig,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             log: LogConfig::default(),
             pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -210,6 +214,7 @@ impl Config {
             }
         }
         self.limits.validate(&mut problems);
+        self.batch.validate(&mut problems);
         if self.auth.refresh_interval.is_zero() {
             problems.push("auth.refresh_interval", "must be greater than 0");
         }

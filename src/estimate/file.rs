@@ -41,13 +41,13 @@ impl Tally {
 }
 
 /// One request of the file: a plain request body or a Batch API input line's `body`.
-pub(super) struct Request {
-    pub(super) endpoint: Endpoint,
-    pub(super) body: Value,
+pub(crate) struct Request {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) body: Value,
 }
 
 impl Request {
-    pub(super) fn parse(
+    pub(crate) fn parse(
         text: &str,
         at: &Place,
         fallback_model: Option<&str>,
@@ -101,12 +101,12 @@ impl Request {
         })
     }
 
-    pub(super) fn model(&self) -> Option<&str> {
+    pub(crate) fn model(&self) -> Option<&str> {
         self.body.get("model").and_then(Value::as_str)
     }
 
     /// Output tokens: the max tokens cap (times `n` choices) or else `default`; capped?
-    pub(super) fn output(&self, default: u64) -> (u64, bool) {
+    pub(crate) fn output(&self, default: u64) -> (u64, bool) {
         let field = |key: &str| self.body.get(key).and_then(Value::as_u64);
         let cap = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
             .into_iter()

@@ -21,7 +21,8 @@ use crate::metering::Usage;
 use crate::pricing::{Catalog, Cost, UnitRates, Variant};
 
 /// `--per-month` takes a month as 30 days.
-mod file;
+// The batch admission check reads Batch API input lines the same way.
+pub(crate) mod file;
 mod report;
 #[cfg(test)]
 mod tests;

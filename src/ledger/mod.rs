@@ -44,7 +44,8 @@ macro_rules! push_row {
 /// Inserts `rows` in one transaction, in statements of power-of-two sizes, on either
 /// backend; `$head` and `$tail` carry the dialect's way of skipping a replayed id.
 macro_rules! insert_rows {
-    ($pool:expr, $rows:expr, $db:ty, $head:expr, $tail:expr) => {{
+    ($pool:expr, $rows:expr, $db:ty, $head:expr, $tail:expr, $then:expr) => {{
+        let then: Option<&$crate::ledger::Then<'_>> = $then;
         let rows: &[$crate::ledger::LedgerRow] = $rows;
         let write_error = |source| $crate::ledger::LedgerError::Write {
             rows: rows.len(),
@@ -59,6 +60,16 @@ macro_rules! insert_rows {
             });
             query.push($tail);
             query.build().execute(&mut *tx).await.map_err(write_error)?;
+        }
+        if let Some(then) = then {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(then.sql.to_owned()));
+            for bind in then.binds {
+                query = match bind {
+                    $crate::ledger::Bind::Int(value) => query.bind(*value),
+                    $crate::ledger::Bind::Text(value) => query.bind(value.as_str()),
+                };
+            }
+            query.execute(&mut *tx).await.map_err(write_error)?;
         }
         tx.commit().await.map_err(write_error)
     }};
@@ -100,6 +111,15 @@ macro_rules! embedded_migrations {
                     "../../migrations/",
                     $backend,
                     "/0003_spend_daily.sql"
+                )),
+            ),
+            migration(
+                4,
+                "upstream_objects",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0004_upstream_objects.sql"
                 )),
             ),
         ])
@@ -237,6 +257,19 @@ pub struct LedgerRow {
     pub kind: Kind,
 }
 
+/// A statement run in the transaction of an insert, after the rows.
+pub struct Then<'a> {
+    pub sql: &'a str,
+    pub binds: &'a [Bind],
+}
+
+/// One bound value of a [`Then`] statement.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Int(i64),
+    Text(String),
+}
+
 /// What kind of spend a row is: billed at request time, by a batch job, or training.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -310,6 +343,25 @@ impl Store {
         match self {
             Self::Sqlite(ledger) => ledger.insert(rows).await,
             Self::Postgres(ledger) => ledger.insert(rows).await,
+        }
+    }
+
+    /// Inserts rows and runs `then` (written with `?` placeholders) in one transaction:
+    /// a batch biller advances its cursor with the rows it billed, so the two never
+    /// disagree after a crash.
+    pub async fn insert_then(
+        &self,
+        rows: &[LedgerRow],
+        then: &Then<'_>,
+    ) -> Result<(), LedgerError> {
+        let sql = self.sql(then.sql);
+        let then = Then {
+            sql: &sql,
+            binds: then.binds,
+        };
+        match self {
+            Self::Sqlite(ledger) => ledger.insert_then(rows, Some(&then)).await,
+            Self::Postgres(ledger) => ledger.insert_then(rows, Some(&then)).await,
         }
     }
 

@@ -6,7 +6,7 @@ use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::{LedgerError, LedgerRow};
+use super::{LedgerError, LedgerRow, Then};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
@@ -50,13 +50,22 @@ impl PostgresLedger {
     }
 
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        self.insert_then(rows, None).await
+    }
+
+    pub async fn insert_then(
+        &self,
+        rows: &[LedgerRow],
+        then: Option<&Then<'_>>,
+    ) -> Result<(), LedgerError> {
         // A replayed row (same id) is skipped, never counted twice.
         insert_rows!(
             self.pool,
             rows,
             Postgres,
             "INSERT INTO requests",
-            " ON CONFLICT (id) DO NOTHING"
+            " ON CONFLICT (id) DO NOTHING",
+            then
         )
     }
 }

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{LedgerError, LedgerRow};
+use super::{LedgerError, LedgerRow, Then};
 
 /// The migrations, embedded so the binary needs no files beside it.
 fn migrator() -> Migrator {
@@ -60,13 +60,22 @@ impl SqliteLedger {
     }
 
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        self.insert_then(rows, None).await
+    }
+
+    pub async fn insert_then(
+        &self,
+        rows: &[LedgerRow],
+        then: Option<&Then<'_>>,
+    ) -> Result<(), LedgerError> {
         // A replayed row (same id) is skipped, never counted twice.
         insert_rows!(
             self.pool,
             rows,
             Sqlite,
             "INSERT OR IGNORE INTO requests",
-            ""
+            "",
+            then
         )
     }
 }

@@ -21,6 +21,8 @@ pub enum Variant {
     Batch,
     FineTuned,
     FineTunedBatch,
+    /// A fine-tuning job's trained tokens at the base model's training rate.
+    Training,
 }
 
 impl Variant {
@@ -30,6 +32,7 @@ impl Variant {
             Self::Batch => "batch",
             Self::FineTuned => "fine_tuned",
             Self::FineTunedBatch => "fine_tuned_batch",
+            Self::Training => "training",
         }
     }
 
@@ -118,6 +121,15 @@ impl ModelPrices {
                     output: self.ft_output?.half(),
                 }
             }
+            // Trained tokens are carried as prompt tokens; a job has no output to bill.
+            Variant::Training => {
+                let training = self.training?;
+                UnitRates {
+                    input: training,
+                    cached_input: training,
+                    output: Rate::ZERO,
+                }
+            }
         };
         Some(rates)
     }
@@ -152,8 +164,25 @@ impl Catalog {
     /// Cost of a fine-tuning job: `trained_tokens` (epochs included, as OpenAI reports
     /// them) × the base model's training rate. `None`: unknown model or no training rate.
     pub fn training_cost(&self, base_model: &str, trained_tokens: u64) -> Option<Cost> {
+        self.price_training(base_model, trained_tokens)
+            .map(|priced| priced.cost)
+    }
+
+    /// A fine-tuning job priced as a row: `trained_tokens` as prompt tokens at the
+    /// base model's training rate.
+    pub fn price_training(&self, base_model: &str, trained_tokens: u64) -> Option<Priced<'_>> {
         let resolved = self.resolve(base_model)?;
-        Some(resolved.prices.training?.cost(trained_tokens))
+        let rates = resolved.prices.rates(Variant::Training)?;
+        let usage = Usage {
+            prompt_tokens: trained_tokens,
+            ..Usage::default()
+        };
+        Some(Priced {
+            cost: rates.cost(&usage),
+            model: resolved.key,
+            variant: Variant::Training,
+            rates,
+        })
     }
 }
 

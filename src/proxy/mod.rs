@@ -52,6 +52,8 @@ pub struct Proxy {
     /// Relay and recording tasks; shutdown waits for them.
     pub tasks: TaskTracker,
     pub server: ServerConfig,
+    /// Files, batches and fine-tuning jobs: ownership and billing.
+    pub batches: Arc<crate::batch::Tracker>,
 }
 
 /// `/v1/*`: metered endpoints on POST, pass-through for the rest.
@@ -76,7 +78,12 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Respo
         Some(endpoint) if parts.method == Method::POST => {
             metered(&proxy, identity, endpoint, &path, parts, body).await
         }
-        _ => passthrough(&proxy, &path, parts, body).await,
+        _ => match crate::batch::api::route(&parts.method, &path) {
+            Some(route) => {
+                crate::batch::api::handle(&proxy, identity, route, &path, parts, body).await
+            }
+            None => passthrough(&proxy, &path, parts, body).await,
+        },
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -332,7 +339,7 @@ fn upstream_failure(upstream: &str, error: &reqwest::Error) -> ApiError {
     }
 }
 
-async fn passthrough(
+pub(crate) async fn passthrough(
     proxy: &Proxy,
     path: &str,
     parts: Parts,
@@ -374,7 +381,11 @@ async fn passthrough(
     Ok(client)
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
     check_declared_length(headers, limit)?;
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {

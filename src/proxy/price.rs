@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::ledger::RowPrice;
 use crate::metering::Usage;
 use crate::metrics::Metrics;
-use crate::pricing::Catalog;
+use crate::pricing::{Catalog, Cost};
 
 pub struct Pricer {
     catalog: Catalog,
@@ -71,7 +71,58 @@ impl Pricer {
         requested: Option<&str>,
         usage: &Usage,
     ) -> Option<RowPrice> {
-        if let Some(priced) = self.catalog.price(answered, requested, usage, false) {
+        self.price_as(answered, requested, usage, false)
+    }
+
+    /// A batch line's price: batch rates (fine-tuned batch rates for an `ft:` model).
+    pub fn price_batch(
+        &self,
+        answered: Option<&str>,
+        requested: Option<&str>,
+        usage: &Usage,
+    ) -> Option<RowPrice> {
+        self.price_as(answered, requested, usage, true)
+    }
+
+    /// What a batch of `usage` would cost at `model`'s batch rates, with no warning or
+    /// metric (for admission); `None` when the model has no price.
+    pub fn estimate_batch(&self, model: Option<&str>, usage: &Usage) -> Option<Cost> {
+        self.catalog
+            .price(None, model, usage, true)
+            .map(|priced| priced.cost)
+    }
+
+    /// A fine-tuning job's price: trained tokens at the base model's training rate.
+    /// `None` (unknown model, or no training rate) is warned about.
+    pub fn price_training(&self, base_model: &str, trained_tokens: u64) -> Option<RowPrice> {
+        let priced = self.catalog.price_training(base_model, trained_tokens);
+        if priced.is_none() {
+            self.metrics
+                .unpriced_requests
+                .with_label_values(&[base_model])
+                .inc();
+            tracing::warn!(
+                model = base_model,
+                "fine-tuning job's base model has no training price: its row records trained \
+                 tokens with an unknown cost; add `training` under [pricing.models]"
+            );
+        }
+        priced.map(|priced| RowPrice {
+            cost: priced.cost,
+            model: priced.model.to_owned(),
+            variant: priced.variant,
+            rates: priced.rates,
+        })
+    }
+
+    fn price_as(
+        &self,
+        answered: Option<&str>,
+        requested: Option<&str>,
+        usage: &Usage,
+        batch: bool,
+    ) -> Option<RowPrice> {
+        if let Some(priced) = self.catalog.price(answered, requested, usage, batch) {
             return Some(RowPrice {
                 cost: priced.cost,
                 model: priced.model.to_owned(),

@@ -128,6 +128,11 @@ impl Upstream {
     }
 
     /// The upstream URL for a path below `/v1` (e.g. `/chat/completions`) and query.
+    /// Whether tollgate holds no key for this upstream (callers' own keys go through).
+    pub fn keyless(&self) -> bool {
+        self.key.is_none()
+    }
+
     pub fn url(&self, path: &str, query: Option<&str>) -> reqwest::Url {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{path}", self.base_path));

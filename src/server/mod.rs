@@ -16,11 +16,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
 use crate::auth::store as auth_store;
 use crate::auth::{Authenticator, KeyCache};
+use crate::batch::Tracker;
 use crate::budgets::Budgets;
 use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, LimitsBackend, Secret, ServerConfig};
 use crate::ledger::{LedgerError, LedgerWriter, SpillError, Store};
@@ -71,6 +73,8 @@ pub struct AppState {
 pub struct Running {
     pub addr: SocketAddr,
     pub ledger: LedgerWriter,
+    /// Tracked batches and jobs (tests poll them now instead of waiting an interval).
+    pub batches: Arc<Tracker>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -90,7 +94,11 @@ impl Running {
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
     // Prices first: a bad prices file should stop start-up before anything else opens.
     let metrics = Metrics::new()?;
-    let pricer = Pricer::new(config.pricing.catalog()?, &config.pricing, metrics.clone());
+    let pricer = Arc::new(Pricer::new(
+        config.pricing.catalog()?,
+        &config.pricing,
+        metrics.clone(),
+    ));
     let store = open_store(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
@@ -136,6 +144,16 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         config.limits.tier_names(),
     ));
     let tasks = TaskTracker::new();
+    let batches = Arc::new(Tracker::new(
+        store.clone(),
+        Upstreams::new(&config.upstreams, env)?,
+        Arc::clone(&pricer),
+        metrics.clone(),
+        config.batch.clone(),
+        config.auth.mode,
+    ));
+    let stop_polling = CancellationToken::new();
+    let poller = batches.spawn(stop_polling.clone());
     let mut limits = Limiter::new(&config.limits, LimitClock::default(), metrics.clone());
     if config.limits.backend == LimitsBackend::Redis {
         // Validation checked the URL; a server that is down is an outage, not an error.
@@ -162,10 +180,11 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         budgets,
         limits,
         upstreams,
-        pricer: Arc::new(pricer),
+        pricer,
         ledger: ledger.clone(),
         tasks,
         server: config.server.clone(),
+        batches: Arc::clone(&batches),
     });
     let state = AppState {
         proxy,
@@ -179,6 +198,9 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
             let _ = stopped.await;
         })
         .await;
+        // A poll cut off mid-file resumes from its cursor on the next start.
+        stop_polling.cancel();
+        let _ = poller.await;
         for task in background {
             task.abort();
         }
@@ -187,6 +209,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     Ok(Running {
         addr,
         ledger,
+        batches,
         stop,
         task,
     })

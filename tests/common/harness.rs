@@ -216,6 +216,27 @@ impl Harness {
         &rows[0]
     }
 
+    /// The batch and fine-tuning tracker of the running server.
+    pub fn batches(&self) -> std::sync::Arc<tollgate::batch::Tracker> {
+        self.running.as_ref().unwrap().batches.clone()
+    }
+
+    /// Polls every tracked batch and job now, as the poller would on its interval.
+    pub async fn poll_batches(&self) -> usize {
+        self.batches().poll_all().await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops tollgate as SIGTERM would (drain, flush).
     pub async fn shutdown(&mut self) {
         if let Some(running) = self.running.take() {

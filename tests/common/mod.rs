@@ -5,6 +5,7 @@
     clippy::print_stderr
 )]
 
+pub mod batch_upstream;
 pub mod db;
 pub mod forwarder;
 pub mod harness;
