@@ -36,6 +36,7 @@ function svg(tag, attrs) {
 const usd = (exact) => "$" + exact;
 const amount = (exact) => parseFloat(exact) || 0;
 const count = (n) => Number(n).toLocaleString("en-US");
+const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
 const tokens = (line) => line.prompt_tokens + line.completion_tokens;
 
 function setState(state) {
@@ -134,22 +135,23 @@ function drawTeamChart(series, colors, bucket) {
   const plotW = width - left - right, plotH = height - top - bottom;
   const sums = buckets.map((_, i) =>
     series.teams.reduce((sum, team) => sum + amount(team.cost_usd[i]), 0));
-  const max = niceMax(Math.max(...sums));
+  const step = niceStep(Math.max(...sums));
+  const max = 4 * step;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": "Spend per team per " + bucket });
   for (let i = 0; i <= 4; i++) {
-    const value = (max * i) / 4;
+    const value = step * i;
     const y = top + plotH - (plotH * i) / 4;
     chart.append(svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "grid" }));
     const label = svg("text", { x: left - 6, y: y + 4, class: "tick", "text-anchor": "end" });
     label.textContent = "$" + tick(value);
     chart.append(label);
   }
-  const step = plotW / buckets.length;
-  const barW = Math.max(1, step * 0.8);
+  const slot = plotW / buckets.length;
+  const barW = Math.max(1, slot * 0.8);
   const every = Math.ceil(buckets.length / 12);
   buckets.forEach((name, i) => {
-    const x = left + i * step + (step - barW) / 2;
+    const x = left + i * slot + (slot - barW) / 2;
     let y = top + plotH;
     for (const team of series.teams) {
       const value = amount(team.cost_usd[i]);
@@ -173,16 +175,17 @@ function drawTeamChart(series, colors, bucket) {
   box.append(chart);
 }
 
-function niceMax(value) {
-  if (!(value > 0)) return 1;
-  const power = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * power >= value) return m * power;
+// A round step (1, 2, 2.5 or 5 times a power of ten) so that four steps reach `value`.
+function niceStep(value) {
+  if (!(value > 0)) return 0.25;
+  const raw = value / 4;
+  const power = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * power >= raw) return m * power;
   return 10 * power;
 }
 
 function tick(value) {
-  if (value === 0) return "0";
-  return value >= 1 ? value.toFixed(2) : value.toPrecision(2);
+  return String(parseFloat(value.toPrecision(3)));
 }
 
 function fillTeams(teams, colors) {
@@ -209,12 +212,12 @@ function emptyRow(span) {
   return row;
 }
 
-// A label, a bar whose length is `fraction` of the row, and a figure.
-function barRow(attrs, label, fraction, figure, detail, level) {
+// A label, a bar filled to `percent` (capped at 100), and a figure.
+function barRow(attrs, label, percent, figure, detail, level) {
   const row = el("div", Object.assign({ class: "bar-row" + (level ? " " + level : "") }, attrs));
   const track = el("div", { class: "track" });
   const fill = el("div", { class: "fill" });
-  fill.style.width = Math.max(0, Math.min(1, fraction)) * 100 + "%";
+  fill.style.width = Math.max(0, Math.min(100, percent)) + "%";
   track.append(fill);
   row.append(el("div", { class: "label" }, label), track, el("div", { class: "figure" }, figure));
   if (detail) row.append(el("div", { class: "detail muted" }, detail));
@@ -226,10 +229,10 @@ function fillModels(models) {
   box.replaceChildren();
   const max = Math.max(0, ...models.map((m) => amount(m.cost_usd)));
   for (const model of models) {
-    const detail = `${count(model.requests)} requests · ${count(tokens(model))} tokens` +
+    const detail = `${plural(model.requests, "request")} · ${plural(tokens(model), "token")}` +
       (model.unpriced_requests ? ` · ${count(model.unpriced_requests)} unpriced` : "");
     box.append(barRow({ "data-model": model.group }, model.group || "(unknown)",
-      max > 0 ? amount(model.cost_usd) / max : 0, usd(model.cost_usd), detail));
+      max > 0 ? (100 * amount(model.cost_usd)) / max : 0, usd(model.cost_usd), detail));
   }
   if (models.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
 }
@@ -258,17 +261,16 @@ function fillBudgets(budgets) {
   for (const budget of budgets) {
     const percent = parseFloat(budget.used_percent);
     const level = percent >= 100 ? "over" : percent >= 80 ? "warn" : "";
-    const who = budget.scope === "team"
-      ? "team " + budget.name
-      : `key ${budget.name} (${budget.key_prefix}, team ${budget.team})`;
+    const who = budget.scope + " " + budget.name;
+    const owner = budget.scope === "key" ? ` · ${budget.key_prefix} in team ${budget.team}` : "";
     const resets = budget.resets_at_ms
       ? " · resets " + new Date(budget.resets_at_ms).toISOString().slice(0, 16).replace("T", " ") + " UTC"
       : "";
     const inFlight = amount(budget.reserved_usd) > 0 ? ` (+${usd(budget.reserved_usd)} in flight)` : "";
     const detail = `${usd(budget.spent_usd)}${inFlight} of ${usd(budget.budget_usd)} ` +
-      `${budget.budget_period}${resets}`;
+      `${budget.budget_period}${resets}${owner}`;
     box.append(barRow({ "data-scope": budget.scope, "data-name": budget.name }, who,
-      percent / 100, budget.used_percent + "%", detail, level));
+      percent, budget.used_percent + "%", detail, level));
   }
   if (budgets.length === 0) box.append(el("p", { class: "muted" }, "No team or key has a budget."));
 }
