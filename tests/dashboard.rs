@@ -45,6 +45,9 @@ struct Seeded {
     _upstream: MockUpstream,
     /// Key name → the admin API's record of it (with `key`, the secret).
     keys: HashMap<&'static str, Value>,
+    /// When the rows were placed: "n days ago" counts from here, so a test that runs
+    /// across midnight still finds each row on its day.
+    now: i64,
 }
 
 async fn seeded(backend: &Backend) -> Seeded {
@@ -116,6 +119,7 @@ async fn seeded(backend: &Backend) -> Seeded {
         tollgate,
         _upstream: upstream,
         keys,
+        now,
     }
 }
 
@@ -272,7 +276,7 @@ async fn the_data_route_totals_the_seeded_ledger_over_a_range() {
         }
         let acme = &series["teams"][0]["cost_usd"];
         let day = |ago: i64| {
-            let label = json!(format_ms(now_ms() - ago * DAY)[..10]);
+            let label = json!(format_ms(seeded.now - ago * DAY)[..10]);
             buckets.iter().position(|b| *b == label).unwrap()
         };
         assert_eq!(acme[day(1)], "0.35", "{on}");
@@ -311,7 +315,7 @@ async fn the_data_route_totals_the_seeded_ledger_over_a_range() {
         // 90 days take row 8 in; two whole days hold rows 2, 4 and 5 only, per hour.
         let quarter = seeded.data("from=90d").await;
         assert_eq!(quarter["teams"][0]["cost_usd"], "0.895", "{on}");
-        let day_of = |ago: i64| format_ms(now_ms() - ago * DAY)[..10].to_owned();
+        let day_of = |ago: i64| format_ms(seeded.now - ago * DAY)[..10].to_owned();
         let two_days = seeded
             .data(&format!("from={}&to={}", day_of(3), day_of(1)))
             .await;
@@ -534,7 +538,7 @@ async fn the_page_draws_the_seeded_ledger_in_headless_chromium() {
             .await;
 
         // The date pickers name whole days, `to` included: rows 2, 4 and 5, per hour.
-        let day_of = |ago: i64| format_ms(now_ms() - ago * DAY)[..10].to_owned();
+        let day_of = |ago: i64| format_ms(seeded.now - ago * DAY)[..10].to_owned();
         browser
             .script(&format!(
                 "document.getElementById('from').value = '{}'; \
