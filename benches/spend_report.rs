@@ -1,7 +1,8 @@
 //! Spend reports over a big ledger: seeds 10 million request rows (90 days, 20 keys in
 //! 4 teams, 6 models) through the real insert triggers, checks the rollups against a
 //! direct `SUM` over `requests`, then times `rollup_spend` per grouping and filter and
-//! `GET /admin/spend` on a running tollgate. Medians of several runs.
+//! `GET /admin/spend` and `GET /admin/dashboard/data` on a running tollgate. Medians of
+//! several runs.
 //!
 //! `cargo bench --bench spend_report`; knobs: `TOLLGATE_BENCH_ROWS` (10000000),
 //! `TOLLGATE_BENCH_RUNS` (7), `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`),
@@ -573,25 +574,36 @@ async fn time_http(db: &BenchDb, seed: &Seed, runs: usize) {
     let env: HashMap<String, String> = [(ENV_ADMIN_KEY.to_owned(), ADMIN_KEY.to_owned())].into();
     let running = tollgate::server::start(config, &env).await.unwrap();
     let client = reqwest::Client::new();
-    let base = format!("http://{}/admin/spend", running.addr);
+    let base = format!("http://{}", running.addr);
     let week = format!(
         "from={}&to={}",
         (seed.end_ms - 7 * DAY_MS) / 1000,
         seed.end_ms / 1000
     );
+    let quarter = format!(
+        "from={}&to={}",
+        (seed.end_ms - SEED_DAYS * DAY_MS) / 1000,
+        seed.end_ms / 1000
+    );
     let queries = [
-        "group_by=team".to_owned(),
-        "group_by=key".to_owned(),
-        "group_by=day".to_owned(),
-        format!("group_by=hour&{week}"),
-        format!("group_by=model&team={}", seed.team_name),
+        "/admin/spend?group_by=team".to_owned(),
+        "/admin/spend?group_by=key".to_owned(),
+        "/admin/spend?group_by=day".to_owned(),
+        format!("/admin/spend?group_by=hour&{week}"),
+        format!("/admin/spend?group_by=model&team={}", seed.team_name),
+        // The dashboard's one call: five rollup reads (all, team, model, key, team x
+        // day or hour) and the budget standings.
+        format!("/admin/dashboard/data?{quarter}"),
+        format!("/admin/dashboard/data?{week}"),
     ];
-    println!("\n`GET /admin/spend` on a running tollgate, {runs} runs after a warm-up");
+    println!(
+        "\n`GET /admin/spend` and the dashboard's data on a running tollgate, {runs} runs after a warm-up"
+    );
     let cpu = cpu_sample();
     println!("\n| query | lines | median ms | min ms | max ms |");
     println!("|---|--:|--:|--:|--:|");
     for query in &queries {
-        let url = format!("{base}?{query}");
+        let url = format!("{base}{query}");
         let timing = timed(runs, || async {
             let response = client
                 .get(&url)
@@ -601,7 +613,11 @@ async fn time_http(db: &BenchDb, seed: &Seed, runs: usize) {
                 .unwrap();
             assert_eq!(response.status(), 200, "{url}");
             let body: serde_json::Value = response.json().await.unwrap();
-            body["data"].as_array().map_or(0, Vec::len)
+            // Lines, or for the dashboard the chart's buckets.
+            body["data"]
+                .as_array()
+                .or(body["series"]["buckets"].as_array())
+                .map_or(0, Vec::len)
         })
         .await;
         println!(

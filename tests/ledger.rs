@@ -236,7 +236,7 @@ async fn direct_totals(
 async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
     use tollgate::ledger::RowPrice;
     use tollgate::ledger::report::SpendLine;
-    use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend};
+    use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend, rollup_spend_nested};
     use tollgate::pricing::Catalog;
 
     const HOUR: i64 = 3_600_000;
@@ -338,6 +338,33 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
                     ] {
                         let lines = rollup_spend(&store, group, &filter).await.unwrap();
                         assert_eq!(totals(&lines), want, "{case} by {group:?}");
+                    }
+                    // Two levels (the dashboard's team-per-bucket series) split the
+                    // same totals, and each outer group's lines add up to its total.
+                    for (outer, inner) in [
+                        (RollupGroup::Team, RollupGroup::Day),
+                        (RollupGroup::Team, RollupGroup::Hour),
+                        (RollupGroup::Kind, RollupGroup::Team),
+                    ] {
+                        let nested = rollup_spend_nested(&store, outer, inner, &filter)
+                            .await
+                            .unwrap();
+                        let lines: Vec<SpendLine> = nested.iter().map(|n| n.line.clone()).collect();
+                        let by = format!("{case} by {outer:?} then {inner:?}");
+                        assert_eq!(totals(&lines), want, "{by}");
+                        for single in rollup_spend(&store, outer, &filter).await.unwrap() {
+                            let parts: Vec<SpendLine> = lines
+                                .iter()
+                                .filter(|l| l.group == single.group)
+                                .cloned()
+                                .collect();
+                            assert_eq!(totals(&parts), totals(&[single]), "{by}");
+                        }
+                        let mut pairs: Vec<_> =
+                            nested.iter().map(|n| (&n.line.group, &n.inner)).collect();
+                        let count = pairs.len();
+                        pairs.dedup();
+                        assert_eq!(pairs.len(), count, "{by}: one line per pair, in order");
                     }
                 }
             }

@@ -1,7 +1,9 @@
-//! The admin API under `/admin` (teams, keys, spend), authorised by the admin key, and
-//! `/v1/tollgate/me`, where a key reads its own standing.
+//! The admin API under `/admin` (teams, keys, spend), authorised by the admin key, the
+//! `/dashboard` page that draws it, and `/v1/tollgate/me`, where a key reads its own
+//! standing.
 
 mod body;
+mod dashboard;
 mod keys;
 mod me;
 mod spend;
@@ -95,7 +97,8 @@ async fn require_admin(State(admin): State<Arc<Admin>>, request: Request, next: 
     }
 }
 
-/// The `/admin` routes, behind the admin-key check.
+/// The `/admin` routes, behind the admin-key check, and the dashboard's page, which is
+/// not: it holds no data and fetches every figure from `/admin/dashboard/data`.
 pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> {
     Router::new()
         .route(
@@ -115,6 +118,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Router<S> 
         )
         .route("/admin/keys/{key}/revoke", post(keys::revoke_key))
         .route("/admin/spend", get(spend::spend))
+        .route("/admin/dashboard/data", get(dashboard::data))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_admin))
+        // Merged after `route_layer`, which wraps only the routes added before it.
+        .merge(dashboard::router())
         .with_state(admin)
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::alert::{AlertEvent, Alerts, Level};
 use super::{Budget, PICO_PER_MICRO};
 use crate::auth::Identity;
+use crate::auth::store::{KeyRecord, TeamRecord};
 use crate::config::{BudgetConfig, StoreFailure};
 use crate::error::{ApiError, BudgetRefusal};
 use crate::ledger::Store;
@@ -193,21 +194,46 @@ impl Budgets {
     ) -> Result<Vec<Standing>, sqlx::Error> {
         let mut out = Vec::new();
         for scope in scopes(identity) {
-            let start = scope.budget.period.start(now_ms);
-            let (spent, reserved) = usage(&self.store, &scope, start, now_ms).await?;
-            let used = spent.as_pico().saturating_add(reserved.as_pico());
-            out.push(Standing {
-                scope: scope.kind,
-                name: scope.name,
-                budget: scope.budget,
-                period_start_ms: start,
-                resets_at_ms: scope.budget.period.end(now_ms),
-                spent_usd: spent,
-                reserved_usd: reserved,
-                remaining_usd: Cost::from_pico(scope.budget.limit().as_pico().saturating_sub(used)),
-            });
+            out.push(standing(&self.store, scope, now_ms).await?);
         }
         Ok(out)
+    }
+
+    /// Where a team's budget stands at `now_ms`; `None` if it has none. For views of
+    /// every budget (the dashboard), where no caller's identity is at hand.
+    pub async fn team_standing(
+        store: &Store,
+        team: &TeamRecord,
+        now_ms: i64,
+    ) -> Result<Option<Standing>, sqlx::Error> {
+        let Some(budget) = team.budget else {
+            return Ok(None);
+        };
+        let scope = Scope {
+            kind: "team",
+            id: team.id.clone(),
+            name: team.name.clone(),
+            budget,
+        };
+        standing(store, scope, now_ms).await.map(Some)
+    }
+
+    /// As `team_standing`, for a key.
+    pub async fn key_standing(
+        store: &Store,
+        key: &KeyRecord,
+        now_ms: i64,
+    ) -> Result<Option<Standing>, sqlx::Error> {
+        let Some(budget) = key.budget else {
+            return Ok(None);
+        };
+        let scope = Scope {
+            kind: "key",
+            id: key.id.clone(),
+            name: key.name.clone(),
+            budget,
+        };
+        standing(store, scope, now_ms).await.map(Some)
     }
 
     /// Deletes lapsed reservations now and then; they stop counting when they lapse,
@@ -337,6 +363,23 @@ async fn usage(
             let mut conn = ledger.pool().acquire().await?;
             usage_in!(store, conn, scope, start, now_ms)
         }
+    })
+}
+
+/// Where one budget stands at `now_ms`.
+async fn standing(store: &Store, scope: Scope, now_ms: i64) -> Result<Standing, sqlx::Error> {
+    let start = scope.budget.period.start(now_ms);
+    let (spent, reserved) = usage(store, &scope, start, now_ms).await?;
+    let used = spent.as_pico().saturating_add(reserved.as_pico());
+    Ok(Standing {
+        scope: scope.kind,
+        name: scope.name,
+        budget: scope.budget,
+        period_start_ms: start,
+        resets_at_ms: scope.budget.period.end(now_ms),
+        spent_usd: spent,
+        reserved_usd: reserved,
+        remaining_usd: Cost::from_pico(scope.budget.limit().as_pico().saturating_sub(used)),
     })
 }
 

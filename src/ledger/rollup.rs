@@ -3,6 +3,8 @@
 //! `/v1/tollgate/me` read. The rollups are kept by triggers in the same transaction as
 //! the rows, so these totals are the rows' totals, exactly, at hour grain.
 
+use sqlx::Row as _;
+
 use super::report::SpendLine;
 use super::{LedgerError, Store};
 use crate::pricing::Cost;
@@ -33,23 +35,28 @@ impl RollupGroup {
         })
     }
 
-    /// The label shown for a group, from `s.g`, the value `key` grouped by.
-    fn label(self, store: &Store) -> &'static str {
+    /// The label shown for a group, from `s.{c}`, the value `key` grouped by into
+    /// column `c` (`g`, or `h` for the inner group of two).
+    fn label(self, store: &Store, c: &str) -> String {
         match (self, store) {
-            (Self::Team, _) => "CASE WHEN s.g = '' THEN '(no team)' ELSE coalesce(t.name, s.g) END",
-            (Self::Key, _) => "coalesce(k.prefix, s.g)",
-            (Self::Model | Self::Kind, _) => "s.g",
-            (Self::All, _) => "'all'",
-            (Self::Day, Store::Sqlite(_)) => "date(s.g / 1000, 'unixepoch')",
+            (Self::Team, _) => {
+                format!(
+                    "CASE WHEN s.{c} = '' THEN '(no team)' ELSE coalesce(t_{c}.name, s.{c}) END"
+                )
+            }
+            (Self::Key, _) => format!("coalesce(k_{c}.prefix, s.{c})"),
+            (Self::Model | Self::Kind, _) => format!("s.{c}"),
+            (Self::All, _) => "'all'".to_owned(),
+            (Self::Day, Store::Sqlite(_)) => format!("date(s.{c} / 1000, 'unixepoch')"),
             (Self::Day, Store::Postgres(_)) => {
-                "to_char(to_timestamp(s.g / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+                format!("to_char(to_timestamp(s.{c} / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
             }
             (Self::Hour, Store::Sqlite(_)) => {
-                "strftime('%Y-%m-%dT%H:00:00Z', s.g / 1000, 'unixepoch')"
+                format!("strftime('%Y-%m-%dT%H:00:00Z', s.{c} / 1000, 'unixepoch')")
             }
-            (Self::Hour, Store::Postgres(_)) => {
-                "to_char(to_timestamp(s.g / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')"
-            }
+            (Self::Hour, Store::Postgres(_)) => format!(
+                "to_char(to_timestamp(s.{c} / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')"
+            ),
         }
     }
 
@@ -67,11 +74,11 @@ impl RollupGroup {
     }
 
     /// Names are looked up once per group, after the rollup rows are summed.
-    fn join(self) -> &'static str {
+    fn join(self, c: &str) -> String {
         match self {
-            Self::Team => "LEFT JOIN teams t ON t.id = s.g",
-            Self::Key => "LEFT JOIN api_keys k ON k.id = s.g",
-            _ => "",
+            Self::Team => format!(" LEFT JOIN teams t_{c} ON t_{c}.id = s.{c}"),
+            Self::Key => format!(" LEFT JOIN api_keys k_{c} ON k_{c}.id = s.{c}"),
+            _ => String::new(),
         }
     }
 }
@@ -112,8 +119,8 @@ fn hourly(from: Option<i64>, to: Option<i64>) -> Part {
 /// read from `spend_daily`, and the hours before the first and after the last of them,
 /// read from `spend_hourly`: a 90-day report then reads ~24x fewer rows. Hour groups
 /// need hourly rows throughout.
-fn parts(group: RollupGroup, from: Option<i64>, to: Option<i64>) -> Vec<Part> {
-    if group == RollupGroup::Hour {
+fn parts(groups: &[RollupGroup], from: Option<i64>, to: Option<i64>) -> Vec<Part> {
+    if groups.contains(&RollupGroup::Hour) {
         return vec![hourly(from, to)];
     }
     let first_day = from.map(|ms| ms - ms.rem_euclid(DAY_MS) + ceil_rem(ms, DAY_MS));
@@ -163,13 +170,53 @@ pub async fn rollup_spend(
     group: RollupGroup,
     filter: &RollupFilter,
 ) -> Result<Vec<SpendLine>, LedgerError> {
+    let lines = grouped(store, &[group], filter).await?;
+    Ok(lines.into_iter().map(|(line, _)| line).collect())
+}
+
+/// One line of a two-level grouping: the outer group's label in `line.group`, the
+/// inner one's in `inner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestedLine {
+    pub line: SpendLine,
+    pub inner: String,
+}
+
+/// Totals per pair of groups (each team's spend per day, say), ordered by outer then
+/// inner group; read as `rollup_spend` reads, in one statement.
+pub async fn rollup_spend_nested(
+    store: &Store,
+    outer: RollupGroup,
+    inner: RollupGroup,
+    filter: &RollupFilter,
+) -> Result<Vec<NestedLine>, LedgerError> {
+    let lines = grouped(store, &[outer, inner], filter).await?;
+    Ok(lines
+        .into_iter()
+        .map(|(line, inner)| NestedLine {
+            line,
+            inner: inner.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The grouped columns' names: the outer group in `g`, the inner in `h`.
+const COLUMNS: [&str; 2] = ["g", "h"];
+
+/// The statement behind `rollup_spend` (one group) and `rollup_spend_nested` (two).
+async fn grouped(
+    store: &Store,
+    groups: &[RollupGroup],
+    filter: &RollupFilter,
+) -> Result<Vec<(SpendLine, Option<String>)>, LedgerError> {
+    let groups = &groups[..groups.len().min(COLUMNS.len())];
     let from = filter.from_ms.map(|ms| ms - ms.rem_euclid(HOUR_MS));
     let to = filter
         .to_ms
         .map(|ms| ms - ms.rem_euclid(HOUR_MS) + ceil_rem(ms, HOUR_MS));
     let mut binds = Vec::new();
     let mut selects = Vec::new();
-    for part in parts(group, from, to) {
+    for part in parts(groups, from, to) {
         let mut conditions = Vec::new();
         let time = part.time;
         if let Some(from) = part.from {
@@ -195,21 +242,41 @@ pub async fn rollup_spend(
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let (key, group_sql) = match group.key(time) {
-            Some(key) => (key, " GROUP BY g"),
-            None => ("''".to_owned(), ""),
+        let mut keys = Vec::new();
+        let mut grouped_by = Vec::new();
+        for (group, column) in groups.iter().zip(COLUMNS) {
+            match group.key(time) {
+                Some(key) => {
+                    keys.push(format!("{key} AS {column}"));
+                    grouped_by.push(column);
+                }
+                None => keys.push(format!("'' AS {column}")),
+            }
+        }
+        let group_sql = if grouped_by.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", grouped_by.join(", "))
         };
         selects.push(format!(
-            "SELECT {key} AS g, sum(requests) AS requests, sum(prompt_tokens) AS prompt, \
+            "SELECT {keys}, sum(requests) AS requests, sum(prompt_tokens) AS prompt, \
              sum(cached_tokens) AS cached, sum(completion_tokens) AS completion, \
              sum(reasoning_tokens) AS reasoning, sum(cost_pico / 1000000) AS cost_micros, \
              sum(cost_pico % 1000000) AS cost_rem, sum(unpriced) AS unpriced, \
              sum(unpriced_tokens) AS unpriced_tokens FROM {table} {filter_sql}{group_sql}",
+            keys = keys.join(", "),
             table = part.table,
         ));
     }
+    let mut labels = Vec::new();
+    let mut joins = String::new();
+    for (group, (column, name)) in groups.iter().zip(COLUMNS.iter().zip(["grp", "sub"])) {
+        labels.push(format!("{} AS {name}", group.label(store, column)));
+        joins.push_str(&group.join(column));
+    }
+    let order = ["grp", "sub"][..groups.len()].join(", ");
     let sql = store.sql(&format!(
-        "SELECT {label} AS grp, CAST(sum(s.requests) AS BIGINT) AS requests, \
+        "SELECT {labels}, CAST(sum(s.requests) AS BIGINT) AS requests, \
          CAST(sum(s.prompt) AS BIGINT) AS prompt, \
          CAST(sum(s.cached) AS BIGINT) AS cached, \
          CAST(sum(s.completion) AS BIGINT) AS completion, \
@@ -218,12 +285,12 @@ pub async fn rollup_spend(
          CAST(sum(s.cost_rem) AS BIGINT) AS cost_rem, \
          CAST(sum(s.unpriced) AS BIGINT) AS unpriced, \
          CAST(sum(s.unpriced_tokens) AS BIGINT) AS unpriced_tokens \
-         FROM ({parts}) s {join} \
-         GROUP BY grp HAVING sum(s.requests) > 0 ORDER BY grp",
-        label = group.label(store),
+         FROM ({parts}) s{joins} \
+         GROUP BY {order} HAVING sum(s.requests) > 0 ORDER BY {order}",
+        labels = labels.join(", "),
         parts = selects.join(" UNION ALL "),
-        join = group.join(),
     ));
+    let nested = groups.len() > 1;
     macro_rules! run {
         ($pool:expr) => {{
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -234,7 +301,16 @@ pub async fn rollup_spend(
                 };
             }
             let rows = query.fetch_all($pool).await.map_err(LedgerError::Read)?;
-            rows.iter().map(line).collect()
+            rows.iter()
+                .map(|row| {
+                    let inner = if nested {
+                        Some(row.try_get("sub").map_err(LedgerError::Read)?)
+                    } else {
+                        None
+                    };
+                    Ok((line(row)?, inner))
+                })
+                .collect()
         }};
     }
     match store {
@@ -333,7 +409,11 @@ mod tests {
             ),
         ];
         for (group, from, to, want) in cases {
-            assert_eq!(parts(group, from, to), want, "{group:?} {from:?}..{to:?}");
+            assert_eq!(
+                parts(&[group], from, to),
+                want,
+                "{group:?} {from:?}..{to:?}"
+            );
         }
     }
 }

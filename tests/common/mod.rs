@@ -11,3 +11,4 @@ pub mod forwarder;
 pub mod harness;
 pub mod mock_upstream;
 pub mod redis;
+pub mod webdriver;
