@@ -216,6 +216,11 @@ impl Harness {
         &rows[0]
     }
 
+    /// Metered exchanges still relaying or recording.
+    pub fn in_flight(&self) -> usize {
+        self.running.as_ref().map_or(0, Running::in_flight)
+    }
+
     /// Stops tollgate as SIGTERM would (drain, flush).
     pub async fn shutdown(&mut self) {
         if let Some(running) = self.running.take() {
