@@ -15,8 +15,6 @@ use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::auth::{self, KeyCache};
 use crate::clock::now_ms;
@@ -49,7 +47,7 @@ impl Admin {
             cache,
             admin_key: admin_key
                 .filter(|key| !key.expose().is_empty())
-                .map(|key| Sha256::digest(key.expose().as_bytes()).into()),
+                .map(|key| auth::secret::hash(key.expose())),
             tiers,
         }
     }
@@ -75,10 +73,8 @@ impl Admin {
                 reason: "The admin API needs the admin key as a Bearer token.",
             });
         };
-        // Compare digests in constant time: the comparison reveals nothing about how
-        // much of a guess was right.
-        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if bool::from(given.ct_eq(expected)) {
+        // Constant time (subtle), on digests: see `secret::matches`.
+        if auth::secret::matches(token, expected) {
             return Ok(());
         }
         if self.cache.check(token, now_ms()).is_ok() {
