@@ -1,7 +1,8 @@
 //! No secret reaches a log line at any level: the real binary runs with every target at
 //! `trace`, is driven through keys, bad keys, revocation, the admin API and a failing
 //! upstream, and its whole output is searched for the admin key, the upstream key and
-//! every tollgate key secret.
+//! every tollgate key secret; so are the bodies of its answers (errors above all) and
+//! the bytes of its ledger.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -99,11 +100,17 @@ async fn secrets_never_appear_in_logs_at_any_level() {
             .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
     };
-    assert_eq!(
-        chat(&secrets[2], "gpt-4o-mini").await.unwrap().status(),
-        200
-    );
-    assert_eq!(chat(&secrets[2], "boom").await.unwrap().status(), 401);
+    // Every answer's body, errors above all, is searched for secrets at the end.
+    let mut bodies = Vec::new();
+    let mut answered = async |response: reqwest::Response| {
+        let status = response.status();
+        bodies.push(response.text().await.unwrap());
+        status
+    };
+    let ok = chat(&secrets[2], "gpt-4o-mini").await.unwrap();
+    assert_eq!(answered(ok).await, 200);
+    let boom = chat(&secrets[2], "boom").await.unwrap();
+    assert_eq!(answered(boom).await, 401);
     let stream = client
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(&secrets[3])
@@ -115,15 +122,24 @@ async fn secrets_never_appear_in_logs_at_any_level() {
     // Near misses: a mistyped key, the admin key on /v1, a key on /admin.
     let last = if secrets[2].ends_with('x') { 'y' } else { 'x' };
     let typo = format!("{}{last}", &secrets[2][..45]);
-    assert_eq!(chat(&typo, "gpt-4o-mini").await.unwrap().status(), 401);
-    assert_eq!(chat(ADMIN, "gpt-4o-mini").await.unwrap().status(), 401);
+    let typo_answer = chat(&typo, "gpt-4o-mini").await.unwrap();
+    assert_eq!(answered(typo_answer).await, 401);
+    let admin_on_v1 = chat(ADMIN, "gpt-4o-mini").await.unwrap();
+    assert_eq!(answered(admin_on_v1).await, 401);
     let tenant = client
         .get(format!("{base}/admin/keys"))
         .bearer_auth(&secrets[3])
         .send()
         .await
         .unwrap();
-    assert_eq!(tenant.status(), 403);
+    assert_eq!(answered(tenant).await, 403);
+    let wrong_admin = client
+        .get(format!("{base}/admin/keys"))
+        .bearer_auth(format!("{ADMIN}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered(wrong_admin).await, 401);
     admin(
         reqwest::Method::DELETE,
         &format!("/admin/keys/{}", &secrets[3][..11]),
@@ -131,10 +147,17 @@ async fn secrets_never_appear_in_logs_at_any_level() {
     .send()
     .await
     .unwrap();
-    assert_eq!(
-        chat(&secrets[3], "gpt-4o-mini").await.unwrap().status(),
-        401
-    );
+    let revoked = chat(&secrets[3], "gpt-4o-mini").await.unwrap();
+    assert_eq!(answered(revoked).await, 401);
+    // A refused request and a bad body: error bodies that echo what they were sent.
+    let bad_body = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&secrets[2])
+        .body(format!("{{\"model\": \"{}\", ", &secrets[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered(bad_body).await, 400);
     let listed = admin(reqwest::Method::GET, "/admin/keys")
         .send()
         .await
@@ -174,6 +197,21 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .unwrap();
     assert!(logs.contains("TRACE"), "trace level was on");
     assert!(logs.contains(&secrets[2][..11]), "key prefixes are logged");
+    // The ledger (every table, index and the WAL), searched as raw bytes.
+    let mut ledger = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("ledger.db") {
+            ledger.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!ledger.is_empty(), "the ledger was found");
+    let ledger = String::from_utf8_lossy(&ledger).into_owned();
+    assert!(
+        ledger.contains(&secrets[2][..11]),
+        "the ledger holds key prefixes, so the search sees its text"
+    );
+    let bodies = bodies.join("\n");
     for secret in &secrets {
         // The part after the display prefix is what must never leak.
         let hidden = &secret[secret.len().min(11)..];
@@ -181,6 +219,8 @@ async fn secrets_never_appear_in_logs_at_any_level() {
             ("logs", &logs),
             ("key listing", &listed),
             ("metrics", &metrics),
+            ("answer bodies", &bodies),
+            ("ledger", &ledger),
         ] {
             assert!(!text.contains(hidden), "a secret appears in the {place}");
         }

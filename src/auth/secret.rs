@@ -37,6 +37,17 @@ pub fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Whether `given` is the same secret as the one whose digest is `expected`, in constant
+/// time: every byte of the digests is compared whatever the first difference, so the
+/// time taken reveals nothing about how much of a guess was right. Comparing digests
+/// rather than the secrets also hides the secret's length. The admin key is checked
+/// here; tollgate keys are looked up by their digest in a map, where timing could at
+/// most reveal a digest prefix, which says nothing about the key (SHA-256 preimages).
+pub fn matches(given: &str, expected: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(hash(given).ct_eq(expected))
+}
+
 /// Whether a bearer is shaped like a tollgate key (it may still be unknown).
 pub fn looks_like_key(bearer: &str) -> bool {
     bearer.len() == KEY_PREFIX.len() + DIGITS
@@ -87,6 +98,24 @@ mod tests {
         assert_eq!(base62(one), format!("{}10", "0".repeat(41)));
         // 2^256 - 1 still fits in 43 digits, so no two keys share an encoding.
         assert!(base62([255; 32]).as_bytes()[0] != b'0');
+    }
+
+    #[test]
+    fn secrets_match_only_their_own_digest() {
+        let expected = hash("admin-key");
+        assert!(matches("admin-key", &expected));
+        for wrong in ["", "admin-ke", "admin-key ", "admin-kez", "Admin-key", "x"] {
+            assert!(!matches(wrong, &expected), "{wrong:?}");
+        }
+        // The comparison is subtle's: a digest differing in its last byte only, or in
+        // its first, is refused the same way.
+        let mut last = expected;
+        last[31] ^= 1;
+        let mut first = expected;
+        first[0] ^= 0x80;
+        for digest in [last, first, [0; 32]] {
+            assert!(!matches("admin-key", &digest));
+        }
     }
 
     #[test]

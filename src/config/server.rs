@@ -16,7 +16,8 @@ pub struct ServerConfig {
     /// Largest body streamed through on pass-through routes (`/v1/files` uploads reach
     /// 200 MB). Over it: 413.
     pub max_upload_bytes: u64,
-    /// A client must send its request headers within this time.
+    /// A client must send its request headers within this time; a new connection,
+    /// HTTP/1 or HTTP/2, that brings no request within it is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// On SIGINT/SIGTERM, how long in-flight requests and streams may take to finish.

@@ -99,7 +99,11 @@ fn check_path(path: &str) -> Result<(), ApiError> {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
         decoded == "." || decoded == ".."
     });
-    if dot_segment || path.contains('\\') || path.to_ascii_lowercase().contains("%2f") {
+    // An encoded backslash too: servers on Windows, and frameworks that normalise `\`
+    // to `/` after decoding, would read `%5c..%5c` as a climb.
+    let lower = path.to_ascii_lowercase();
+    let encoded_separator = lower.contains("%2f") || lower.contains("%5c");
+    if dot_segment || path.contains('\\') || encoded_separator {
         return Err(ApiError::InvalidField {
             param: "path",
             message: "The request path contains a dot segment or an encoded separator.".to_owned(),
@@ -453,6 +457,8 @@ mod tests {
             "/%2E%2e",
             "/a%2Fb",
             "/a\\..\\b",
+            "/%5c..%5cadmin",
+            "/%5C..%5Cadmin",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }

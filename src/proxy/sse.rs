@@ -10,6 +10,9 @@ pub struct SseParser {
     buf: BytesMut,
     /// Bytes of `buf` already scanned into fields of the current event.
     scanned: usize,
+    /// Bytes after `scanned` already searched and found to hold no line end: a long
+    /// line arriving in many reads is searched once, not once per read (quadratic).
+    searched: usize,
     fields: Fields,
 }
 
@@ -50,19 +53,31 @@ impl SseParser {
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             let rest = &self.buf[self.scanned..];
-            let at = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
+            let Some(found) = rest[self.searched..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+            else {
+                self.searched = rest.len();
+                return None;
+            };
+            let at = self.searched + found;
             let terminator = match rest[at] {
                 b'\r' => match rest.get(at + 1) {
                     Some(b'\n') => 2,
                     Some(_) => 1,
-                    // A `\r` at the end may be the first half of `\r\n`: wait.
-                    None => return None,
+                    // A `\r` at the end may be the first half of `\r\n`: wait, and
+                    // look at it again when more bytes arrive.
+                    None => {
+                        self.searched = at;
+                        return None;
+                    }
                 },
                 _ => 1,
             };
             let line_start = self.scanned;
             let line_end = line_start + at;
             self.scanned = line_end + terminator;
+            self.searched = 0;
             if line_end == line_start {
                 return Some(self.take_event());
             }
@@ -87,6 +102,7 @@ impl SseParser {
     fn take_event(&mut self) -> SseEvent {
         let raw = self.buf.split_to(self.scanned).freeze();
         self.scanned = 0;
+        self.searched = 0;
         let fields = &mut self.fields;
         let data = if fields.has_data {
             fields.has_data = false;
@@ -215,6 +231,27 @@ mod tests {
         }
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(parse_all(&singles), whole, "one byte at a time");
+    }
+
+    #[test]
+    fn a_long_line_in_many_reads_is_searched_once() {
+        let mut parser = SseParser::new();
+        let line = vec![b'x'; 64 * 1024];
+        for piece in line.chunks(100) {
+            parser.push(piece);
+            assert!(parser.next_event().is_none());
+            // Everything pushed so far has been searched: the next read starts after it.
+            assert_eq!(parser.searched, parser.buffered());
+        }
+        parser.push(b"\r");
+        assert!(
+            parser.next_event().is_none(),
+            "a lone \\r may be half of \\r\\n"
+        );
+        parser.push(b"\n\n");
+        let event = parser.next_event().unwrap();
+        assert_eq!(event.raw.len(), line.len() + 3);
+        assert_eq!(event.data, None, "a line without a field name or colon");
     }
 
     #[test]

@@ -14,10 +14,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::admin::Admin;
 use crate::auth::store as auth_store;
@@ -77,9 +78,16 @@ pub struct Running {
     pub batches: Arc<Tracker>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    relays: TaskTracker,
 }
 
 impl Running {
+    /// Metered exchanges still running (relaying or recording): 0 when idle, so tests
+    /// can see that abandoned requests leave no task behind.
+    pub fn in_flight(&self) -> usize {
+        self.relays.len()
+    }
+
     /// Stops as SIGTERM would: drain in-flight requests, flush the ledger, return.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
@@ -172,6 +180,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let addr = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
+    let relays = tasks.clone();
     let proxy = Arc::new(Proxy {
         auth: Authenticator {
             mode: config.auth.mode,
@@ -212,6 +221,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         batches,
         stop,
         task,
+        relays,
     })
 }
 
@@ -278,6 +288,36 @@ async fn open_store(url: &str) -> Result<Store, ServeError> {
     Ok(store)
 }
 
+/// Runs a connection, closing it if no request arrives within `timeout`.
+///
+/// hyper's `header_read_timeout` only starts once HTTP/1 is chosen: before that the auto
+/// builder waits, without any limit, for enough bytes to tell HTTP/1 from the HTTP/2
+/// preface, and an HTTP/2 connection has no header timeout at all. A client that
+/// connects and sends nothing (or half a preface) would hold its socket forever, and a
+/// few thousand of them exhaust the file descriptors.
+async fn first_request_within<C, E>(connection: C, first_request: Arc<Notify>, timeout: Duration)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = &mut connection => Some(ended),
+        () = first_request.notified() => None,
+        () = tokio::time::sleep(timeout) => {
+            tracing::debug!("no request within the header read timeout: closing the connection");
+            return;
+        }
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => connection.await,
+    };
+    if let Err(error) = ended {
+        tracing::debug!(error = %error, "connection ended with an error");
+    }
+}
+
 /// Accepts connections until `shutdown` resolves, then drains: open connections finish
 /// their in-flight requests (HTTP/1 closes after the current response, HTTP/2 sends
 /// GOAWAY), relay tasks finish their streams and rows, and the ledger is flushed, all
@@ -313,16 +353,21 @@ async fn serve(
         };
         // Without it a response written as headers then body stalls on delayed ACKs.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let first_request = Arc::new(Notify::new());
+        let seen = first_request.clone();
+        let service = TowerToHyperService::new(app.clone().map_request(move |request| {
+            seen.notify_one();
+            request
+        }));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "connection ended with an error");
-            }
-        });
+        tokio::spawn(first_request_within(
+            connection,
+            first_request,
+            config.header_read_timeout,
+        ));
     }
     drop(listener);
     let deadline = Instant::now() + config.drain_timeout;

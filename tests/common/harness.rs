@@ -237,6 +237,11 @@ impl Harness {
             .unwrap()
     }
 
+    /// Metered exchanges still relaying or recording.
+    pub fn in_flight(&self) -> usize {
+        self.running.as_ref().map_or(0, Running::in_flight)
+    }
+
     /// Stops tollgate as SIGTERM would (drain, flush).
     pub async fn shutdown(&mut self) {
         if let Some(running) = self.running.take() {

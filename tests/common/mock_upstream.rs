@@ -237,3 +237,59 @@ pub async fn scripted_usage() -> MockUpstream {
     })
     .await
 }
+
+/// Counts what a streamed answer has handed to the mock's HTTP server and how many of
+/// those answers are still alive, so a test can see backpressure reach the upstream and
+/// abandoned streams let go of it.
+#[derive(Debug, Default)]
+pub struct StreamGauge {
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    pub live: std::sync::atomic::AtomicI64,
+}
+
+/// Decrements `live` when the answer's body is dropped (its connection closed).
+struct LiveGuard(Arc<StreamGauge>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An SSE answer that sends `head` and then, if `filler` is non-empty, repeats it until
+/// `total` bytes have gone out; after that it holds the stream open and never ends.
+/// Every byte handed to the server is counted in `gauge`.
+pub fn endless_sse(head: Bytes, filler: Bytes, total: u64, gauge: Arc<StreamGauge>) -> Response {
+    use std::sync::atomic::Ordering;
+    gauge.live.fetch_add(1, Ordering::SeqCst);
+    let guard = LiveGuard(gauge.clone());
+    let state = (Some(head), 0u64, guard);
+    let stream = futures_util::stream::unfold(state, move |(head, sent, guard)| {
+        let filler = filler.clone();
+        async move {
+            let chunk = match head {
+                Some(head) => head,
+                None if !filler.is_empty() && sent < total => filler,
+                None => {
+                    // Never ends: the guard lives until the connection is dropped.
+                    futures_util::future::pending::<()>().await;
+                    return None;
+                }
+            };
+            let sent = sent + chunk.len() as u64;
+            guard
+                .0
+                .bytes_sent
+                .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            Some((Ok::<_, Infallible>(chunk), (None, sent, guard)))
+        }
+    });
+    sse_response(Body::from_stream(stream))
+}
+
+/// An SSE answer whose body is exactly `body`, malformed or not.
+pub fn sse_response_raw(body: Bytes) -> Response {
+    sse_response(Body::from(body))
+}
