@@ -16,7 +16,7 @@ use crate::auth::Identity;
 use crate::config::{BudgetConfig, StoreFailure};
 use crate::error::{ApiError, BudgetRefusal};
 use crate::ledger::Store;
-use crate::metrics::Metrics;
+use crate::metrics::{Caller, Metrics};
 use crate::pricing::Cost;
 
 /// One budget that applies to a request.
@@ -137,6 +137,11 @@ impl Budgets {
                 for event in decision.alerts {
                     self.alerts.fire(event);
                 }
+                // Known here at no extra cost: the check just read every figure.
+                let caller = Caller::from(identity);
+                for (scope, used, limit) in decision.standing {
+                    self.metrics.budget_used(scope, &caller, used, limit);
+                }
                 match decision.refused {
                     Some(error) => Err(error),
                     None => Ok(Some(Reservation {
@@ -255,6 +260,9 @@ struct Request<'a> {
 struct Decision {
     refused: Option<ApiError>,
     alerts: Vec<AlertEvent>,
+    /// Each budget's scope, spend plus reservations (this request's if admitted),
+    /// and limit.
+    standing: Vec<(&'static str, Cost, Cost)>,
 }
 
 /// Committed spend (whole micro-USD, and the pico remainders) and open reservations
@@ -339,6 +347,7 @@ async fn decide(
             let mut decision = Decision {
                 refused: None,
                 alerts: Vec::new(),
+                standing: Vec::with_capacity(scopes.len()),
             };
             for scope in scopes {
                 let start = scope.budget.period.start(request.ts_ms);
@@ -376,6 +385,12 @@ async fn decide(
                         });
                     }
                 }
+                let counted = if after > limit { used } else { after };
+                decision.standing.push((
+                    scope.kind,
+                    Cost::from_pico(counted),
+                    Cost::from_pico(limit),
+                ));
                 if after > limit && decision.refused.is_none() {
                     decision.refused = Some(ApiError::BudgetExceeded(Box::new(BudgetRefusal {
                         scope: scope.kind,

@@ -6,6 +6,7 @@ mod auth;
 mod database;
 mod limits;
 mod log;
+mod metrics;
 mod pricing;
 mod secret;
 mod server;
@@ -21,6 +22,7 @@ pub use auth::{AuthConfig, AuthMode, BUILTIN_TIERS, BudgetConfig, StoreFailure};
 pub use database::{DatabaseConfig, LedgerConfig};
 pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
+pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
@@ -36,6 +38,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub ledger: LedgerConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -50,6 +53,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             ledger: LedgerConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
         }
@@ -109,6 +113,8 @@ pub const ENV_UPSTREAM_URL: &str = "TOLLGATE_UPSTREAM_URL";
 pub const ENV_REDIS_URL: &str = "TOLLGATE_REDIS_URL";
 /// The admin API's bearer key; the admin API is closed when it is unset.
 pub const ENV_ADMIN_KEY: &str = "TOLLGATE_ADMIN_KEY";
+/// The bearer `/metrics` asks for (`metrics.bearer_token`).
+pub const ENV_METRICS_TOKEN: &str = "TOLLGATE_METRICS_TOKEN";
 
 impl Config {
     /// Loads the file named by `path` (or `TOLLGATE_CONFIG`, or none: defaults), applies
@@ -161,6 +167,10 @@ impl Config {
         if let Some(url) = env.get(ENV_REDIS_URL) {
             self.limits.redis_url.clone_from(url);
         }
+        // Empty, as an unset variable in a compose file expands to: no protection.
+        if let Some(token) = env.get(ENV_METRICS_TOKEN).filter(|t| !t.is_empty()) {
+            self.metrics.bearer_token = Some(Secret::new(token.clone()));
+        }
         if let Some(url) = env.get(ENV_UPSTREAM_URL) {
             match self.upstreams.first_mut() {
                 Some(first) => first.base_url.clone_from(url),
@@ -210,6 +220,14 @@ impl Config {
             }
         }
         self.limits.validate(&mut problems);
+        if self
+            .metrics
+            .bearer_token
+            .as_ref()
+            .is_some_and(|token| token.expose().trim().is_empty())
+        {
+            problems.push("metrics.bearer_token", "must not be empty when set");
+        }
         if self.auth.refresh_interval.is_zero() {
             problems.push("auth.refresh_interval", "must be greater than 0");
         }

@@ -31,6 +31,7 @@ use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
 use crate::limits::{Admission, Limiter};
 use crate::metering::{Endpoint, Usage, UsageSource};
+use crate::metrics::{Caller, InFlight, Metrics};
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
 use upstream::{Upstream, Upstreams, X_REQUEST_ID};
@@ -52,6 +53,7 @@ pub struct Proxy {
     /// Relay and recording tasks; shutdown waits for them.
     pub tasks: TaskTracker,
     pub server: ServerConfig,
+    pub metrics: Metrics,
 }
 
 /// `/v1/*`: metered endpoints on POST, pass-through for the rest.
@@ -101,6 +103,8 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A metered request: counted in flight from here, and in `tollgate_requests_total`
+/// however it ends (requests refused here; forwarded ones when their exchange ends).
 async fn metered(
     proxy: &Proxy,
     identity: Identity,
@@ -109,7 +113,55 @@ async fn metered(
     parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, ApiError> {
-    let started = Instant::now();
+    let observed = Observed {
+        caller: Caller::from(&identity),
+        in_flight: proxy.metrics.in_flight(),
+        started: Instant::now(),
+    };
+    let caller = observed.caller.clone();
+    let mut model = None;
+    let result = admit_and_forward(
+        proxy, identity, endpoint, path, parts, body, observed, &mut model,
+    )
+    .await;
+    if let Err(error) = &result {
+        let limit = match error {
+            ApiError::RateLimited(limited) => Some(limited.kind.label()),
+            ApiError::BudgetExceeded(_) => Some("budget"),
+            _ => None,
+        };
+        let model = proxy.pricer.model_label(model.as_deref());
+        let status = error.status().as_u16();
+        proxy
+            .metrics
+            .refused(&caller, model, endpoint.as_str(), status, limit);
+    }
+    result
+}
+
+/// What the metrics of a metered request need from its start.
+struct Observed {
+    caller: Caller,
+    in_flight: InFlight,
+    started: Instant,
+}
+
+/// Reads, checks and admits the request, then forwards it. `model` is set as soon as
+/// the body is parsed, for the metrics of a refusal.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts and where it stands"
+)]
+async fn admit_and_forward(
+    proxy: &Proxy,
+    identity: Identity,
+    endpoint: Endpoint,
+    path: &str,
+    parts: Parts,
+    body: Body,
+    observed: Observed,
+    model: &mut Option<String>,
+) -> Result<Response<Body>, ApiError> {
     let ts_ms = now_ms();
     let bytes = read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
     let request = if bytes.len() <= INLINE_PARSE_BYTES {
@@ -120,6 +172,7 @@ async fn metered(
             .await
             .map_err(|_| ApiError::Internal)??
     };
+    model.clone_from(&request.model);
     let model = request.model.as_deref();
     let allowed = identity
         .key
@@ -173,7 +226,7 @@ async fn metered(
         prompt,
         admission,
         ts_ms,
-        started,
+        observed,
     };
     let mut response = forward_metered(proxy, admitted, path, parts, request)
         .await
@@ -192,7 +245,7 @@ struct Admitted<'a> {
     prompt: Option<u64>,
     admission: Option<Admission>,
     ts_ms: i64,
-    started: Instant,
+    observed: Observed,
 }
 
 /// Reserves the budget, then forwards in a task of its own and waits for the answer.
@@ -210,8 +263,9 @@ async fn forward_metered(
         prompt,
         admission,
         ts_ms,
-        started,
+        observed,
     } = admitted;
+    let started = observed.started;
     let model = request.model.as_deref();
     // Time-ordered, so inserts append to the primary-key index instead of landing at
     // random pages of it.
@@ -245,6 +299,9 @@ async fn forward_metered(
         pricer: proxy.pricer.clone(),
         request_id: request_id(&parts.headers),
         caller: identity.display,
+        labels: observed.caller,
+        metrics: proxy.metrics.clone(),
+        _in_flight: observed.in_flight,
         key_id: identity.key_id,
         team_id: identity.team_id,
         upstream: upstream.name.clone(),
@@ -255,6 +312,7 @@ async fn forward_metered(
         request: request.body.clone(),
         ts_ms,
         started,
+        forwarded: Instant::now(),
         deadline: started + upstream.total_timeout,
         policy: proxy.server.on_client_disconnect,
         limits: admission,
@@ -338,6 +396,8 @@ async fn passthrough(
     parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, ApiError> {
+    // Until the upstream's response head: the body then streams on its own.
+    let _in_flight = proxy.metrics.in_flight();
     let limit = proxy.server.max_upload_bytes;
     check_declared_length(&parts.headers, limit)?;
     let upstream = proxy

@@ -8,7 +8,7 @@ use crate::config::{PricingConfig, UnknownModelPolicy};
 use crate::error::ApiError;
 use crate::ledger::RowPrice;
 use crate::metering::Usage;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OTHER_MODEL};
 use crate::pricing::Catalog;
 
 pub struct Pricer {
@@ -44,6 +44,15 @@ impl Pricer {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The `model` label of metrics: the catalog's name for `model` (snapshots and
+    /// fine-tuned names fold into their family), or `other` for anything it does not
+    /// price, so callers inventing names cannot multiply the series.
+    pub fn model_label(&self, model: Option<&str>) -> &str {
+        model
+            .and_then(|model| self.catalog.resolve(model))
+            .map_or(OTHER_MODEL, |resolved| resolved.key)
     }
 
     /// The context window to enforce for `model`, when enforcement is on and the
