@@ -118,23 +118,24 @@ async fn metered(
         in_flight: proxy.metrics.in_flight(),
         started: Instant::now(),
     };
-    let caller = observed.caller.clone();
-    let mut model = None;
+    let mut refusal = Refusal {
+        caller: observed.caller.clone(),
+        endpoint,
+        model: None,
+    };
     let result = admit_and_forward(
-        proxy, identity, endpoint, path, parts, body, observed, &mut model,
+        proxy,
+        identity,
+        endpoint,
+        path,
+        parts,
+        body,
+        observed,
+        &mut refusal,
     )
     .await;
     if let Err(error) = &result {
-        let limit = match error {
-            ApiError::RateLimited(limited) => Some(limited.kind.label()),
-            ApiError::BudgetExceeded(_) => Some("budget"),
-            _ => None,
-        };
-        let model = proxy.pricer.model_label(model.as_deref());
-        let status = error.status().as_u16();
-        proxy
-            .metrics
-            .refused(&caller, model, endpoint.as_str(), status, limit);
+        refusal.count(proxy, error);
     }
     result
 }
@@ -146,8 +147,32 @@ struct Observed {
     started: Instant,
 }
 
-/// Reads, checks and admits the request, then forwards it. `model` is set as soon as
-/// the body is parsed, for the metrics of a refusal.
+/// How to count a request tollgate answers itself, before any upstream.
+struct Refusal {
+    caller: Caller,
+    endpoint: Endpoint,
+    /// As asked for, once the body is parsed.
+    model: Option<String>,
+}
+
+impl Refusal {
+    fn count(&self, proxy: &Proxy, error: &ApiError) {
+        let limit = match error {
+            ApiError::RateLimited(limited) => Some(limited.kind.label()),
+            ApiError::BudgetExceeded(_) => Some("budget"),
+            _ => None,
+        };
+        let model = proxy.pricer.model_label(self.model.as_deref());
+        let status = error.status().as_u16();
+        proxy
+            .metrics
+            .refused(&self.caller, model, self.endpoint.as_str(), status, limit);
+    }
+}
+
+/// Reads, checks and admits the request, then forwards it. Errors returned are
+/// counted by the caller; a refusal after admission (the budget's) is answered, with
+/// the rate-limit standing, and counted here.
 #[expect(
     clippy::too_many_arguments,
     reason = "the request's parts and where it stands"
@@ -160,7 +185,7 @@ async fn admit_and_forward(
     parts: Parts,
     body: Body,
     observed: Observed,
-    model: &mut Option<String>,
+    refusal: &mut Refusal,
 ) -> Result<Response<Body>, ApiError> {
     let ts_ms = now_ms();
     let bytes = read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
@@ -172,7 +197,7 @@ async fn admit_and_forward(
             .await
             .map_err(|_| ApiError::Internal)??
     };
-    model.clone_from(&request.model);
+    refusal.model.clone_from(&request.model);
     let model = request.model.as_deref();
     let allowed = identity
         .key
@@ -228,9 +253,13 @@ async fn admit_and_forward(
         ts_ms,
         observed,
     };
-    let mut response = forward_metered(proxy, admitted, path, parts, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let mut response = match forward_metered(proxy, admitted, path, parts, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            refusal.count(proxy, &error);
+            error.into_response()
+        }
+    };
     if let Some(standing) = standing {
         standing.apply(response.headers_mut());
     }
