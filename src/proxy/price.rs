@@ -11,6 +11,11 @@ use crate::metering::Usage;
 use crate::metrics::{Metrics, OTHER_MODEL};
 use crate::pricing::Catalog;
 
+/// Distinct unpriced model names given their own metric label (and warning); names
+/// beyond these are counted under `other`, so clients inventing names can grow
+/// neither the scrape nor this process's memory.
+const MAX_UNPRICED_NAMES: usize = 100;
+
 pub struct Pricer {
     catalog: Catalog,
     metrics: Metrics,
@@ -89,15 +94,18 @@ impl Pricer {
             });
         }
         let model = answered.or(requested).unwrap_or("");
+        let (known, first) = match self.warned.lock() {
+            Ok(warned) if warned.contains(model) => (true, false),
+            Ok(mut warned) if warned.len() < MAX_UNPRICED_NAMES => {
+                (true, warned.insert(model.to_owned()))
+            }
+            _ => (false, false),
+        };
+        let label = if known { model } else { OTHER_MODEL };
         self.metrics
             .unpriced_requests
-            .with_label_values(&[model])
+            .with_label_values(&[label])
             .inc();
-        let first = self
-            .warned
-            .lock()
-            .map(|mut warned| warned.insert(model.to_owned()))
-            .unwrap_or(false);
         if first {
             let suggestions = self.catalog.suggest(model).join(", ");
             tracing::warn!(
@@ -108,5 +116,35 @@ impl Pricer {
             );
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpriced_names_get_labels_up_to_a_bound_then_share_one() {
+        let config = PricingConfig::default();
+        let metrics = Metrics::new().unwrap();
+        let pricer = Pricer::new(config.catalog().unwrap(), &config, metrics.clone());
+        let usage = Usage::default();
+        for i in 0..MAX_UNPRICED_NAMES + 5 {
+            assert!(
+                pricer
+                    .price(None, Some(&format!("house-{i}")), &usage)
+                    .is_none()
+            );
+        }
+        pricer.price(None, Some("house-0"), &usage);
+        let count = |model: &str| metrics.unpriced_requests.with_label_values(&[model]).get();
+        assert_eq!(count("house-0"), 2, "a known name keeps its label");
+        assert_eq!(count(OTHER_MODEL), 5);
+        assert!(pricer.price(None, Some("gpt-4o-mini"), &usage).is_some());
+        assert_eq!(
+            pricer.model_label(Some("gpt-4o-mini-2024-07-18")),
+            "gpt-4o-mini"
+        );
+        assert_eq!(pricer.model_label(Some("house-0")), OTHER_MODEL);
     }
 }
