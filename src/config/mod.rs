@@ -487,6 +487,40 @@ total_timeout = "0s"
     }
 
     #[test]
+    fn the_metrics_section_parses_and_its_token_comes_from_the_environment() {
+        let config = Config::from_toml(
+            "[metrics]\nper_key_labels = false\nbearer_token = \"from-file\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(!config.metrics.per_key_labels);
+        assert_eq!(
+            config.metrics.bearer_token.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        assert_eq!(
+            format!("{:?}", config.metrics.bearer_token),
+            "Some(Secret(***))"
+        );
+        let config = Config::load(None, &env(&[(ENV_METRICS_TOKEN, "from-env")])).unwrap();
+        assert!(config.metrics.per_key_labels, "on by default");
+        assert_eq!(
+            config.metrics.bearer_token.as_ref().map(Secret::expose),
+            Some("from-env")
+        );
+        let config = Config::load(None, &env(&[(ENV_METRICS_TOKEN, "")])).unwrap();
+        assert!(config.metrics.bearer_token.is_none(), "empty means unset");
+        let config = Config::from_toml("[metrics]\nbearer_token = \" \"\n", "t.toml").unwrap();
+        let paths: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .paths()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(paths, ["metrics.bearer_token"]);
+    }
+
+    #[test]
     fn a_bad_listen_override_is_named() {
         let error = Config::load(None, &env(&[(ENV_LISTEN, "nope")])).unwrap_err();
         assert!(error.to_string().contains(ENV_LISTEN), "{error}");
