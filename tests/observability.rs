@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::StatusCode;
 use common::harness::{Harness, assert_openai_error};
-use common::mock_upstream::{MockUpstream, chat_completion, json};
+use common::mock_upstream::{MockUpstream, chat_chunks, chat_completion, json, sse};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 use tollgate::config::{AuthMode, Config, LimitsBackend, Secret, StoreFailure};
@@ -21,7 +21,8 @@ const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/tollgate.json
 const ALERTS: &str = include_str!("../deploy/prometheus/alerts.yml");
 
 /// Answers with the model it was asked for (so an unknown one stays unpriced) and the
-/// usage the client scripts with `x-mock-prompt` / `x-mock-completion`.
+/// usage the client scripts with `x-mock-prompt` / `x-mock-completion`; streams (as
+/// `gpt-4o-mini-2024-07-18`) when asked to.
 async fn echo_upstream() -> MockUpstream {
     MockUpstream::start(|received| {
         let number = |name: &str| {
@@ -32,7 +33,11 @@ async fn echo_upstream() -> MockUpstream {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(7)
         };
-        let mut body = chat_completion(number("x-mock-prompt"), number("x-mock-completion"));
+        let (prompt, completion) = (number("x-mock-prompt"), number("x-mock-completion"));
+        if received.json()["stream"] == true {
+            return sse(&chat_chunks(&["Hi", " there"], Some((prompt, completion))));
+        }
+        let mut body = chat_completion(prompt, completion);
         body["model"] = received.json()["model"].clone();
         json(StatusCode::OK, &body)
     })
@@ -197,7 +202,7 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
     assert_eq!(
         send(&tollgate, &alice, "gpt-4o-mini", 1).await,
         429,
-        "rpm 2"
+        "rpm 1 per model"
     );
     assert_eq!(send(&tollgate, &bob, "gpt-4o-mini", 98_765).await, 200);
     assert_eq!(
@@ -205,6 +210,18 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
         200,
         "unpriced"
     );
+    let stream = tollgate
+        .chat(
+            &bob,
+            &json!({"model": "gpt-4o-mini", "stream": true, "messages": []}),
+        )
+        .header("x-mock-prompt", "4321")
+        .header("x-mock-completion", "99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    stream.bytes().await.unwrap();
     assert_eq!(send(&tollgate, &carol, "gpt-4o-mini", 333).await, 200);
     let big = tollgate
         .chat(
@@ -328,7 +345,8 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
                 ("type", "prompt")
             ]
         ),
-        ["98765"]
+        ["103086"],
+        "98,765 buffered + 4,321 streamed"
     );
     assert_eq!(
         value(
@@ -359,12 +377,12 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
         ),
         ["0"]
     );
-    // Four forwarded priced requests and one unpriced, each timed once.
+    // Five forwarded priced requests (one streamed) and one unpriced, each timed once.
     let timed: u64 = value("tollgate_request_duration_seconds_count", &[])
         .iter()
         .map(|v| v.parse::<u64>().unwrap())
         .sum();
-    assert_eq!(timed, 5);
+    assert_eq!(timed, 6);
 
     // No secret in any label: only the 11-character display prefix.
     for key in [&alice, &bob, &carol] {
