@@ -341,7 +341,7 @@ impl Metrics {
     pub fn budget_used(&self, scope: &str, caller: &Caller, used: Cost, limit: Cost) {
         #[expect(
             clippy::cast_precision_loss,
-            reason = "a ratio for display, not money; 2^53 pico-USD is $9,007"
+            reason = "a ratio, not money: 15 significant digits are plenty"
         )]
         let ratio = match limit.as_pico() {
             0 => 1.0,
