@@ -1,12 +1,58 @@
 //! Every metric tollgate exports, defined once, in Prometheus' text format at
-//! `/metrics`. Names follow Prometheus conventions: `tollgate_` prefix, `_total` for
-//! counters.
+//! `/metrics`. Names follow Prometheus conventions: `tollgate_` prefix, base units in
+//! names, `_total` for counters.
+//!
+//! Cardinality is bounded on purpose: `model` is the price catalog's name for the model
+//! (dated snapshots and fine-tuned names fold into their family; names the catalog does
+//! not price become `other`), `team` is the team's name, `key` the key's prefix (or the
+//! caller's fingerprint in passthrough mode) and disappears with
+//! `metrics.per_key_labels = false`; histograms carry only endpoint and model.
 
-use prometheus::{CounterVec, Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+mod cost;
+mod ledger;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::auth::Identity;
+use crate::config::MetricsConfig;
+use crate::ledger::LedgerWriter;
+use crate::metering::Usage;
+use crate::pricing::Cost;
+use cost::{CostCell, CostCounter};
+
+/// The `model` label of requests whose model the catalog does not price.
+pub const OTHER_MODEL: &str = "other";
+
+/// Whole requests, upstream included: LLM calls run from a fraction of a second to
+/// minutes.
+const DURATION_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// The upstream's first byte: tens of milliseconds (embeddings) to a minute (long
+/// reasoning before the first token).
+const TTFB_BUCKETS: &[f64] = &[
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
+];
+/// tollgate's own time: sub-millisecond normally; milliseconds when a budget
+/// reservation goes to the database or a large prompt is counted.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const TOKEN_TYPES: [&str; 4] = ["prompt", "cached", "completion", "reasoning"];
 
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    per_key: bool,
     /// Requests whose model no catalog prices, by model: what to add to the catalog.
     pub unpriced_requests: IntCounterVec,
     /// Budget thresholds crossed, by scope (key, team) and level (soft, exhausted).
@@ -14,110 +60,249 @@ pub struct Metrics {
     /// Budget checks that could not reach the store, by what the policy did
     /// (admitted, refused).
     pub budget_check_errors: IntCounterVec,
-    /// Requests refused by a rate limit, by kind (rpm, tpm, rpd, tpd, concurrency).
+    /// Requests refused by a rate limit or a budget, by kind (rpm, tpm, rpd, tpd,
+    /// concurrency, budget) and team.
     pub rate_limited_requests: IntCounterVec,
     /// Rate-limit checks the shared backend (Redis) could not answer, by what the
     /// policy did (local: checked by this replica alone; refused: 503).
     pub rate_limit_backend_errors: IntCounterVec,
-    /// Batch output lines read, by result (billed, failed, malformed), and input lines
-    /// admission skipped (input_malformed).
+    /// Batch lines, by result: output billed, failed (not billed) or malformed
+    /// (skipped); input_malformed (skipped by admission).
     pub batch_lines: IntCounterVec,
-    /// USD billed by batch and fine-tuning jobs, by kind (batch, training). Display
-    /// only: a float; the ledger holds the exact figures.
-    pub job_spend: CounterVec,
+    /// USD billed by batch and fine-tuning jobs, by kind (batch, training), summed
+    /// exactly like `tollgate_cost_usd_total` (which counts realtime requests).
+    pub job_spend: CostCounter,
     /// Batches and jobs the upstream lost (404 poll after poll), by object.
     pub batch_lost: IntCounterVec,
     /// Failed polls of tracked batches and jobs, by reason.
     pub batch_poll_errors: IntCounterVec,
     /// Batch creates refused at admission, by reason (budget, enqueued_tokens).
     pub batch_admissions_refused: IntCounterVec,
+    requests: IntCounterVec,
+    tokens: IntCounterVec,
+    cost: CostCounter,
+    request_duration: HistogramVec,
+    upstream_ttfb: HistogramVec,
+    overhead: HistogramVec,
+    budget_used_ratio: GaugeVec,
+    in_flight: IntGauge,
+    /// Label handles by caller, model and endpoint: one map lookup per request instead
+    /// of one per series it touches.
+    series: Arc<RwLock<HashMap<String, Arc<Series>>>>,
+}
+
+/// Who a request is attributed to, as labels: never a secret.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The team's name; empty in passthrough mode.
+    pub team: String,
+    /// The key's prefix, or the caller's fingerprint in passthrough mode.
+    pub key: String,
+}
+
+impl From<&Identity> for Caller {
+    fn from(identity: &Identity) -> Self {
+        Self {
+            team: identity
+                .key
+                .as_ref()
+                .map(|entry| entry.team.name.clone())
+                .unwrap_or_default(),
+            key: identity.display.clone(),
+        }
+    }
+}
+
+/// A metered request that reached the upstream (or tried to), at its end.
+#[derive(Debug)]
+pub struct Observation<'a> {
+    pub caller: &'a Caller,
+    /// The model label (see [`OTHER_MODEL`]).
+    pub model: &'a str,
+    pub endpoint: &'static str,
+    pub status: u16,
+    pub usage: &'a Usage,
+    /// `None` when unpriced.
+    pub cost: Option<Cost>,
+    pub duration: Duration,
+    /// From sending upstream to the upstream's first body byte.
+    pub upstream_ttfb: Option<Duration>,
+    /// tollgate's own share of `duration`.
+    pub overhead: Duration,
+}
+
+/// One request in flight; the gauge drops when this does, however the request ends.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> Result<HistogramVec, prometheus::Error> {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let vec = HistogramVec::new(opts, labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+/// `labels` without `key` when per-key labels are off.
+fn keyed<'a>(per_key: bool, labels: &[&'a str]) -> Vec<&'a str> {
+    labels
+        .iter()
+        .copied()
+        .filter(|label| per_key || *label != "key")
+        .collect()
 }
 
 impl Metrics {
+    /// The metrics with the default settings (per-key labels on).
     pub fn new() -> Result<Self, prometheus::Error> {
+        Self::with_config(&MetricsConfig::default())
+    }
+
+    pub fn with_config(config: &MetricsConfig) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let unpriced_requests = IntCounterVec::new(
-            Opts::new(
-                "tollgate_unpriced_requests_total",
-                "Requests recorded with an unknown cost because no catalog prices their model.",
-            ),
+        let per_key = config.per_key_labels;
+        let r = &registry;
+        let unpriced_requests = counter_vec(
+            r,
+            "tollgate_unpriced_requests_total",
+            "Requests recorded with an unknown cost because no catalog prices their model.",
             &["model"],
         )?;
-        registry.register(Box::new(unpriced_requests.clone()))?;
-        let budget_alerts = IntCounterVec::new(
-            Opts::new(
-                "tollgate_budget_alerts_total",
-                "Budget thresholds crossed (once per budget and period).",
-            ),
+        let budget_alerts = counter_vec(
+            r,
+            "tollgate_budget_alerts_total",
+            "Budget thresholds crossed (once per budget and period).",
             &["scope", "level"],
         )?;
-        registry.register(Box::new(budget_alerts.clone()))?;
-        let budget_check_errors = IntCounterVec::new(
-            Opts::new(
-                "tollgate_budget_check_errors_total",
-                "Budget checks that could not reach the database, by what was done.",
-            ),
+        let budget_check_errors = counter_vec(
+            r,
+            "tollgate_budget_check_errors_total",
+            "Budget checks that could not reach the database, by what was done.",
             &["action"],
         )?;
-        registry.register(Box::new(budget_check_errors.clone()))?;
-        let rate_limited_requests = IntCounterVec::new(
-            Opts::new(
-                "tollgate_rate_limited_requests_total",
-                "Requests refused by a rate limit, by the limit that refused them.",
-            ),
-            &["kind"],
+        let rate_limited_requests = counter_vec(
+            r,
+            "tollgate_rate_limited_requests_total",
+            "Requests refused by a rate limit or a budget, by the limit that refused them.",
+            &["kind", "team"],
         )?;
-        registry.register(Box::new(rate_limited_requests.clone()))?;
-        let rate_limit_backend_errors = IntCounterVec::new(
-            Opts::new(
-                "tollgate_rate_limit_backend_errors_total",
-                "Rate-limit checks the shared backend could not answer, by what was done.",
-            ),
+        let rate_limit_backend_errors = counter_vec(
+            r,
+            "tollgate_rate_limit_backend_errors_total",
+            "Rate-limit checks the shared backend could not answer, by what was done.",
             &["action"],
         )?;
-        registry.register(Box::new(rate_limit_backend_errors.clone()))?;
-        let batch_lines = IntCounterVec::new(
-            Opts::new(
-                "tollgate_batch_lines_total",
-                "Batch lines, by result: output billed, failed (not billed) or malformed (skipped); input_malformed (skipped by admission).",
-            ),
+        let batch_lines = counter_vec(
+            r,
+            "tollgate_batch_lines_total",
+            "Batch lines, by result: output billed, failed (not billed) or malformed \
+             (skipped); input_malformed (skipped by admission).",
             &["result"],
         )?;
-        registry.register(Box::new(batch_lines.clone()))?;
-        let job_spend = CounterVec::new(
-            Opts::new(
-                "tollgate_job_spend_usd_total",
-                "USD billed by batch and fine-tuning jobs, by kind (display only; the ledger is exact).",
-            ),
+        let job_spend = CostCounter::named(
+            "tollgate_job_spend_usd_total",
+            "USD billed by batch and fine-tuning jobs, by kind, summed exactly in pico-USD.",
             &["kind"],
         )?;
         registry.register(Box::new(job_spend.clone()))?;
-        let batch_lost = IntCounterVec::new(
-            Opts::new(
-                "tollgate_batch_lost_total",
-                "Tracked batches and fine-tuning jobs the upstream lost, by object.",
-            ),
+        let batch_lost = counter_vec(
+            r,
+            "tollgate_batch_lost_total",
+            "Tracked batches and fine-tuning jobs the upstream lost, by object.",
             &["object"],
         )?;
-        registry.register(Box::new(batch_lost.clone()))?;
-        let batch_poll_errors = IntCounterVec::new(
-            Opts::new(
-                "tollgate_batch_poll_errors_total",
-                "Failed polls of tracked batches and fine-tuning jobs, by reason.",
-            ),
+        let batch_poll_errors = counter_vec(
+            r,
+            "tollgate_batch_poll_errors_total",
+            "Failed polls of tracked batches and fine-tuning jobs, by reason.",
             &["reason"],
         )?;
-        registry.register(Box::new(batch_poll_errors.clone()))?;
-        let batch_admissions_refused = IntCounterVec::new(
-            Opts::new(
-                "tollgate_batch_admissions_refused_total",
-                "Batch creates refused at admission, by reason.",
-            ),
+        let batch_admissions_refused = counter_vec(
+            r,
+            "tollgate_batch_admissions_refused_total",
+            "Batch creates refused at admission, by reason.",
             &["reason"],
         )?;
-        registry.register(Box::new(batch_admissions_refused.clone()))?;
+        let requests = counter_vec(
+            r,
+            "tollgate_requests_total",
+            "Metered requests answered, by caller, model, endpoint and status class.",
+            &keyed(
+                per_key,
+                &["team", "key", "model", "endpoint", "status_class"],
+            ),
+        )?;
+        let tokens = counter_vec(
+            r,
+            "tollgate_tokens_total",
+            "Tokens used, by type: prompt (cached included), cached, completion \
+             (reasoning included), reasoning.",
+            &keyed(per_key, &["team", "key", "model", "type"]),
+        )?;
+        let cost = CostCounter::new(&keyed(per_key, &["team", "key", "model"]))?;
+        registry.register(Box::new(cost.clone()))?;
+        let request_duration = histogram_vec(
+            r,
+            "tollgate_request_duration_seconds",
+            "Metered requests from arrival to the end of the response, upstream included.",
+            DURATION_BUCKETS,
+            &["endpoint", "model"],
+        )?;
+        let upstream_ttfb = histogram_vec(
+            r,
+            "tollgate_upstream_time_to_first_byte_seconds",
+            "From sending a request upstream to the first byte of the upstream's body.",
+            TTFB_BUCKETS,
+            &["endpoint", "model"],
+        )?;
+        let overhead = histogram_vec(
+            r,
+            "tollgate_overhead_seconds",
+            "tollgate's own time per metered request: from arrival until it is sent \
+             upstream (reading, counting, limits, budget), plus turning a buffered \
+             answer into the response.",
+            OVERHEAD_BUCKETS,
+            &["endpoint"],
+        )?;
+        let budget_used_ratio = GaugeVec::new(
+            Opts::new(
+                "tollgate_budget_used_ratio",
+                "Spent plus reserved over the limit, per budget, as of its last check on \
+                 this replica.",
+            ),
+            &keyed(per_key, &["scope", "team", "key"]),
+        )?;
+        registry.register(Box::new(budget_used_ratio.clone()))?;
+        let in_flight = IntGauge::new(
+            "tollgate_in_flight_requests",
+            "Requests on /v1 being served: metered ones until their row is queued, \
+             pass-through ones until the upstream's response head.",
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
             registry,
+            per_key,
             unpriced_requests,
             budget_alerts,
             budget_check_errors,
@@ -128,7 +313,103 @@ impl Metrics {
             batch_lost,
             batch_poll_errors,
             batch_admissions_refused,
+            requests,
+            tokens,
+            cost,
+            request_duration,
+            upstream_ttfb,
+            overhead,
+            budget_used_ratio,
+            in_flight,
+            series: Arc::default(),
         })
+    }
+
+    /// Exports the ledger writer's queue, spill and failure figures, read when scraped.
+    pub fn watch_ledger(&self, writer: LedgerWriter) -> Result<(), prometheus::Error> {
+        self.registry
+            .register(Box::new(ledger::LedgerCollector::new(writer)?))
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records a metered request at its end: its count, tokens, cost and timings.
+    pub fn observe(&self, seen: &Observation<'_>) {
+        let series = self.series(seen.caller, seen.model, seen.endpoint);
+        series.request(self, seen.status).inc();
+        let usage = seen.usage;
+        let counts = [
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.completion_tokens,
+            usage.reasoning_tokens,
+        ];
+        if counts.iter().any(|&n| n > 0) {
+            for (counter, n) in series.tokens(self).iter().zip(counts) {
+                counter.inc_by(n);
+            }
+        }
+        if let Some(cost) = seen.cost {
+            series.cost(self).add(cost);
+        }
+        let timings = series.timings(self);
+        timings.duration.observe(seen.duration.as_secs_f64());
+        timings.overhead.observe(seen.overhead.as_secs_f64());
+        if let Some(ttfb) = seen.upstream_ttfb {
+            timings.ttfb.observe(ttfb.as_secs_f64());
+        }
+    }
+
+    /// Records a metered request answered by tollgate itself, before any upstream:
+    /// `limit` names the rate limit or budget that refused it, if one did.
+    pub fn refused(
+        &self,
+        caller: &Caller,
+        model: &str,
+        endpoint: &'static str,
+        status: u16,
+        limit: Option<&str>,
+    ) {
+        self.series(caller, model, endpoint)
+            .request(self, status)
+            .inc();
+        if let Some(kind) = limit {
+            self.rate_limited_requests
+                .with_label_values(&[kind, &caller.team])
+                .inc();
+        }
+    }
+
+    /// Where a budget stands after a check: `used` (spent and reserved) over `limit`.
+    /// Key budgets go unreported without per-key labels.
+    pub fn budget_used(&self, scope: &str, caller: &Caller, used: Cost, limit: Cost) {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a ratio, not money: 15 significant digits are plenty"
+        )]
+        let ratio = match limit.as_pico() {
+            0 => 1.0,
+            limit => used.as_pico() as f64 / limit as f64,
+        };
+        let key = if scope == "key" {
+            caller.key.as_str()
+        } else {
+            ""
+        };
+        let gauge = if self.per_key {
+            self.budget_used_ratio
+                .with_label_values(&[scope, &caller.team, key])
+        } else if scope == "key" {
+            return;
+        } else {
+            self.budget_used_ratio
+                .with_label_values(&[scope, &caller.team])
+        };
+        gauge.set(ratio);
     }
 
     /// The text exposition of every metric.
@@ -137,11 +418,132 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+
+    fn series(&self, caller: &Caller, model: &str, endpoint: &'static str) -> Arc<Series> {
+        let key = if self.per_key {
+            caller.key.as_str()
+        } else {
+            ""
+        };
+        // Unit separators: no label value a caller controls can forge another's key.
+        let id = format!("{}\u{1f}{key}\u{1f}{model}\u{1f}{endpoint}", caller.team);
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return series.clone();
+        }
+        let series = Arc::new(Series {
+            team: caller.team.clone(),
+            key: key.to_owned(),
+            model: model.to_owned(),
+            endpoint,
+            requests: Default::default(),
+            tokens: OnceLock::new(),
+            cost: OnceLock::new(),
+            timings: OnceLock::new(),
+        });
+        self.series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_insert(series)
+            .clone()
+    }
+}
+
+/// The label handles of one caller, model and endpoint, made as first used.
+struct Series {
+    team: String,
+    key: String,
+    model: String,
+    endpoint: &'static str,
+    requests: [OnceLock<IntCounter>; 5],
+    tokens: OnceLock<[IntCounter; 4]>,
+    cost: OnceLock<Arc<CostCell>>,
+    timings: OnceLock<Timings>,
+}
+
+struct Timings {
+    duration: Histogram,
+    ttfb: Histogram,
+    overhead: Histogram,
+}
+
+// === impl Series ===
+
+impl Series {
+    /// Team, key (when labelled) and model, then `extra`.
+    fn values<'a>(&'a self, metrics: &Metrics, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut values = vec![self.team.as_str()];
+        if metrics.per_key {
+            values.push(&self.key);
+        }
+        values.push(&self.model);
+        values.extend_from_slice(extra);
+        values
+    }
+
+    fn request(&self, metrics: &Metrics, status: u16) -> &IntCounter {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].get_or_init(|| {
+            let values = self.values(metrics, &[self.endpoint, STATUS_CLASSES[class]]);
+            metrics.requests.with_label_values(&values)
+        })
+    }
+
+    fn tokens(&self, metrics: &Metrics) -> &[IntCounter; 4] {
+        self.tokens.get_or_init(|| {
+            TOKEN_TYPES.map(|kind| {
+                let values = self.values(metrics, &[kind]);
+                metrics.tokens.with_label_values(&values)
+            })
+        })
+    }
+
+    fn cost(&self, metrics: &Metrics) -> &CostCell {
+        self.cost
+            .get_or_init(|| metrics.cost.cell(&self.values(metrics, &[])))
+    }
+
+    fn timings(&self, metrics: &Metrics) -> &Timings {
+        self.timings.get_or_init(|| {
+            let by_model = [self.endpoint, self.model.as_str()];
+            Timings {
+                duration: metrics.request_duration.with_label_values(&by_model),
+                ttfb: metrics.upstream_ttfb.with_label_values(&by_model),
+                overhead: metrics.overhead.with_label_values(&[self.endpoint]),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn caller() -> Caller {
+        Caller {
+            team: "research".to_owned(),
+            key: "tg-abc1234".to_owned(),
+        }
+    }
+
+    fn seen<'a>(caller: &'a Caller, usage: &'a Usage, cost: Option<Cost>) -> Observation<'a> {
+        Observation {
+            caller,
+            model: "gpt-4o-mini",
+            endpoint: "chat.completions",
+            status: 200,
+            usage,
+            cost,
+            duration: Duration::from_millis(300),
+            upstream_ttfb: Some(Duration::from_millis(120)),
+            overhead: Duration::from_micros(400),
+        }
+    }
 
     #[test]
     fn counters_render_in_the_text_format() {
@@ -159,5 +561,90 @@ mod tests {
             text.contains("tollgate_unpriced_requests_total{model=\"mystery\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_request_counts_its_tokens_cost_and_timings_by_caller() {
+        let metrics = Metrics::new().unwrap();
+        let caller = caller();
+        let usage = Usage {
+            prompt_tokens: 100,
+            cached_tokens: 40,
+            completion_tokens: 20,
+            reasoning_tokens: 5,
+        };
+        let cost = Some(Cost::from_pico(27_000_000));
+        metrics.observe(&seen(&caller, &usage, cost));
+        metrics.observe(&seen(&caller, &usage, cost));
+        metrics.refused(&caller, "gpt-4o-mini", "chat.completions", 429, Some("rpm"));
+        let text = metrics.render().unwrap();
+        let who = "key=\"tg-abc1234\",model=\"gpt-4o-mini\"";
+        let team = "team=\"research\"";
+        let requests = "tollgate_requests_total{endpoint=\"chat.completions\"";
+        for line in [
+            format!("{requests},{who},status_class=\"2xx\",{team}}} 2"),
+            format!("{requests},{who},status_class=\"4xx\",{team}}} 1"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"prompt\"}} 200"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"cached\"}} 80"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"completion\"}} 40"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"reasoning\"}} 10"),
+            format!("tollgate_cost_usd_total{{{who},{team}}} 0.000054"),
+            "tollgate_rate_limited_requests_total{kind=\"rpm\",team=\"research\"} 1".to_owned(),
+            "tollgate_request_duration_seconds_count{endpoint=\"chat.completions\",\
+             model=\"gpt-4o-mini\"} 2"
+                .to_owned(),
+            "tollgate_upstream_time_to_first_byte_seconds_bucket{endpoint=\"chat.completions\",\
+             model=\"gpt-4o-mini\",le=\"0.25\"} 2"
+                .to_owned(),
+            "tollgate_overhead_seconds_bucket{endpoint=\"chat.completions\",le=\"0.0005\"} 2"
+                .to_owned(),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_per_key_labels_series_merge_by_team() {
+        let metrics = Metrics::with_config(&MetricsConfig {
+            per_key_labels: false,
+            ..MetricsConfig::default()
+        })
+        .unwrap();
+        let usage = Usage {
+            prompt_tokens: 1,
+            ..Usage::default()
+        };
+        for key in ["tg-one", "tg-two"] {
+            let caller = Caller {
+                key: key.to_owned(),
+                ..caller()
+            };
+            metrics.observe(&seen(&caller, &usage, Some(Cost::from_pico(1))));
+            metrics.budget_used("key", &caller, Cost::from_pico(1), Cost::from_pico(2));
+            metrics.budget_used("team", &caller, Cost::from_pico(3), Cost::from_pico(4));
+        }
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("key=\""), "{text}");
+        assert!(
+            text.contains(
+                "tollgate_cost_usd_total{model=\"gpt-4o-mini\",team=\"research\"} 0.000000000002"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_budget_used_ratio{scope=\"team\",team=\"research\"} 0.75"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_in_flight_gauge_follows_its_guards() {
+        let metrics = Metrics::new().unwrap();
+        let first = metrics.in_flight();
+        let second = metrics.in_flight();
+        assert_eq!(metrics.in_flight.get(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(metrics.in_flight.get(), 0);
     }
 }

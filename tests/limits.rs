@@ -119,7 +119,7 @@ async fn rpm_trips_at_the_limit_with_openai_shaped_429s_and_headers() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("tollgate_rate_limited_requests_total{kind=\"rpm\"} 1"),
+        metrics.contains("tollgate_rate_limited_requests_total{kind=\"rpm\",team=\"t\"} 1"),
         "{metrics}"
     );
 }

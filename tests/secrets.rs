@@ -1,6 +1,7 @@
-//! No secret reaches a log line at any level: the real binary runs with every target at
-//! `trace`, is driven through keys, bad keys, revocation, the admin API and a failing
-//! upstream, and its whole output is searched for the admin key, the upstream key and
+//! No secret reaches a log line at any level, nor a `/metrics` label: the real binary
+//! runs with every target at `trace`, is driven through keys, bad keys, revocation, the
+//! admin API, a failing upstream and a token-protected scrape, and its whole output and
+//! its metrics are searched for the admin key, the upstream key, the metrics token and
 //! every tollgate key secret; so are the bodies of its answers (errors above all) and
 //! the bytes of its ledger.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-5ecret-never-logged";
 const UPSTREAM: &str = "sk-upstream-5ecret-never-logged";
+const SCRAPE: &str = "scrape-5ecret-never-logged";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs_at_any_level() {
@@ -57,6 +59,7 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .env("RUST_LOG", "trace")
         .env("TOLLGATE_ADMIN_KEY", ADMIN)
         .env("SECRET_UPSTREAM_KEY", UPSTREAM)
+        .env("TOLLGATE_METRICS_TOKEN", SCRAPE)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -165,14 +168,24 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .text()
         .await
         .unwrap();
+    let unscraped = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(unscraped.status(), 401, "the scrape token is required");
     let metrics = client
         .get(format!("{base}/metrics"))
+        .bearer_auth(SCRAPE)
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    // Keys are labelled by their display prefix, and only by it.
+    for key in &secrets[2..] {
+        let label = format!("key=\"{}\"", &key[..11]);
+        assert!(metrics.contains(&label), "{label} in\n{metrics}");
+    }
+
+    secrets.push(SCRAPE.to_owned());
 
     // SIGTERM, so the shutdown path logs too.
     Command::new("kill")
@@ -212,6 +225,20 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         "the ledger holds key prefixes, so the search sees its text"
     );
     let bodies = bodies.join("\n");
+    // The request line names the team and the exact cost (5 + 5 tokens of gpt-4o-mini).
+    let line = logs
+        .lines()
+        .find(|line| line.contains(" request ") && line.contains("status=200"))
+        .unwrap_or_else(|| panic!("no request line in\n{logs}"));
+    for field in [
+        format!("caller={}", &secrets[2][..11]),
+        "team=t ".to_owned(),
+        "cost_usd=0.00000375".to_owned(),
+        "prompt_tokens=5".to_owned(),
+        "latency_ms=".to_owned(),
+    ] {
+        assert!(line.contains(&field), "{field} in {line}");
+    }
     for secret in &secrets {
         // The part after the display prefix is what must never leak.
         let hidden = &secret[secret.len().min(11)..];

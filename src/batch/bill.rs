@@ -264,8 +264,8 @@ impl<'a> Biller<'a> {
             self.tracker
                 .metrics
                 .job_spend
-                .with_label_values(&["batch"])
-                .inc_by(price.cost.as_pico() as f64 / 1e12);
+                .cell(&["batch"])
+                .add(price.cost);
         }
         LedgerRow {
             id: line_row_id(&tracked.id, custom_id),

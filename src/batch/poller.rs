@@ -238,8 +238,8 @@ impl Tracker {
         if let Some(price) = &price {
             self.metrics
                 .job_spend
-                .with_label_values(&["training"])
-                .inc_by(price.cost.as_pico() as f64 / 1e12);
+                .cell(&["training"])
+                .add(price.cost);
         }
         LedgerRow {
             id: format!("training:{}", tracked.id),

@@ -17,7 +17,7 @@ use crate::auth::store::{KeyRecord, TeamRecord};
 use crate::config::{BudgetConfig, StoreFailure};
 use crate::error::{ApiError, BudgetRefusal};
 use crate::ledger::Store;
-use crate::metrics::Metrics;
+use crate::metrics::{Caller, Metrics};
 use crate::pricing::Cost;
 
 /// One budget that applies to a request.
@@ -150,6 +150,11 @@ impl Budgets {
                 }
                 for event in decision.alerts {
                     self.alerts.fire(event);
+                }
+                // Known here at no extra cost: the check just read every figure.
+                let caller = Caller::from(identity);
+                for (scope, used, limit) in decision.standing {
+                    self.metrics.budget_used(scope, &caller, used, limit);
                 }
                 match decision.refused {
                     Some(error) => Err(error),
@@ -294,6 +299,9 @@ struct Request<'a> {
 struct Decision {
     refused: Option<ApiError>,
     alerts: Vec<AlertEvent>,
+    /// Each budget's scope, spend plus reservations (this request's if admitted),
+    /// and limit.
+    standing: Vec<(&'static str, Cost, Cost)>,
 }
 
 /// Committed spend (whole micro-USD, and the pico remainders) and open reservations
@@ -395,6 +403,7 @@ async fn decide(
             let mut decision = Decision {
                 refused: None,
                 alerts: Vec::new(),
+                standing: Vec::with_capacity(scopes.len()),
             };
             for scope in scopes {
                 let start = scope.budget.period.start(request.ts_ms);
@@ -432,6 +441,12 @@ async fn decide(
                         });
                     }
                 }
+                let counted = if after > limit { used } else { after };
+                decision.standing.push((
+                    scope.kind,
+                    Cost::from_pico(counted),
+                    Cost::from_pico(limit),
+                ));
                 if after > limit && decision.refused.is_none() {
                     decision.refused = Some(ApiError::BudgetExceeded(Box::new(BudgetRefusal {
                         scope: scope.kind,

@@ -7,6 +7,7 @@ mod batch;
 mod database;
 mod limits;
 mod log;
+mod metrics;
 mod pricing;
 mod secret;
 mod server;
@@ -23,6 +24,7 @@ pub use batch::BatchConfig;
 pub use database::{DatabaseConfig, LedgerConfig};
 pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
+pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
@@ -38,6 +40,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub ledger: LedgerConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub batch: BatchConfig,
@@ -53,6 +56,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             ledger: LedgerConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
             batch: BatchConfig::default(),
@@ -113,6 +117,8 @@ pub const ENV_UPSTREAM_URL: &str = "TOLLGATE_UPSTREAM_URL";
 pub const ENV_REDIS_URL: &str = "TOLLGATE_REDIS_URL";
 /// The admin API's bearer key; the admin API is closed when it is unset.
 pub const ENV_ADMIN_KEY: &str = "TOLLGATE_ADMIN_KEY";
+/// The bearer `/metrics` asks for (`metrics.bearer_token`).
+pub const ENV_METRICS_TOKEN: &str = "TOLLGATE_METRICS_TOKEN";
 
 impl Config {
     /// Loads the file named by `path` (or `TOLLGATE_CONFIG`, or none: defaults), applies
@@ -165,6 +171,10 @@ impl Config {
         if let Some(url) = env.get(ENV_REDIS_URL) {
             self.limits.redis_url.clone_from(url);
         }
+        // Empty, as an unset variable in a compose file expands to: no protection.
+        if let Some(token) = env.get(ENV_METRICS_TOKEN).filter(|t| !t.is_empty()) {
+            self.metrics.bearer_token = Some(Secret::new(token.clone()));
+        }
         if let Some(url) = env.get(ENV_UPSTREAM_URL) {
             match self.upstreams.first_mut() {
                 Some(first) => first.base_url.clone_from(url),
@@ -215,6 +225,14 @@ impl Config {
         }
         self.limits.validate(&mut problems);
         self.batch.validate(&mut problems);
+        if self
+            .metrics
+            .bearer_token
+            .as_ref()
+            .is_some_and(|token| token.expose().trim().is_empty())
+        {
+            problems.push("metrics.bearer_token", "must not be empty when set");
+        }
         if self.auth.refresh_interval.is_zero() {
             problems.push("auth.refresh_interval", "must be greater than 0");
         }
@@ -480,6 +498,40 @@ total_timeout = "0s"
         assert_eq!(config.limits.redis_url, "redis://cache:6380/2");
         assert_eq!(config.limits.backend, LimitsBackend::Local);
         assert_eq!(config.limits.on_redis_error, StoreFailure::FailOpen);
+    }
+
+    #[test]
+    fn the_metrics_section_parses_and_its_token_comes_from_the_environment() {
+        let config = Config::from_toml(
+            "[metrics]\nper_key_labels = false\nbearer_token = \"from-file\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(!config.metrics.per_key_labels);
+        assert_eq!(
+            config.metrics.bearer_token.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        assert_eq!(
+            format!("{:?}", config.metrics.bearer_token),
+            "Some(Secret(***))"
+        );
+        let config = Config::load(None, &env(&[(ENV_METRICS_TOKEN, "from-env")])).unwrap();
+        assert!(config.metrics.per_key_labels, "on by default");
+        assert_eq!(
+            config.metrics.bearer_token.as_ref().map(Secret::expose),
+            Some("from-env")
+        );
+        let config = Config::load(None, &env(&[(ENV_METRICS_TOKEN, "")])).unwrap();
+        assert!(config.metrics.bearer_token.is_none(), "empty means unset");
+        let config = Config::from_toml("[metrics]\nbearer_token = \" \"\n", "t.toml").unwrap();
+        let paths: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .paths()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(paths, ["metrics.bearer_token"]);
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 pub use spill::SpillError;
-pub use writer::{LedgerWriter, PendingRow};
+pub use writer::{LedgerWriter, PendingRow, WriteFailures};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

@@ -5,7 +5,7 @@
 //! answers. The request path never touches the database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -70,6 +70,25 @@ impl Pending {
     }
 }
 
+/// Writes that failed since start, by where they were going (for metrics).
+#[derive(Debug, Default)]
+pub struct WriteFailures {
+    /// Inserts (and replays) the database refused or did not answer in time.
+    pub database: AtomicU64,
+    /// Appends to the spill file that failed: rows then wait in memory.
+    pub spill: AtomicU64,
+}
+
+impl WriteFailures {
+    fn database(&self) {
+        self.database.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn spill(&self) {
+        self.spill.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Handle to the writer; cheap to clone.
 #[derive(Clone)]
 pub struct LedgerWriter {
@@ -78,6 +97,7 @@ pub struct LedgerWriter {
     spill: Arc<Spill>,
     /// Set by the writer when an insert fails, cleared when the database answers.
     spilling: Arc<AtomicBool>,
+    failures: Arc<WriteFailures>,
 }
 
 /// A row that will be recorded. Taken when a request is admitted, before the client can
@@ -122,6 +142,7 @@ impl LedgerWriter {
     ) -> Result<(Self, JoinHandle<()>), SpillError> {
         let spill = Arc::new(Spill::open(&config.spill_dir)?);
         let spilling = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(WriteFailures::default());
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let stop = CancellationToken::new();
         let replay = tokio::spawn(replay_loop(
@@ -129,6 +150,7 @@ impl LedgerWriter {
                 store: store.clone(),
                 spill: Arc::clone(&spill),
                 spilling: Arc::clone(&spilling),
+                failures: Arc::clone(&failures),
             },
             config.spill_retry_interval,
             config.batch_size,
@@ -138,6 +160,7 @@ impl LedgerWriter {
             store,
             spill: Arc::clone(&spill),
             spilling: Arc::clone(&spilling),
+            failures: Arc::clone(&failures),
         };
         let (batch_size, linger) = (config.batch_size, config.max_batch_delay);
         let task = tokio::spawn(async move {
@@ -152,6 +175,7 @@ impl LedgerWriter {
             pending: Arc::default(),
             spill,
             spilling,
+            failures,
         };
         Ok((writer, task))
     }
@@ -178,6 +202,11 @@ impl LedgerWriter {
     /// Whether the last insert failed and batches are going to the spill file.
     pub fn is_spilling(&self) -> bool {
         self.spilling.load(Ordering::Acquire)
+    }
+
+    /// Failed writes since start, for the `tollgate_ledger_write_failures_total` counter.
+    pub fn write_failures(&self) -> &WriteFailures {
+        &self.failures
     }
 
     /// Returns once every row begun before the call is committed or spilled (fsync'd).
@@ -234,6 +263,7 @@ struct Sink {
     store: Store,
     spill: Arc<Spill>,
     spilling: Arc<AtomicBool>,
+    failures: Arc<WriteFailures>,
 }
 
 // === impl Sink ===
@@ -263,6 +293,7 @@ impl Sink {
         match self.spill.append(rows).await {
             Ok(()) => {}
             Err(error) => {
+                self.failures.spill();
                 tracing::error!(%error, "cannot spill ledger rows either");
                 self.retry_forever(rows).await;
             }
@@ -279,13 +310,16 @@ impl Sink {
         loop {
             match insert_once(&self.store, rows).await {
                 Ok(()) => return Ok(()),
-                Err(error) => match pauses.next() {
-                    Some(pause) => {
-                        tracing::debug!(%error, retry_in = ?pause, "ledger write failed");
-                        tokio::time::sleep(*pause).await;
+                Err(error) => {
+                    self.failures.database();
+                    match pauses.next() {
+                        Some(pause) => {
+                            tracing::debug!(%error, retry_in = ?pause, "ledger write failed");
+                            tokio::time::sleep(*pause).await;
+                        }
+                        None => return Err(error),
                     }
-                    None => return Err(error),
-                },
+                }
             }
         }
     }
@@ -305,7 +339,10 @@ impl Sink {
                     self.spilling.store(false, Ordering::Release);
                     return;
                 }
-                Err(error) => tracing::error!(%error, attempt, "ledger write failed"),
+                Err(error) => {
+                    self.failures.database();
+                    tracing::error!(%error, attempt, "ledger write failed");
+                }
             }
             match self.spill.append(rows).await {
                 Ok(()) => {
@@ -313,6 +350,7 @@ impl Sink {
                     return;
                 }
                 Err(error) => {
+                    self.failures.spill();
                     tracing::error!(%error, attempt, retry_in = ?delay, "ledger spill failed");
                 }
             }
@@ -336,6 +374,7 @@ async fn replay_loop(sink: Sink, interval: Duration, batch_size: usize, stop: Ca
         store,
         spill,
         spilling,
+        failures,
     } = &sink;
     // If the earlier segments cannot even be counted, try replaying them anyway.
     let mut unsure = match spill.adopt().await {
@@ -379,12 +418,16 @@ async fn replay_loop(sink: Sink, interval: Duration, batch_size: usize, stop: Ca
                 unsure = false;
                 failing = false;
             }
-            // Once per outage: the gauge, not the log, tracks a long one.
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(%error, "spill replay stopped; retrying every interval");
+            Err(error) => {
+                failures.database();
+                // Once per outage: the gauge, not the log, tracks a long one.
+                if failing {
+                    tracing::debug!(%error, "spill replay stopped again");
+                } else {
+                    failing = true;
+                    tracing::warn!(%error, "spill replay stopped; retrying every interval");
+                }
             }
-            Err(error) => tracing::debug!(%error, "spill replay stopped again"),
         }
     }
 }

@@ -233,6 +233,14 @@ impl Limiter {
         self
     }
 
+    /// Whether the shared backend answers, and whether requests are refused while it
+    /// does not (`fail_closed`); `None` without a shared backend.
+    pub async fn shared_health(&self) -> Option<(bool, bool)> {
+        let shared = self.shared.as_ref()?;
+        let refuses = self.on_shared_error == StoreFailure::FailClosed;
+        Some((shared.ping().await, refuses))
+    }
+
     /// The limits that apply to `identity` on `model`; `None` when limits are off.
     pub fn figures(&self, identity: &Identity, model: Option<&str>) -> Option<Limits> {
         self.enabled
@@ -422,7 +430,7 @@ impl Limiter {
         })
     }
 
-    /// A refusal, counted by kind.
+    /// A refusal (counted by the proxy, which knows the caller's team).
     #[expect(clippy::too_many_arguments, reason = "the fields of the refusal")]
     fn refusal(
         &self,
@@ -435,10 +443,6 @@ impl Limiter {
         retry_after: Option<Duration>,
         standing: Standing,
     ) -> Box<RateLimited> {
-        self.metrics
-            .rate_limited_requests
-            .with_label_values(&[kind.label()])
-            .inc();
         let holder = match scope {
             Scope::Model => String::new(),
             Scope::Key => identity.display.clone(),

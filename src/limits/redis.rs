@@ -236,6 +236,15 @@ impl RedisBuckets {
         }
     }
 
+    /// Whether Redis answers a PING within the timeout (for `/readyz`). Ignores the
+    /// back-off: a probe every few seconds costs nothing and notices recovery first.
+    pub async fn ping(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let command = ::redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+    }
+
     /// Starts the back-off; logs the first failure of an outage.
     fn failed(&self, error: RedisLimitError) -> RedisLimitError {
         let backoff = u64::try_from(BACKOFF.as_nanos()).unwrap_or(u64::MAX);

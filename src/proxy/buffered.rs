@@ -65,6 +65,7 @@ pub(super) async fn relay(
             return pump(exchange, body, tx, Meter::Body(tee), status, id, ttfb).await;
         }
     }
+    let body_done = std::time::Instant::now();
     let body = buffer.freeze();
     let read = usage::from_body(&body);
     let (usage, source) = match read.usage {
@@ -88,6 +89,7 @@ pub(super) async fn relay(
     };
     let price = exchange.price(&finish);
     add_cost_headers(&mut head, &usage, price.as_ref());
+    let tail = body_done.elapsed();
     let delivered = reply.send(head.response(Body::from(body))).is_ok();
     let outcome = if delivered {
         Outcome::Ok
@@ -98,6 +100,7 @@ pub(super) async fn relay(
         .finish_priced(
             Finish {
                 outcome: Some(outcome),
+                tail,
                 ..finish
             },
             price,

@@ -12,6 +12,7 @@ use crate::config::DisconnectPolicy;
 use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice};
 use crate::limits::Admission;
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
+use crate::metrics::{Caller, InFlight, Metrics, OTHER_MODEL, Observation};
 
 pub struct Exchange {
     /// The ledger row's id, taken at admission: a budget reservation carries the same
@@ -21,6 +22,11 @@ pub struct Exchange {
     pub pricer: Arc<Pricer>,
     pub request_id: String,
     pub caller: String,
+    /// The caller as metric labels (team name, key prefix).
+    pub labels: Caller,
+    pub metrics: Metrics,
+    /// Counts the request in flight until its row is queued.
+    pub _in_flight: InFlight,
     pub key_id: String,
     pub team_id: Option<String>,
     pub upstream: String,
@@ -33,6 +39,9 @@ pub struct Exchange {
     pub request: Bytes,
     pub ts_ms: i64,
     pub started: Instant,
+    /// When the request left for the upstream: before it is tollgate's time, after it
+    /// the upstream's.
+    pub forwarded: Instant,
     pub deadline: Instant,
     pub policy: DisconnectPolicy,
     /// The rate-limit charge, settled with the real usage when the exchange ends;
@@ -50,6 +59,8 @@ pub struct Finish {
     pub model_answered: Option<String>,
     pub upstream_request_id: Option<String>,
     pub ttfb: Option<Duration>,
+    /// tollgate's time after the upstream's last byte (pricing a buffered answer).
+    pub tail: Duration,
 }
 
 impl Exchange {
@@ -79,10 +90,15 @@ impl Exchange {
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
         let latency = self.started.elapsed();
+        let cost = price
+            .as_ref()
+            .map(|price| price.cost.to_decimal_string())
+            .unwrap_or_default();
         tracing::info!(
             request_id = %self.request_id,
             caller = %self.caller,
-            team = self.team_id.as_deref().unwrap_or(""),
+            team = %self.labels.team,
+            team_id = self.team_id.as_deref().unwrap_or(""),
             upstream = %self.upstream,
             endpoint = self.endpoint.as_str(),
             model = self.model_requested.as_deref().unwrap_or(""),
@@ -91,10 +107,26 @@ impl Exchange {
             prompt_tokens = finish.usage.prompt_tokens,
             cached_tokens = finish.usage.cached_tokens,
             completion_tokens = finish.usage.completion_tokens,
+            reasoning_tokens = finish.usage.reasoning_tokens,
             usage_source = source.as_str(),
+            cost_usd = %cost,
             latency_ms = millis(latency),
             "request"
         );
+        let before_upstream = self.forwarded.saturating_duration_since(self.started);
+        self.metrics.observe(&Observation {
+            caller: &self.labels,
+            model: price
+                .as_ref()
+                .map_or(OTHER_MODEL, |price| price.model.as_str()),
+            endpoint: self.endpoint.as_str(),
+            status: finish.status,
+            usage: &finish.usage,
+            cost: price.as_ref().map(|price| price.cost),
+            duration: latency,
+            upstream_ttfb: finish.ttfb.map(|ttfb| ttfb.saturating_sub(before_upstream)),
+            overhead: before_upstream + finish.tail,
+        });
         let row = LedgerRow {
             id: self.id,
             request_id: self.request_id,

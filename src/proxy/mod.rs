@@ -31,6 +31,7 @@ use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
 use crate::limits::{Admission, Limiter};
 use crate::metering::{Endpoint, Usage, UsageSource};
+use crate::metrics::{Caller, InFlight, Metrics};
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
 use upstream::{Upstream, Upstreams, X_REQUEST_ID};
@@ -54,6 +55,7 @@ pub struct Proxy {
     pub server: ServerConfig,
     /// Files, batches and fine-tuning jobs: ownership and billing.
     pub batches: Arc<crate::batch::Tracker>,
+    pub metrics: Metrics,
 }
 
 /// `/v1/*`: metered endpoints on POST, pass-through for the rest.
@@ -112,6 +114,8 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A metered request: counted in flight from here, and in `tollgate_requests_total`
+/// however it ends (requests refused here; forwarded ones when their exchange ends).
 async fn metered(
     proxy: &Proxy,
     identity: Identity,
@@ -120,7 +124,80 @@ async fn metered(
     parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, ApiError> {
-    let started = Instant::now();
+    let observed = Observed {
+        caller: Caller::from(&identity),
+        in_flight: proxy.metrics.in_flight(),
+        started: Instant::now(),
+    };
+    let mut refusal = Refusal {
+        caller: observed.caller.clone(),
+        endpoint,
+        model: None,
+    };
+    let result = admit_and_forward(
+        proxy,
+        identity,
+        endpoint,
+        path,
+        parts,
+        body,
+        observed,
+        &mut refusal,
+    )
+    .await;
+    if let Err(error) = &result {
+        refusal.count(proxy, error);
+    }
+    result
+}
+
+/// What the metrics of a metered request need from its start.
+struct Observed {
+    caller: Caller,
+    in_flight: InFlight,
+    started: Instant,
+}
+
+/// How to count a request tollgate answers itself, before any upstream.
+struct Refusal {
+    caller: Caller,
+    endpoint: Endpoint,
+    /// As asked for, once the body is parsed.
+    model: Option<String>,
+}
+
+impl Refusal {
+    fn count(&self, proxy: &Proxy, error: &ApiError) {
+        let limit = match error {
+            ApiError::RateLimited(limited) => Some(limited.kind.label()),
+            ApiError::BudgetExceeded(_) => Some("budget"),
+            _ => None,
+        };
+        let model = proxy.pricer.model_label(self.model.as_deref());
+        let status = error.status().as_u16();
+        proxy
+            .metrics
+            .refused(&self.caller, model, self.endpoint.as_str(), status, limit);
+    }
+}
+
+/// Reads, checks and admits the request, then forwards it. Errors returned are
+/// counted by the caller; a refusal after admission (the budget's) is answered, with
+/// the rate-limit standing, and counted here.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts and where it stands"
+)]
+async fn admit_and_forward(
+    proxy: &Proxy,
+    identity: Identity,
+    endpoint: Endpoint,
+    path: &str,
+    parts: Parts,
+    body: Body,
+    observed: Observed,
+    refusal: &mut Refusal,
+) -> Result<Response<Body>, ApiError> {
     let ts_ms = now_ms();
     let bytes = read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
     let request = if bytes.len() <= INLINE_PARSE_BYTES {
@@ -131,6 +208,7 @@ async fn metered(
             .await
             .map_err(|_| ApiError::Internal)??
     };
+    refusal.model.clone_from(&request.model);
     let model = request.model.as_deref();
     let allowed = identity
         .key
@@ -184,11 +262,15 @@ async fn metered(
         prompt,
         admission,
         ts_ms,
-        started,
+        observed,
     };
-    let mut response = forward_metered(proxy, admitted, path, parts, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let mut response = match forward_metered(proxy, admitted, path, parts, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            refusal.count(proxy, &error);
+            error.into_response()
+        }
+    };
     if let Some(standing) = standing {
         standing.apply(response.headers_mut());
     }
@@ -203,7 +285,7 @@ struct Admitted<'a> {
     prompt: Option<u64>,
     admission: Option<Admission>,
     ts_ms: i64,
-    started: Instant,
+    observed: Observed,
 }
 
 /// Reserves the budget, then forwards in a task of its own and waits for the answer.
@@ -221,8 +303,9 @@ async fn forward_metered(
         prompt,
         admission,
         ts_ms,
-        started,
+        observed,
     } = admitted;
+    let started = observed.started;
     let model = request.model.as_deref();
     // Time-ordered, so inserts append to the primary-key index instead of landing at
     // random pages of it.
@@ -256,6 +339,9 @@ async fn forward_metered(
         pricer: proxy.pricer.clone(),
         request_id: request_id(&parts.headers),
         caller: identity.display,
+        labels: observed.caller,
+        metrics: proxy.metrics.clone(),
+        _in_flight: observed.in_flight,
         key_id: identity.key_id,
         team_id: identity.team_id,
         upstream: upstream.name.clone(),
@@ -266,6 +352,7 @@ async fn forward_metered(
         request: request.body.clone(),
         ts_ms,
         started,
+        forwarded: Instant::now(),
         deadline: started + upstream.total_timeout,
         policy: proxy.server.on_client_disconnect,
         limits: admission,
@@ -349,6 +436,8 @@ pub(crate) async fn passthrough(
     parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, ApiError> {
+    // Until the upstream's response head: the body then streams on its own.
+    let _in_flight = proxy.metrics.in_flight();
     let limit = proxy.server.max_upload_bytes;
     check_declared_length(&parts.headers, limit)?;
     let upstream = proxy

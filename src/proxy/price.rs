@@ -8,8 +8,13 @@ use crate::config::{PricingConfig, UnknownModelPolicy};
 use crate::error::ApiError;
 use crate::ledger::RowPrice;
 use crate::metering::Usage;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OTHER_MODEL};
 use crate::pricing::{Catalog, Cost};
+
+/// Distinct unpriced model names given their own metric label (and warning); names
+/// beyond these are counted under `other`, so clients inventing names can grow
+/// neither the scrape nor this process's memory.
+const MAX_UNPRICED_NAMES: usize = 100;
 
 pub struct Pricer {
     catalog: Catalog,
@@ -44,6 +49,15 @@ impl Pricer {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The `model` label of metrics: the catalog's name for `model` (snapshots and
+    /// fine-tuned names fold into their family), or `other` for anything it does not
+    /// price, so callers inventing names cannot multiply the series.
+    pub fn model_label(&self, model: Option<&str>) -> &str {
+        model
+            .and_then(|model| self.catalog.resolve(model))
+            .map_or(OTHER_MODEL, |resolved| resolved.key)
     }
 
     /// The context window to enforce for `model`, when enforcement is on and the
@@ -131,15 +145,18 @@ impl Pricer {
             });
         }
         let model = answered.or(requested).unwrap_or("");
+        let (known, first) = match self.warned.lock() {
+            Ok(warned) if warned.contains(model) => (true, false),
+            Ok(mut warned) if warned.len() < MAX_UNPRICED_NAMES => {
+                (true, warned.insert(model.to_owned()))
+            }
+            _ => (false, false),
+        };
+        let label = if known { model } else { OTHER_MODEL };
         self.metrics
             .unpriced_requests
-            .with_label_values(&[model])
+            .with_label_values(&[label])
             .inc();
-        let first = self
-            .warned
-            .lock()
-            .map(|mut warned| warned.insert(model.to_owned()))
-            .unwrap_or(false);
         if first {
             let suggestions = self.catalog.suggest(model).join(", ");
             tracing::warn!(
@@ -150,5 +167,35 @@ impl Pricer {
             );
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpriced_names_get_labels_up_to_a_bound_then_share_one() {
+        let config = PricingConfig::default();
+        let metrics = Metrics::new().unwrap();
+        let pricer = Pricer::new(config.catalog().unwrap(), &config, metrics.clone());
+        let usage = Usage::default();
+        for i in 0..MAX_UNPRICED_NAMES + 5 {
+            assert!(
+                pricer
+                    .price(None, Some(&format!("house-{i}")), &usage)
+                    .is_none()
+            );
+        }
+        pricer.price(None, Some("house-0"), &usage);
+        let count = |model: &str| metrics.unpriced_requests.with_label_values(&[model]).get();
+        assert_eq!(count("house-0"), 2, "a known name keeps its label");
+        assert_eq!(count(OTHER_MODEL), 5);
+        assert!(pricer.price(None, Some("gpt-4o-mini"), &usage).is_some());
+        assert_eq!(
+            pricer.model_label(Some("gpt-4o-mini-2024-07-18")),
+            "gpt-4o-mini"
+        );
+        assert_eq!(pricer.model_label(Some("house-0")), OTHER_MODEL);
     }
 }

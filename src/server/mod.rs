@@ -1,6 +1,7 @@
 //! The HTTP server: router, layer order, the accept loop, and graceful shutdown.
 
 mod routes;
+mod scrape;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,6 +36,7 @@ use crate::proxy::upstream::Upstreams;
 use crate::proxy::{Pricer, Proxy, UpstreamError};
 
 pub use routes::router;
+use scrape::ScrapeAccess;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -68,6 +70,7 @@ pub struct AppState {
     pub admin: Arc<Admin>,
     pub store: Store,
     pub metrics: Metrics,
+    pub metrics_access: Arc<ScrapeAccess>,
 }
 
 /// A running tollgate: its address, its ledger (tests flush it), and a way to stop it.
@@ -101,7 +104,7 @@ impl Running {
 /// `env` supplies the upstream keys (the process environment in production).
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
     // Prices first: a bad prices file should stop start-up before anything else opens.
-    let metrics = Metrics::new()?;
+    let metrics = Metrics::with_config(&config.metrics)?;
     let pricer = Arc::new(Pricer::new(
         config.pricing.catalog()?,
         &config.pricing,
@@ -109,6 +112,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     ));
     let store = open_store(&config.database.url).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
+    metrics.watch_ledger(ledger.clone())?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
     if config.auth.mode == AuthMode::Keys {
         for name in upstreams.keyless() {
@@ -194,12 +198,14 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         tasks,
         server: config.server.clone(),
         batches: Arc::clone(&batches),
+        metrics: metrics.clone(),
     });
     let state = AppState {
         proxy,
         admin,
         store,
         metrics,
+        metrics_access: Arc::new(ScrapeAccess::new(config.metrics.bearer_token.as_ref())),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

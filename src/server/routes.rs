@@ -55,23 +55,43 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the ledger's database answers.
 /// Ready when requests can be served and recorded: the database answers, or rows are
 /// going to the spill file while it does not (pulling every replica out of the load
-/// balancer during a database outage would turn it into an API outage); and, in keys
-/// mode, the keys have been loaded at least once.
+/// balancer during a database outage would turn it into an API outage); in keys mode,
+/// the keys have been loaded at least once; and with the Redis limits backend under
+/// `fail_closed`, Redis answers (every limited request would get a 503 otherwise).
+/// Under `fail_open` a Redis outage only degrades: each replica limits alone.
+/// `degraded` names every part not working, ready or not.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let database = state.store.ping().await;
+    let (database, redis) = tokio::join!(state.store.ping(), state.proxy.limits.shared_health());
     let ledger = &state.proxy.ledger;
     let keys = state.proxy.auth.mode == AuthMode::Passthrough || state.proxy.auth.cache.is_loaded();
-    let ready = keys;
+    let mut degraded = Vec::new();
+    if !database {
+        degraded.push("database");
+    }
+    if ledger.is_spilling() {
+        degraded.push("ledger");
+    }
+    if !keys {
+        degraded.push("keys");
+    }
+    let redis_refuses = match redis {
+        Some((false, refuses)) => {
+            degraded.push("redis");
+            refuses
+        }
+        _ => false,
+    };
+    let ready = keys && !redis_refuses;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "not_ready" },
+        "degraded": degraded,
         "database": if database { "ok" } else { "unreachable" },
         "ledger": if database && !ledger.is_spilling() { "ok" } else { "spilling" },
         "keys": if keys { "loaded" } else { "not_loaded" },
@@ -79,10 +99,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "ledger_spilled": ledger.spilled_rows(),
         "ledger_spilling": ledger.is_spilling(),
     });
+    if let Some((reachable, _)) = redis {
+        body["redis"] = json!(if reachable { "ok" } else { "unreachable" });
+    }
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The Prometheus scrape; behind `metrics.bearer_token` when one is set.
+async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    if let Err(error) = state.metrics_access.check(request.headers()) {
+        return error.into_response();
+    }
     match state.metrics.render() {
         Ok(text) => (
             [(
