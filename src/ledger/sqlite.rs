@@ -3,11 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Connection as _, Sqlite};
 
 use super::{LedgerError, LedgerRow};
 
@@ -44,6 +44,14 @@ impl SqliteLedger {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // When a write fails with an I/O error, SQLite rolls the transaction back
+            // itself; sqlx's ROLLBACK then fails and it keeps counting the transaction as
+            // open, so the connection's next "transaction" is a savepoint inside a dead
+            // one whose commit reports success and stores nothing (and holds the write
+            // lock). Such a connection is closed instead of going back to the pool.
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(!connection.is_in_transaction()) })
+            })
             .connect_lazy_with(options);
         Ok(Self { pool })
     }
@@ -60,13 +68,28 @@ impl SqliteLedger {
     }
 
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| LedgerError::Write {
+                rows: rows.len(),
+                source,
+            })?;
         // A replayed row (same id) is skipped, never counted twice.
-        insert_rows!(
-            self.pool,
+        let inserted = insert_rows!(
+            connection,
             rows,
             Sqlite,
             "INSERT OR IGNORE INTO requests",
             ""
-        )
+        );
+        // A connection that failed a write is not trusted with the next one: beside the
+        // case `after_release` catches, SQLite opens a file it may not write read-only,
+        // and such a connection would refuse every write after the file is writable.
+        if inserted.is_err() {
+            connection.close_on_drop();
+        }
+        inserted
     }
 }
