@@ -15,5 +15,13 @@ mod common;
 #[path = "faults/kit.rs"]
 mod kit;
 
+#[path = "faults/load.rs"]
+mod load;
+#[path = "faults/postgres.rs"]
+mod postgres;
+#[path = "faults/process.rs"]
+mod process;
+#[path = "faults/redis.rs"]
+mod redis;
 #[path = "faults/sqlite.rs"]
 mod sqlite;
