@@ -25,3 +25,5 @@ mod process;
 mod redis;
 #[path = "faults/sqlite.rs"]
 mod sqlite;
+#[path = "faults/traffic.rs"]
+mod traffic;
