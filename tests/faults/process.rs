@@ -198,13 +198,18 @@ async fn kill_9_under_load_keeps_written_rows_replays_the_spill_and_bounds_the_l
         "the restart adopted the spill: {log}"
     );
     // Every lost row was answered in the last moments before a kill: the rows older
-    // than that were written and stayed intact. The writer holds a row at most
-    // max_batch_delay (50 ms) plus one commit or fsync, which a loaded 2-core machine
-    // stretches; a second is far above that and far below a lost batch of history.
-    for ages in &ages {
+    // than that were written and stayed intact. Healthy, the writer holds a row for
+    // max_batch_delay (50 ms) plus one commit. While the database refuses writes but
+    // answers pings, each ping sends the writer back to it for three tries (~0.45 s of
+    // pauses) before it spills again, so rows wait up to that much longer. The bounds
+    // leave room for a loaded 2-core machine and are far below a lost batch of history.
+    for (ages, bound) in ages
+        .iter()
+        .zip([Duration::from_secs(1), Duration::from_secs(2)])
+    {
         assert!(
-            oldest(ages) < Duration::from_secs(1),
-            "a row answered {:?} before a kill is lost",
+            oldest(ages) < bound,
+            "a row answered {:?} before a kill is lost (bound {bound:?})",
             oldest(ages)
         );
     }
