@@ -27,7 +27,7 @@ async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
         chunk_delay: Duration::from_millis(20),
         per_client: 0,
     };
-    let load = Load::start(&[tollgate.base.clone()], &keys, &shape);
+    let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     postgres.down();

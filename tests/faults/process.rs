@@ -36,7 +36,7 @@ async fn sigterm_under_load_finishes_streams_and_flushes_every_row() {
         chunk_delay: Duration::from_millis(250),
         per_client: 0,
     };
-    let load = Load::start(&[tollgate.base.clone()], &keys, &shape);
+    let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let term = Instant::now();
     tollgate.signal("TERM");
@@ -110,7 +110,7 @@ async fn kill_9_under_load_keeps_written_rows_replays_the_spill_and_bounds_the_l
         chunk_delay: Duration::from_millis(20),
         per_client: 0,
     };
-    let load = Load::start(&[tollgate.base.clone()], &keys, &shape);
+    let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
 
     // 1. The database healthy: rows die only between the answer and the commit.
     tokio::time::sleep(Duration::from_secs(3)).await;

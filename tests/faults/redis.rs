@@ -60,7 +60,7 @@ async fn redis_down_10s_under_load_follows_the_policy_and_recovers_within_second
     };
     let loads: Vec<Load> = replicas
         .iter()
-        .map(|(tollgate, keys, _)| Load::start(&[tollgate.base.clone()], keys, &shape))
+        .map(|(tollgate, keys, _)| Load::start(std::slice::from_ref(&tollgate.base), keys, &shape))
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
