@@ -44,11 +44,12 @@ impl SqliteLedger {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // When a write fails with an I/O error, SQLite rolls the transaction back
-            // itself; sqlx's ROLLBACK then fails and it keeps counting the transaction as
-            // open, so the connection's next "transaction" is a savepoint inside a dead
-            // one whose commit reports success and stores nothing (and holds the write
-            // lock). Such a connection is closed instead of going back to the pool.
+            // After a write fails with an I/O error, sqlx can lose track of the
+            // connection's transaction (its ROLLBACK fails, and it still counts one
+            // open): the connection's next begin() is then a SAVEPOINT whose "commit"
+            // reports success, stores nothing and leaves the write lock held (seen with
+            // the ledger file made unwritable). Such a connection is closed instead of
+            // going back to the pool.
             .after_release(|connection, _| {
                 Box::pin(async move { Ok(!connection.is_in_transaction()) })
             })
