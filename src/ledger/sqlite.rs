@@ -3,11 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Connection as _, Sqlite};
 
 use super::{LedgerError, LedgerRow, Then};
 
@@ -44,6 +44,15 @@ impl SqliteLedger {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // After a write fails with an I/O error, sqlx can lose track of the
+            // connection's transaction (its ROLLBACK fails, and it still counts one
+            // open): the connection's next begin() is then a SAVEPOINT whose "commit"
+            // reports success, stores nothing and leaves the write lock held (seen with
+            // the ledger file made unwritable). Such a connection is closed instead of
+            // going back to the pool.
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(!connection.is_in_transaction()) })
+            })
             .connect_lazy_with(options);
         Ok(Self { pool })
     }
@@ -68,14 +77,33 @@ impl SqliteLedger {
         rows: &[LedgerRow],
         then: Option<&Then<'_>>,
     ) -> Result<(), LedgerError> {
-        // A replayed row (same id) is skipped, never counted twice.
-        insert_rows!(
-            self.pool,
-            rows,
-            Sqlite,
-            "INSERT OR IGNORE INTO requests",
-            "",
-            then
-        )
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| LedgerError::Write {
+                rows: rows.len(),
+                source,
+            })?;
+        // A replayed row (same id) is skipped, never counted twice. In a block of its
+        // own, so a failure at any step (not only the commit) reaches the check below.
+        let inserted = async {
+            insert_rows!(
+                connection,
+                rows,
+                Sqlite,
+                "INSERT OR IGNORE INTO requests",
+                "",
+                then
+            )
+        }
+        .await;
+        // A connection that failed a write is not trusted with the next one: beside the
+        // case `after_release` catches, SQLite opens a file it may not write read-only,
+        // and such a connection would refuse every write after the file is writable.
+        if inserted.is_err() {
+            connection.close_on_drop();
+        }
+        inserted
     }
 }

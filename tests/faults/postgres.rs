@@ -1,0 +1,110 @@
+//! Postgres stopped for 30 s while 50 clients keep sending, then started again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::kit::{self, Load, PrivatePostgres, Shape, Tollgate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
+    if !kit::enabled("postgres_down_30s") {
+        return;
+    }
+    let postgres = PrivatePostgres::start();
+    let upstream = kit::upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let port = kit::free_port();
+    let config = kit::config(port, &postgres.url(), &upstream, &spill, kit::OPEN_LIMITS);
+    let mut tollgate = Tollgate::start(dir.path(), "tollgate", port, &config).await;
+    let keys = tollgate.keys(5, 2, |_| json!({})).await;
+
+    let shape = Shape {
+        clients: 50,
+        pause: Duration::from_millis(20),
+        stream_every: 4,
+        chunk_delay: Duration::from_millis(20),
+        per_client: 0,
+    };
+    let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    postgres.down();
+    let outage = Instant::now();
+    let mut most_spilled = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready = tollgate.ready().await;
+        most_spilled = most_spilled.max(ready["ledger_spilled"].as_u64().unwrap());
+    }
+    postgres.up();
+    let back = Instant::now();
+    kit::eventually(
+        "the database to answer",
+        Duration::from_secs(30),
+        async || tollgate.ready().await["database"] == "ok",
+    )
+    .await;
+    let answered_after = back.elapsed();
+    kit::eventually(
+        "the spill to be replayed",
+        Duration::from_secs(60),
+        async || tollgate.ready().await["ledger_spilled"] == 0,
+    )
+    .await;
+    let replayed_after = back.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let told = load.stop().await;
+
+    tollgate.signal("TERM");
+    assert!(tollgate.wait(Duration::from_secs(40)).await.success());
+    tollgate.assert_no_panic();
+    let rows = kit::ledger_rows(&postgres.url()).await;
+    let audit = kit::audit(&told, &rows, &keys);
+    eprintln!(
+        "postgres down 30s: {} answered, {} rows, {} lost, {} doubled, {} spilled at most, \
+         tollgate saw the database again {:?} and had replayed the spill {:?} after \
+         Postgres was back, not answered: {:?}",
+        audit.answered,
+        audit.rows,
+        audit.lost.len(),
+        audit.doubled.len(),
+        most_spilled,
+        answered_after,
+        replayed_after,
+        audit.refused
+    );
+    assert!(audit.lost.is_empty(), "rows lost: {:?}", audit.lost);
+    assert!(
+        audit.doubled.is_empty(),
+        "rows doubled: {:?}",
+        audit.doubled
+    );
+    assert_eq!(audit.rows, audit.answered, "one row per answered request");
+    assert!(
+        audit.refused.is_empty(),
+        "every request is served through the outage: {:?}",
+        audit.refused
+    );
+    assert!(
+        most_spilled > 100,
+        "the outage went to the spill: {most_spilled}"
+    );
+    let log = tollgate.log_text();
+    assert!(
+        log.contains("replayed spilled ledger rows into the database"),
+        "{log}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
+    assert!(left.is_empty(), "replayed segments are deleted: {left:?}");
+    // Served all along: the load went on at its rate through the outage.
+    let during = told
+        .iter()
+        .filter(|t| t.at > outage && t.at < back && t.answered())
+        .count();
+    assert!(
+        during > 1000,
+        "{during} requests answered during the outage"
+    );
+}
