@@ -236,10 +236,7 @@ impl Tracker {
     fn training_row(&self, tracked: &Tracked, base: &str, trained: u64, ts_ms: i64) -> LedgerRow {
         let price = self.pricer.price_training(base, trained);
         if let Some(price) = &price {
-            self.metrics
-                .job_spend
-                .cell(&["training"])
-                .add(price.cost);
+            self.metrics.job_spend.cell(&["training"]).add(price.cost);
         }
         LedgerRow {
             id: format!("training:{}", tracked.id),
