@@ -17,6 +17,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The memory test reads the whole test process's RSS, so the other heavy test of this
+/// file (a thousand streams) must not run beside it.
+static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const CHAT: &str =
     r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello"}]}"#;
 
@@ -132,6 +136,7 @@ async fn plateau(value: impl Fn() -> u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_holds_bounded_memory() {
+    let _alone = MEMORY.lock().await;
     const AVAILABLE: u64 = 512 * 1024 * 1024;
     const BOUND: u64 = 96 * 1024 * 1024;
     let gauge = Arc::new(StreamGauge::default());
@@ -205,6 +210,7 @@ fn open_file_limit() -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_streams_abandoned_at_once_each_get_their_row_and_leave_no_task() {
+    let _alone = MEMORY.lock().await;
     // Four sockets per stream live in this one process (client, tollgate's two, the
     // mock's); below that many descriptors the test scales down and says so.
     let limit = open_file_limit().unwrap_or(4096);

@@ -26,6 +26,9 @@ async fn limited(upstream: &str, redis_url: &str, rpm: u64, tweak: fn(&mut Confi
         config.limits.enabled = true;
         config.limits.backend = LimitsBackend::Redis;
         config.limits.redis_url = redis_url;
+        // Generous: on a loaded CI machine a 250 ms call can time out, and a fallback to
+        // per-server buckets would be a different test (the fail_open one below).
+        config.limits.redis_timeout = std::time::Duration::from_secs(2);
         config.limits.default_tier = "shared".to_owned();
         config.limits.tiers.insert(
             "shared".to_owned(),
