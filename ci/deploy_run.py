@@ -193,7 +193,8 @@ def run_tollgate(checks: Checks, services: Services, label: str, config: str,
         if backend == "redis":
             found = subprocess.run(
                 ["redis-cli", "-u", services.redis_url, "--scan", "--pattern",
-                 f"tollgate:rl:v1:{{{key['id']}}}:*"],
+                 # A key's buckets on a model: tollgate:rl:v1:{<team id>}:m:<key id>:...
+                 f"tollgate:rl:v1:*:m:{key['id']}:*"],
                 capture_output=True, text=True, check=False).stdout.split()
             checks.check(f"run ({label}): the rate-limit buckets are in Redis", bool(found),
                          "no tollgate:rl:v1 key for this key id")
