@@ -278,7 +278,7 @@ impl Limiter {
         };
         let model = model.unwrap_or_default();
         let permit = self
-            .permit(identity, model, Standing::default())
+            .permit(identity, model, Standing::default)
             .map_err(ApiError::RateLimited)?;
         let specs = Spec::all(identity, model, limits);
         match shared.charge(&specs, tokens).await {
@@ -311,7 +311,8 @@ impl Limiter {
                 match self.on_shared_error {
                     StoreFailure::FailOpen => {
                         errors.with_label_values(&["local"]).inc();
-                        self.charge_local(identity, model, limits, tokens, permit)
+                        let sets = self.local_sets(identity, model, limits);
+                        self.charge(identity, model, sets, tokens, permit)
                             .map_err(ApiError::RateLimited)
                     }
                     StoreFailure::FailClosed => {
@@ -332,15 +333,9 @@ impl Limiter {
         tokens: u64,
     ) -> Result<Admission, Box<RateLimited>> {
         let model = model.unwrap_or_default();
-        let permit = match self.max_in_flight {
-            // The refusal reports the standing, which needs the buckets.
-            Some(_) => {
-                let sets = self.local_sets(identity, model, limits);
-                self.permit(identity, model, Standing::of(&sets))?
-            }
-            None => None,
-        };
-        self.charge_local(identity, model, limits, tokens, permit)
+        let sets = self.local_sets(identity, model, limits);
+        let permit = self.permit(identity, model, || Standing::of(&sets))?;
+        self.charge(identity, model, sets, tokens, permit)
     }
 
     /// A place among the key's requests in flight, if they are capped.
@@ -348,7 +343,7 @@ impl Limiter {
         &self,
         identity: &Identity,
         model: &str,
-        standing: Standing,
+        standing: impl FnOnce() -> Standing,
     ) -> Result<Option<Permit>, Box<RateLimited>> {
         let Some(max) = self.max_in_flight else {
             return Ok(None);
@@ -357,7 +352,7 @@ impl Limiter {
             let max = u64::from(max);
             let wait = Some(Duration::from_secs(1));
             let kind = (Kind::Concurrency, Scope::Key);
-            self.refusal(kind, identity, model, max, max, 1, wait, standing)
+            self.refusal(kind, identity, model, max, max, 1, wait, standing())
         })?;
         Ok(Some(permit))
     }
@@ -377,15 +372,15 @@ impl Limiter {
             .collect()
     }
 
-    fn charge_local(
+    /// Charges every bucket of `sets`, or none.
+    fn charge(
         &self,
         identity: &Identity,
         model: &str,
-        limits: Limits,
+        sets: Sets,
         tokens: u64,
         permit: Option<Permit>,
     ) -> Result<Admission, Box<RateLimited>> {
-        let sets = self.local_sets(identity, model, limits);
         let charges = || {
             sets.iter().flat_map(move |(scope, set)| {
                 [
