@@ -94,6 +94,12 @@ pub enum ApiError {
     #[error("tollgate cannot check this key's budget: its database is unreachable. Retry shortly.")]
     BudgetUnavailable,
 
+    /// A budget check that ran out of time while its database still answers (load).
+    #[error(
+        "tollgate cannot check this key's budget in time: its database is busy. Retry shortly."
+    )]
+    BudgetBusy,
+
     /// Shared rate limits set to fail closed while their Redis is unreachable.
     #[error(
         "tollgate cannot check this key's rate limits: their store is unreachable. Retry shortly."
@@ -174,9 +180,10 @@ impl ApiError {
             }
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnknownObject { .. } => StatusCode::NOT_FOUND,
-            Self::KeysUnavailable | Self::BudgetUnavailable | Self::RateLimitsUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::KeysUnavailable
+            | Self::BudgetUnavailable
+            | Self::BudgetBusy
+            | Self::RateLimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -207,6 +214,7 @@ impl ApiError {
             | Self::UpstreamTimeout { .. }
             | Self::KeysUnavailable
             | Self::BudgetUnavailable
+            | Self::BudgetBusy
             | Self::RateLimitsUnavailable
             | Self::Internal => "server_error",
         }
@@ -245,6 +253,7 @@ impl ApiError {
             Self::UnknownObject { .. } => Some("not_found"),
             Self::KeysUnavailable => Some("key_store_unavailable"),
             Self::BudgetUnavailable => Some("budget_store_unavailable"),
+            Self::BudgetBusy => Some("budget_store_busy"),
             Self::RateLimitsUnavailable => Some("rate_limit_store_unavailable"),
             Self::NotYours { .. } => Some("forbidden"),
             Self::BatchQueueFull { .. } => Some("token_limit_exceeded"),
@@ -275,6 +284,7 @@ impl ApiError {
             Self::UnknownObject { .. } => "unknown_object",
             Self::KeysUnavailable => "keys_unavailable",
             Self::BudgetUnavailable => "budget_unavailable",
+            Self::BudgetBusy => "budget_busy",
             Self::RateLimitsUnavailable => "rate_limits_unavailable",
             Self::NotYours { .. } => "not_yours",
             Self::BatchQueueFull { .. } => "batch_queue_full",
@@ -315,6 +325,10 @@ impl IntoResponse for ApiError {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             Self::RateLimited(refusal) => rate_limit_headers(refusal, headers),
+            // Load passes; the SDKs honour the hint when they retry.
+            Self::BudgetBusy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response
@@ -414,6 +428,7 @@ mod tests {
             },
             ApiError::KeysUnavailable,
             ApiError::BudgetUnavailable,
+            ApiError::BudgetBusy,
             ApiError::RateLimitsUnavailable,
             ApiError::NotYours {
                 what: "batch",

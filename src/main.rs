@@ -42,7 +42,7 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
     match command {
         Command::Serve => serve(config, env).await,
         Command::Migrate => {
-            Store::open(&config.database.url).await?;
+            Store::open_with(&config.database.url, config.database.pool()).await?;
             tracing::info!(url = %config.database.url, "migrations applied");
             Ok(())
         }
@@ -53,7 +53,7 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
         }
         Command::Spend(args) => spend(args, &config).await,
         Command::Teams(args) => {
-            let store = Store::open(&config.database.url).await?;
+            let store = Store::open_with(&config.database.url, config.database.pool()).await?;
             let tiers = config.limits.tier_names();
             print(&auth_command::teams(&args.command, &store, &tiers, now_ms()).await?)
         }
@@ -66,7 +66,7 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
                      auth.mode = \"keys\""
                 );
             }
-            let store = Store::open(&config.database.url).await?;
+            let store = Store::open_with(&config.database.url, config.database.pool()).await?;
             let tiers = config.limits.tier_names();
             print(&auth_command::keys(&args.command, &store, &tiers, now_ms()).await?)
         }
@@ -129,7 +129,7 @@ async fn prices(args: PricesArgs, config: &Config) -> Result<(), Error> {
                 .into());
             }
             let since_ms = parse_time(&since, now_ms())?;
-            let store = Store::open(&config.database.url).await?;
+            let store = Store::open_with(&config.database.url, config.database.pool()).await?;
             let done = report::reprice(&store, &catalog, &model, since_ms).await?;
             print(&format!(
                 "repriced {} rows of {model}; {} still unpriced\n",
@@ -153,7 +153,7 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         }
         None => None,
     };
-    let store = Store::open(&config.database.url).await?;
+    let store = Store::open_with(&config.database.url, config.database.pool()).await?;
     let raw = |group| report::spend(&store, since_ms, group, what_if);
     let rolled_up = async |group| {
         let filter = RollupFilter {

@@ -222,3 +222,111 @@ async fn two_replicas_cannot_spend_a_budget_twice() {
         );
     }
 }
+
+/// Holds the lock every budget check needs, as a slow replica or a long transaction
+/// would: SQLite's write lock, or an exclusive lock on the reservations on Postgres.
+enum HeldLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl HeldLock {
+    async fn take(backend: &Backend) -> Self {
+        use sqlx::Connection as _;
+        if backend.name == "sqlite" {
+            let mut conn = sqlx::SqliteConnection::connect(&backend.url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Self::Sqlite(conn)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE budget_reservations IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Self::Postgres(conn)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A database that answers, only not in time, is load, not an outage: under the
+/// default `fail_open` the check is refused with a retryable 503 rather than admitted
+/// unchecked, so a budget cannot overshoot when load peaks.
+#[tokio::test]
+async fn a_busy_database_refuses_budget_checks_with_a_retryable_503_never_admits_them() {
+    for backend in backends().await {
+        let upstream = scripted_usage().await;
+        let url = backend.url.clone();
+        let tollgate = Harness::start_with(&upstream.base_url, move |config| {
+            config.auth.mode = AuthMode::Keys;
+            config.database.url = url;
+            config.database.acquire_timeout = Duration::from_secs(1);
+        })
+        .await;
+        let key = tollgate
+            .key("busy", json!({"budget_usd": "1", "budget_period": "daily"}))
+            .await;
+        let free = tollgate.key("busy", json!({})).await;
+        let first = tollgate.chat(&key, &ask(10)).send().await.unwrap();
+        assert_eq!(first.status(), 200, "{}", backend.name);
+        tollgate.flush().await;
+
+        let lock = HeldLock::take(&backend).await;
+        let started = Instant::now();
+        let refused = tollgate.chat(&key, &ask(10)).send().await.unwrap();
+        let waited = started.elapsed();
+        assert_eq!(refused.status(), 503, "{}", backend.name);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let body: Value = refused.json().await.unwrap();
+        let error = assert_openai_error(&body);
+        assert_eq!(error["code"], "budget_store_busy", "{body}");
+        assert_eq!(error["type"], "server_error");
+        // It waited for the lock as long as configured, not forever.
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+            "{}: waited {waited:?}",
+            backend.name
+        );
+        // A key without a budget never waits on the database.
+        assert_eq!(
+            tollgate
+                .chat(&free, &ask(10))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        lock.release().await;
+
+        let again = tollgate.chat(&key, &ask(10)).send().await.unwrap();
+        assert_eq!(again.status(), 200, "{}", backend.name);
+        assert_eq!(
+            upstream.received().len(),
+            3,
+            "the refused request never left"
+        );
+        let metrics = tollgate.metrics_text().await;
+        assert!(
+            metrics.contains("tollgate_budget_check_errors_total{action=\"busy\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("tollgate_budget_check_errors_total{action=\"admitted\"}"),
+            "{metrics}"
+        );
+    }
+}

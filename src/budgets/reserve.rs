@@ -5,7 +5,7 @@
 //! commit "spent + reserved" covers every admitted request exactly once, on every
 //! replica sharing the database.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -63,6 +63,10 @@ pub struct Budgets {
     ttl: Duration,
     /// Whether the last check failed, so an outage is logged once, not per request.
     failing: AtomicBool,
+    /// Checks refused as busy since the last warning, and when that was (Unix ms): load
+    /// comes and goes by the request, so it is logged every few seconds, not per flip.
+    busy_refused: AtomicU64,
+    busy_logged_ms: AtomicI64,
     /// When the store last failed (Unix ms): for a second after, checks apply the
     /// failure policy at once instead of each waiting out a connection timeout.
     failed_at_ms: AtomicI64,
@@ -70,6 +74,12 @@ pub struct Budgets {
 
 /// How long a failed store is not retried by budget checks.
 const RETRY_AFTER_FAILURE_MS: i64 = 1_000;
+
+/// A database that has answered nothing for this long is down, not busy.
+const QUIET_MS: i64 = 5_000;
+
+/// How often refusals of a busy database are logged.
+const BUSY_LOG_EVERY_MS: i64 = 10_000;
 
 impl Budgets {
     pub fn new(store: Store, config: BudgetConfig, metrics: Metrics, ttl: Duration) -> Self {
@@ -80,6 +90,8 @@ impl Budgets {
             metrics,
             ttl,
             failing: AtomicBool::new(false),
+            busy_refused: AtomicU64::new(0),
+            busy_logged_ms: AtomicI64::new(i64::MIN),
             failed_at_ms: AtomicI64::new(i64::MIN),
         }
     }
@@ -135,14 +147,36 @@ impl Budgets {
             expires_ms,
             threshold: self.config.soft_threshold_percent,
         };
-        let recently_failed = crate::clock::now_ms()
-            .saturating_sub(self.failed_at_ms.load(Ordering::Relaxed))
+        let started_ms = crate::clock::now_ms();
+        let recently_failed = started_ms.saturating_sub(self.failed_at_ms.load(Ordering::Relaxed))
             < RETRY_AFTER_FAILURE_MS;
         let decided = if recently_failed {
             Err(sqlx::Error::PoolTimedOut)
         } else {
             decide(&self.store, &scopes, &request).await
         };
+        let health = self.store.health();
+        let trouble = decided.as_ref().err().map(|error| {
+            // Other queries got answers while this check waited, or shortly before,
+            // and nothing has found the database down since.
+            let answering = !recently_failed
+                && !health.down()
+                && health.answered_since(
+                    started_ms.min(crate::clock::now_ms().saturating_sub(QUIET_MS)),
+                );
+            trouble(error, self.store.is_sqlite(), answering)
+        });
+        match trouble {
+            Some(Trouble::Busy) => {
+                // A lock timeout is the database's answer; a pool timeout is not.
+                if matches!(decided, Err(sqlx::Error::Database(_))) {
+                    health.answered();
+                }
+                return Err(self.busy(decided.err()));
+            }
+            Some(Trouble::Down) => health.failed(),
+            None => health.answered(),
+        }
         match decided {
             Ok(decision) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
@@ -189,6 +223,35 @@ impl Budgets {
                 }
             }
         }
+    }
+
+    /// A check that ran out of time on a database that still answers. Admitting it
+    /// unchecked (as `fail_open` does for an outage) would let budgets overshoot
+    /// exactly when load peaks; refusing it for good would be wrong too. A 503 the
+    /// SDKs retry, under either policy.
+    fn busy(&self, error: Option<sqlx::Error>) -> ApiError {
+        self.busy_refused.fetch_add(1, Ordering::Relaxed);
+        let now = crate::clock::now_ms();
+        let logged = self.busy_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(logged) >= BUSY_LOG_EVERY_MS
+            && self
+                .busy_logged_ms
+                .compare_exchange(logged, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // Counts this one and the refusals since the last warning.
+            let refused = self.busy_refused.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                error = %error.map(|e| e.to_string()).unwrap_or_default(),
+                refused,
+                "budget checks run out of time while the database answers (load, not an outage): refused with 503 budget_store_busy"
+            );
+        }
+        self.metrics
+            .budget_check_errors
+            .with_label_values(&["busy"])
+            .inc();
+        ApiError::BudgetBusy
     }
 
     /// Where each of the caller's budgets stands at `now_ms`.
@@ -258,6 +321,43 @@ impl Budgets {
                 }
             }
         })
+    }
+}
+
+/// What a failed check says about the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// It answers, not in time: load or lock contention.
+    Busy,
+    /// It does not answer, or refuses the check's writes.
+    Down,
+}
+
+/// A pool timeout alone cannot tell load from an outage: sqlx also times out while it
+/// retries a refused connection. What tells them apart is whether the database is
+/// `answering` other queries (answered during the wait or within `QUIET_MS` of its
+/// end, and not found down since). Lock waits that time out are the database's own
+/// answer that it is busy.
+fn trouble(error: &sqlx::Error, sqlite: bool, answering: bool) -> Trouble {
+    match error {
+        sqlx::Error::Database(error) => {
+            let busy = error.code().is_some_and(|code| {
+                if sqlite {
+                    // Extended result codes; the low byte is the primary one:
+                    // SQLITE_BUSY (5), SQLITE_LOCKED (6).
+                    code.parse::<i32>()
+                        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+                } else {
+                    // lock_not_available (lock_timeout), query_canceled
+                    // (statement_timeout), too_many_connections, serialization_failure,
+                    // deadlock_detected.
+                    matches!(&*code, "55P03" | "57014" | "53300" | "40001" | "40P01")
+                }
+            });
+            if busy { Trouble::Busy } else { Trouble::Down }
+        }
+        sqlx::Error::PoolTimedOut if answering => Trouble::Busy,
+        _ => Trouble::Down,
     }
 }
 
@@ -480,6 +580,13 @@ async fn decide(
         }
         Store::Postgres(ledger) => {
             let mut tx = ledger.pool().begin().await?;
+            // A lock held elsewhere (a hung replica's transaction) must not hold this
+            // request, and its pooled connection, for longer than a connection wait.
+            let lock_timeout = store.acquire_timeout().as_millis().max(1);
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{lock_timeout}ms"))
+                .execute(&mut *tx)
+                .await?;
             // Scopes come key first, team second, for every request: a fixed order.
             for scope in scopes {
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -489,5 +596,185 @@ async fn decide(
             }
             decide_in!(tx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Budgets, Trouble, trouble};
+    use crate::auth::store::{KeyRecord, TeamRecord};
+    use crate::auth::{Identity, KeyEntry};
+    use crate::budgets::{Budget, Period};
+    use crate::config::BudgetConfig;
+    use crate::error::ApiError;
+    use crate::ledger::{PoolSettings, Store};
+    use crate::metrics::Metrics;
+    use crate::pricing::Cost;
+
+    fn budgeted() -> Identity {
+        let budget = Some(Budget {
+            limit_micros: 1_000_000,
+            period: Period::Total,
+        });
+        let team = TeamRecord {
+            id: "team-1".into(),
+            name: "t".into(),
+            tier: None,
+            budget: None,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let key = KeyRecord {
+            id: "key-1".into(),
+            team_id: team.id.clone(),
+            team: team.name.clone(),
+            name: "k".into(),
+            prefix: "tg-k".into(),
+            hash: [0; 32],
+            tier: None,
+            rpm: None,
+            tpm: None,
+            rpd: None,
+            budget,
+            allowed_models: None,
+            expires_ms: None,
+            revoked_ms: None,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        Identity {
+            key_id: key.id.clone(),
+            team_id: Some(team.id.clone()),
+            display: key.prefix.clone(),
+            key: Some(Arc::new(KeyEntry {
+                key,
+                team: Arc::new(team),
+            })),
+        }
+    }
+
+    /// A real pool timeout: the test holds the pool's only connection. Whether the
+    /// check fails open depends on whether the database is answering other queries.
+    #[tokio::test]
+    async fn a_timed_out_check_fails_open_only_when_the_database_is_not_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let settings = PoolSettings {
+            max_connections: Some(1),
+            acquire_timeout: Duration::from_millis(300),
+        };
+        let store = Store::open_with(&url, settings).await.unwrap();
+        let budgets = Budgets::new(
+            store.clone(),
+            BudgetConfig::default(),
+            Metrics::new().unwrap(),
+            Duration::from_secs(60),
+        );
+        let identity = budgeted();
+        let amount = Cost::from_pico(1_000);
+        let now = crate::clock::now_ms;
+        let Store::Sqlite(ledger) = &store else {
+            panic!("a SQLite store")
+        };
+        let held = ledger.pool().acquire().await.unwrap();
+
+        // Nothing answers while the check waits: an outage, and fail_open admits.
+        let outage = budgets.reserve(&identity, "r1", amount, now()).await;
+        assert!(matches!(outage, Ok(None)), "{outage:?}");
+
+        // Past the second in which a failed store is not retried. Other queries
+        // (the ledger writer's commits, in a server) are answered while this check
+        // waits: load, refused with a retryable 503, not admitted unchecked.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let health = store.health().clone();
+        let answering = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                health.answered();
+            }
+        });
+        let load = budgets.reserve(&identity, "r2", amount, now()).await;
+        answering.abort();
+        assert!(matches!(load, Err(ApiError::BudgetBusy)), "{load:?}");
+
+        // Found down (an I/O error elsewhere) after the last answer: an outage, though
+        // the database answered a moment ago. (An answer in the same millisecond as a
+        // failure counts as later.)
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.health().failed();
+        let outage = budgets.reserve(&identity, "r3", amount, now()).await;
+        assert!(matches!(outage, Ok(None)), "{outage:?}");
+
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        drop(held);
+        let admitted = budgets.reserve(&identity, "r4", amount, now()).await;
+        assert!(matches!(admitted, Ok(Some(_))), "{admitted:?}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Coded(&'static str);
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn coded(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Coded(code)))
+    }
+
+    #[test]
+    fn a_pool_timeout_is_load_only_if_the_database_is_answering() {
+        let timeout = sqlx::Error::PoolTimedOut;
+        assert_eq!(trouble(&timeout, false, true), Trouble::Busy);
+        assert_eq!(trouble(&timeout, true, true), Trouble::Busy);
+        // sqlx also times out while it retries a refused connection.
+        assert_eq!(trouble(&timeout, false, false), Trouble::Down);
+        assert_eq!(trouble(&timeout, true, false), Trouble::Down);
+    }
+
+    #[test]
+    fn lock_waits_are_load_and_other_failures_an_outage() {
+        for busy in ["55P03", "57014", "53300", "40001", "40P01"] {
+            assert_eq!(trouble(&coded(busy), false, false), Trouble::Busy, "{busy}");
+        }
+        // SQLITE_BUSY, SQLITE_LOCKED and their extended codes (BUSY_SNAPSHOT = 517).
+        for busy in ["5", "6", "517", "262"] {
+            assert_eq!(trouble(&coded(busy), true, false), Trouble::Busy, "{busy}");
+        }
+        // SQLITE_READONLY (8), SQLITE_IOERR_WRITE (778), SQLITE_FULL (13): the file
+        // refuses writes, which waiting will not mend.
+        for down in ["8", "778", "13"] {
+            assert_eq!(trouble(&coded(down), true, true), Trouble::Down, "{down}");
+        }
+        // Postgres read-only (25006), admin shutdown (57P01), and a SQLite code on
+        // Postgres or the other way round.
+        for down in ["25006", "57P01", "5"] {
+            assert_eq!(trouble(&coded(down), false, true), Trouble::Down, "{down}");
+        }
+        assert_eq!(trouble(&coded("55P03"), true, true), Trouble::Down);
+        let refused = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(trouble(&refused, false, true), Trouble::Down);
     }
 }

@@ -6,17 +6,38 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::PoolSettings;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://PATH` (created if missing, WAL mode) or `postgres://…`.
     pub url: String,
+    /// Connections per process; unset: 4 for SQLite, 8 for Postgres.
+    pub max_connections: Option<u32>,
+    /// Longest wait for a pooled connection, and for the locks a budget check takes.
+    /// A budget check that runs out of it while the database still answers gets a
+    /// 503 `budget_store_busy`; see `budgets.on_store_error` for a database that is down.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
+        let pool = PoolSettings::default();
         Self {
             url: "sqlite://tollgate.db".to_owned(),
+            max_connections: pool.max_connections,
+            acquire_timeout: pool.acquire_timeout,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.max_connections,
+            acquire_timeout: self.acquire_timeout,
         }
     }
 }

@@ -209,6 +209,12 @@ impl Config {
                 format!("unsupported database URL `{url}`: expected sqlite://PATH or postgres://…"),
             );
         }
+        if self.database.max_connections == Some(0) {
+            problems.push("database.max_connections", "must be greater than 0");
+        }
+        if self.database.acquire_timeout.is_zero() {
+            problems.push("database.acquire_timeout", "must be greater than 0");
+        }
         if self.ledger.queue_capacity == 0 {
             problems.push("ledger.queue_capacity", "must be greater than 0");
         }
@@ -414,6 +420,8 @@ mod tests {
             r#"
 [database]
 url = "mysql://x"
+max_connections = 0
+acquire_timeout = "0s"
 [[upstreams]]
 name = "a"
 base_url = "ftp://x"
@@ -431,6 +439,8 @@ total_timeout = "0s"
             paths,
             [
                 "database.url",
+                "database.max_connections",
+                "database.acquire_timeout",
                 "upstreams[0].base_url",
                 "upstreams[0].models[0]",
                 "upstreams[1].name",

@@ -126,6 +126,7 @@ macro_rules! embedded_migrations {
     }};
 }
 
+mod pool;
 mod postgres;
 pub mod report;
 pub mod rollup;
@@ -138,6 +139,7 @@ use serde::{Deserialize, Serialize};
 use crate::metering::{Usage, UsageSource};
 use crate::pricing::{Cost, UnitRates, Variant};
 
+pub use pool::{Health, PoolSettings};
 pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
 
@@ -312,10 +314,15 @@ impl Store {
     /// A store for `url` that connects on first use; call `migrate` before relying on
     /// its tables. Fails only on a malformed URL.
     pub fn lazy(url: &str) -> Result<Self, LedgerError> {
+        Self::lazy_with(url, PoolSettings::default())
+    }
+
+    /// As `lazy`, with the pool's figures.
+    pub fn lazy_with(url: &str, settings: PoolSettings) -> Result<Self, LedgerError> {
         if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(SqliteLedger::lazy(url)?))
+            Ok(Self::Sqlite(SqliteLedger::lazy_with(url, settings)?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Self::Postgres(PostgresLedger::lazy(url)?))
+            Ok(Self::Postgres(PostgresLedger::lazy_with(url, settings)?))
         } else {
             Err(LedgerError::UnsupportedUrl {
                 url: url.to_owned(),
@@ -333,9 +340,30 @@ impl Store {
 
     /// Opens the database named by `url` and applies its migrations.
     pub async fn open(url: &str) -> Result<Self, LedgerError> {
-        let store = Self::lazy(url)?;
+        Self::open_with(url, PoolSettings::default()).await
+    }
+
+    /// As `open`, with the pool's figures.
+    pub async fn open_with(url: &str, settings: PoolSettings) -> Result<Self, LedgerError> {
+        let store = Self::lazy_with(url, settings)?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// When the database last answered.
+    pub fn health(&self) -> &Health {
+        match self {
+            Self::Sqlite(ledger) => ledger.health(),
+            Self::Postgres(ledger) => ledger.health(),
+        }
+    }
+
+    /// The pool's acquire timeout: also how long a budget check waits for its locks.
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        match self {
+            Self::Sqlite(ledger) => ledger.pool().options().get_acquire_timeout(),
+            Self::Postgres(ledger) => ledger.pool().options().get_acquire_timeout(),
+        }
     }
 
     /// Inserts rows in one transaction; rows whose id is already stored are skipped.
@@ -401,10 +429,14 @@ impl Store {
                     .map(drop),
             }
         };
-        matches!(
+        let answered = matches!(
             tokio::time::timeout(std::time::Duration::from_secs(1), ping).await,
             Ok(Ok(_))
-        )
+        );
+        if answered {
+            self.health().answered();
+        }
+        answered
     }
 
     pub fn is_sqlite(&self) -> bool {

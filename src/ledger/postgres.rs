@@ -1,11 +1,10 @@
 //! Postgres, for replicas that share one ledger.
 
-use std::time::Duration;
-
 use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::pool::{Health, PoolSettings};
 use super::{LedgerError, LedgerRow, Then};
 
 /// The migrations, embedded so the binary needs no files beside it.
@@ -16,6 +15,7 @@ fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct PostgresLedger {
     pool: PgPool,
+    health: Health,
 }
 
 impl PostgresLedger {
@@ -28,14 +28,26 @@ impl PostgresLedger {
     /// A pool that connects on first use: no I/O here, so tollgate can start (and
     /// spill) while Postgres is down.
     pub fn lazy(url: &str) -> Result<Self, LedgerError> {
+        Self::lazy_with(url, PoolSettings::default())
+    }
+
+    /// As `lazy`, with the pool's figures.
+    pub fn lazy_with(url: &str, settings: PoolSettings) -> Result<Self, LedgerError> {
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(
+                settings
+                    .max_connections
+                    .unwrap_or(PoolSettings::POSTGRES_CONNECTIONS),
+            )
             // sqlx's default of 30 s would hold a budget check that long while
             // Postgres is down; 5 s is already generous for a healthy pool.
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(settings.acquire_timeout)
             .connect_lazy(url)
             .map_err(LedgerError::Connect)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            health: Health::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), LedgerError> {
@@ -49,6 +61,10 @@ impl PostgresLedger {
         &self.pool
     }
 
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
         self.insert_then(rows, None).await
     }
@@ -59,13 +75,20 @@ impl PostgresLedger {
         then: Option<&Then<'_>>,
     ) -> Result<(), LedgerError> {
         // A replayed row (same id) is skipped, never counted twice.
-        insert_rows!(
-            self.pool,
-            rows,
-            Postgres,
-            "INSERT INTO requests",
-            " ON CONFLICT (id) DO NOTHING",
-            then
-        )
+        let inserted = async {
+            insert_rows!(
+                self.pool,
+                rows,
+                Postgres,
+                "INSERT INTO requests",
+                " ON CONFLICT (id) DO NOTHING",
+                then
+            )
+        }
+        .await;
+        if inserted.is_ok() {
+            self.health.answered();
+        }
+        inserted
     }
 }

@@ -1,7 +1,6 @@
 //! The embedded default: a SQLite file in WAL mode.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -9,6 +8,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection as _, Sqlite};
 
+use super::pool::{Health, PoolSettings};
 use super::{LedgerError, LedgerRow, Then};
 
 /// The migrations, embedded so the binary needs no files beside it.
@@ -16,12 +16,10 @@ fn migrator() -> Migrator {
     embedded_migrations!("sqlite")
 }
 
-/// How long a caller waits for a connection before the database counts as down.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     pool: SqlitePool,
+    health: Health,
 }
 
 impl SqliteLedger {
@@ -33,6 +31,12 @@ impl SqliteLedger {
 
     /// A pool that connects on first use: no I/O here.
     pub fn lazy(url: &str) -> Result<Self, LedgerError> {
+        Self::lazy_with(url, PoolSettings::default())
+    }
+
+    /// As `lazy`, with the pool's figures. A connection waits for SQLite's write lock
+    /// as long as a caller waits for a connection.
+    pub fn lazy_with(url: &str, settings: PoolSettings) -> Result<Self, LedgerError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(LedgerError::Connect)?
             .create_if_missing(true)
@@ -40,10 +44,14 @@ impl SqliteLedger {
             // process crashes in WAL mode, which is the failure the ledger guards against.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(settings.acquire_timeout);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(
+                settings
+                    .max_connections
+                    .unwrap_or(PoolSettings::SQLITE_CONNECTIONS),
+            )
+            .acquire_timeout(settings.acquire_timeout)
             // After a write fails with an I/O error, sqlx can lose track of the
             // connection's transaction (its ROLLBACK fails, and it still counts one
             // open): the connection's next begin() is then a SAVEPOINT whose "commit"
@@ -54,7 +62,10 @@ impl SqliteLedger {
                 Box::pin(async move { Ok(!connection.is_in_transaction()) })
             })
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            health: Health::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), LedgerError> {
@@ -66,6 +77,10 @@ impl SqliteLedger {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
@@ -101,8 +116,9 @@ impl SqliteLedger {
         // A connection that failed a write is not trusted with the next one: beside the
         // case `after_release` catches, SQLite opens a file it may not write read-only,
         // and such a connection would refuse every write after the file is writable.
-        if inserted.is_err() {
-            connection.close_on_drop();
+        match &inserted {
+            Ok(()) => self.health.answered(),
+            Err(_) => connection.close_on_drop(),
         }
         inserted
     }

@@ -26,7 +26,9 @@ use crate::auth::store as auth_store;
 use crate::auth::{Authenticator, KeyCache};
 use crate::batch::Tracker;
 use crate::budgets::Budgets;
-use crate::config::{AuthMode, Config, ENV_ADMIN_KEY, LimitsBackend, Secret, ServerConfig};
+use crate::config::{
+    AuthMode, Config, DatabaseConfig, ENV_ADMIN_KEY, LimitsBackend, Secret, ServerConfig,
+};
 use crate::ledger::{LedgerError, LedgerWriter, SpillError, Store};
 use crate::limits::redis::RedisBuckets;
 use crate::limits::{LimitClock, Limiter};
@@ -110,7 +112,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         &config.pricing,
         metrics.clone(),
     ));
-    let store = open_store(&config.database.url).await?;
+    let store = open_store(&config.database).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     metrics.watch_ledger(ledger.clone())?;
     let upstreams = Upstreams::new(&config.upstreams, env)?;
@@ -264,8 +266,8 @@ async fn check_tiers(store: &Store, known: &[String]) -> Result<(), ServeError> 
 /// configuration error and stops start-up; a Postgres server that does not answer is
 /// an outage: tollgate starts anyway, spills rows, serves cached keys, and applies the
 /// migrations when the server comes back.
-async fn open_store(url: &str) -> Result<Store, ServeError> {
-    let store = Store::lazy(url)?;
+async fn open_store(database: &DatabaseConfig) -> Result<Store, ServeError> {
+    let store = Store::lazy_with(&database.url, database.pool())?;
     if store.is_sqlite() {
         store.migrate().await?;
         return Ok(store);
