@@ -81,7 +81,7 @@ class Services:
     def postgres_schema(self) -> str:
         """A URL on a schema of this run's own (tg_*: .ci/run clears leftovers)."""
         assert self.postgres_url
-        schema = f"tg_deploy_{uuid.uuid4().hex}"
+        schema = f"tg_{int(time.time())}_deploy_{uuid.uuid4().hex}"
         subprocess.run(["psql", "-q", "-X", self.postgres_url, "-v", "ON_ERROR_STOP=1",
                         "-c", f"CREATE SCHEMA {schema}"], check=True)
         self.schemas.append(schema)

@@ -85,7 +85,11 @@ impl BenchDb {
 
     /// A fresh schema with a random name, dropped by `cleanup`.
     pub async fn postgres_temp(base: &str) -> Self {
-        let schema = format!("tg_bench_{}", uuid::Uuid::new_v4().simple());
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let schema = format!("tg_{created}_bench_{}", uuid::Uuid::new_v4().simple());
         Self::postgres(base, &schema, false).await
     }
 

@@ -163,11 +163,19 @@ impl LedgerWriter {
             failures: Arc::clone(&failures),
         };
         let (batch_size, linger) = (config.batch_size, config.max_batch_delay);
+        let left = Arc::clone(&spill);
         let task = tokio::spawn(async move {
             run(sink, rx, batch_size, linger).await;
             stop.cancel();
-            if let Err(error) = replay.await {
-                tracing::error!(%error, "spill replay task failed");
+            match replay.await {
+                Ok(()) => {}
+                // The process is exiting mid-replay: rows still in the spill are
+                // replayed by the next start, and rows replayed twice are skipped by id.
+                Err(error) if error.is_cancelled() => tracing::info!(
+                    rows = left.rows(),
+                    "spill replay stopped by shutdown: the next start replays what is left"
+                ),
+                Err(error) => tracing::error!(%error, "spill replay task failed"),
             }
         });
         let writer = Self {

@@ -25,9 +25,14 @@ pub async fn backends() -> Vec<Backend> {
     all
 }
 
-/// A schema of its own, so tests never see each other's rows.
+/// A schema of its own, so tests never see each other's rows. Named `tg_<unix secs>_…`:
+/// `.ci/run` drops only old ones, never those of a run still going.
 async fn postgres(base: &str) -> Backend {
-    let schema = format!("tg_{}", uuid::Uuid::new_v4().simple());
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let schema = format!("tg_{created}_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(base)
         .await
         .expect("Postgres at TOLLGATE_TEST_POSTGRES_URL");

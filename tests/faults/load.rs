@@ -26,9 +26,13 @@ const TIGHT_POOL: &str = "max_connections = 2\nacquire_timeout = \"100ms\"\n";
 const KEY_BUDGET: u128 = 20_000_000_000;
 const TEAM_BUDGET: u128 = 300_000_000_000;
 
-/// The shared test Postgres, in a schema of this run's (`.ci/run` drops `tg_*` ones).
+/// The shared test Postgres, in a schema of this run's (`.ci/run` drops old `tg_*` ones).
 async fn schema(base: &str) -> String {
-    let schema = format!("tg_faults_{}", uuid::Uuid::new_v4().simple());
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let schema = format!("tg_{created}_faults_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(base).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
