@@ -125,6 +125,49 @@ pub fn model_allowed(allowed: Option<&[String]>, model: Option<&str>) -> bool {
 }
 
 #[cfg(test)]
+impl Identity {
+    /// Key `key` of team `team` with nothing set; `edit` sets what a test needs.
+    pub(crate) fn for_test(edit: impl FnOnce(&mut KeyRecord, &mut TeamRecord)) -> Self {
+        let mut team = TeamRecord {
+            id: "team".into(),
+            name: "t".into(),
+            tier: None,
+            budget: None,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let mut key = KeyRecord {
+            id: "key".into(),
+            team_id: "team".into(),
+            team: "t".into(),
+            name: "k".into(),
+            prefix: "tg-x".into(),
+            hash: [0; 32],
+            tier: None,
+            rpm: None,
+            tpm: None,
+            rpd: None,
+            budget: None,
+            allowed_models: None,
+            expires_ms: None,
+            revoked_ms: None,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        edit(&mut key, &mut team);
+        Self {
+            key_id: key.id.clone(),
+            team_id: Some(team.id.clone()),
+            display: key.prefix.clone(),
+            key: Some(Arc::new(KeyEntry {
+                key,
+                team: Arc::new(team),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;

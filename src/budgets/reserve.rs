@@ -602,12 +602,10 @@ async fn decide(
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::{Budgets, Trouble, trouble};
-    use crate::auth::store::{KeyRecord, TeamRecord};
-    use crate::auth::{Identity, KeyEntry};
+    use crate::auth::Identity;
     use crate::budgets::{Budget, Period};
     use crate::config::BudgetConfig;
     use crate::error::ApiError;
@@ -616,45 +614,12 @@ mod tests {
     use crate::pricing::Cost;
 
     fn budgeted() -> Identity {
-        let budget = Some(Budget {
-            limit_micros: 1_000_000,
-            period: Period::Total,
-        });
-        let team = TeamRecord {
-            id: "team-1".into(),
-            name: "t".into(),
-            tier: None,
-            budget: None,
-            created_ms: 0,
-            updated_ms: 0,
-        };
-        let key = KeyRecord {
-            id: "key-1".into(),
-            team_id: team.id.clone(),
-            team: team.name.clone(),
-            name: "k".into(),
-            prefix: "tg-k".into(),
-            hash: [0; 32],
-            tier: None,
-            rpm: None,
-            tpm: None,
-            rpd: None,
-            budget,
-            allowed_models: None,
-            expires_ms: None,
-            revoked_ms: None,
-            created_ms: 0,
-            updated_ms: 0,
-        };
-        Identity {
-            key_id: key.id.clone(),
-            team_id: Some(team.id.clone()),
-            display: key.prefix.clone(),
-            key: Some(Arc::new(KeyEntry {
-                key,
-                team: Arc::new(team),
-            })),
-        }
+        Identity::for_test(|key, _| {
+            key.budget = Some(Budget {
+                limit_micros: 1_000_000,
+                period: Period::Total,
+            });
+        })
     }
 
     /// A real pool timeout: the test holds the pool's only connection. Whether the

@@ -182,48 +182,15 @@ impl Tiers {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::auth::{KeyEntry, KeyRecord, TeamRecord};
     use crate::config::TierConfig;
 
     fn identity(key_tier: Option<&str>, team_tier: Option<&str>, rpm: Option<u64>) -> Identity {
-        let team = TeamRecord {
-            id: "team".into(),
-            name: "t".into(),
-            tier: team_tier.map(str::to_owned),
-            budget: None,
-            created_ms: 0,
-            updated_ms: 0,
-        };
-        let key = KeyRecord {
-            id: "key".into(),
-            team_id: "team".into(),
-            team: "t".into(),
-            name: "k".into(),
-            prefix: "tg-x".into(),
-            hash: [0; 32],
-            tier: key_tier.map(str::to_owned),
-            rpm,
-            tpm: None,
-            rpd: None,
-            budget: None,
-            allowed_models: None,
-            expires_ms: None,
-            revoked_ms: None,
-            created_ms: 0,
-            updated_ms: 0,
-        };
-        Identity {
-            key_id: "key".into(),
-            team_id: Some("team".into()),
-            display: "tg-x".into(),
-            key: Some(Arc::new(KeyEntry {
-                key,
-                team: Arc::new(team),
-            })),
-        }
+        Identity::for_test(|key, team| {
+            key.tier = key_tier.map(str::to_owned);
+            key.rpm = rpm;
+            team.tier = team_tier.map(str::to_owned);
+        })
     }
 
     fn figures(rpm: Option<u64>, tpm: Option<u64>, rpd: Option<u64>) -> RateFigures {
