@@ -69,7 +69,10 @@ pub async fn run(
         return super::buffered::relay(exchange, body, head, reply).await;
     }
     let meter = if is_sse && status.is_success() {
-        Meter::Sse(SseParser::new(), StreamMeter::new(exchange.endpoint))
+        Meter::Sse(
+            SseParser::new(),
+            Box::new(StreamMeter::new(exchange.endpoint)),
+        )
     } else {
         Meter::Body(BodyTee::default())
     };
@@ -115,7 +118,8 @@ pub(super) fn channel() -> (ClientTx, Body) {
 }
 
 pub(super) enum Meter {
-    Sse(SseParser, StreamMeter),
+    /// Boxed: a stream's meter is several times the size of a body's tee.
+    Sse(SseParser, Box<StreamMeter>),
     Body(BodyTee),
 }
 
