@@ -16,6 +16,7 @@ use common::mock_upstream::{
     MockUpstream, StreamGauge, chat_chunk, chat_chunks, endless_sse, json, sse_response_raw,
 };
 use serde_json::{Value, json};
+use tollgate::proxy::sse::MAX_EVENT_BYTES;
 
 fn chat(stream: bool) -> Value {
     json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]})
@@ -315,6 +316,80 @@ async fn malformed_sse_without_its_end_is_a_cut_stream() {
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("upstream_cut", "estimated")
     );
+}
+
+#[tokio::test]
+async fn an_event_past_the_cap_is_relayed_unparsed_and_the_stream_counted_as_cut() {
+    let (upstream, upstream_tx) = MockUpstream::start_stream().await;
+    let tollgate = Harness::start(&upstream.base_url).await;
+    let request = tollgate
+        .post("/v1/chat/completions")
+        .json(&chat(true))
+        .send();
+    // The upstream: a content event, then one that never ends its line, just past the
+    // parser's cap (16 MiB).
+    let first = chat_chunk(
+        json!({"role": "assistant", "content": "The quick brown fox"}),
+        None,
+        false,
+    );
+    let mut sent = event(&first).into_bytes();
+    sent.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"content\":\"");
+    sent.resize(sent.len() + MAX_EVENT_BYTES + 64 * 1024, b'a');
+    for piece in sent.chunks(1024 * 1024) {
+        upstream_tx.send(Bytes::copy_from_slice(piece)).unwrap();
+    }
+    let mut response = request.await.unwrap();
+    assert_eq!(response.status(), 200);
+    // While the upstream holds the event open, the client gets every byte of it: past
+    // the cap tollgate stops holding it and relays the stream as it comes.
+    let mut received = Vec::new();
+    let guard = Duration::from_secs(30);
+    while received.len() < sent.len() {
+        let chunk = tokio::time::timeout(guard, response.chunk())
+            .await
+            .expect("the overlong event reaches the client before the stream ends")
+            .unwrap()
+            .unwrap();
+        received.extend_from_slice(&chunk);
+    }
+    // Then the event grows some more and the upstream closes the body.
+    let rest = vec![b'a'; 4096];
+    upstream_tx.send(Bytes::from(rest.clone())).unwrap();
+    sent.extend_from_slice(&rest);
+    drop(upstream_tx);
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    assert!(
+        received[..] == sent[..],
+        "every byte reached the client, in order ({} of {})",
+        received.len(),
+        sent.len()
+    );
+    assert!(
+        ended.is_err(),
+        "the client is told the stream broke: its body is cut, not ended"
+    );
+
+    let rows = tollgate.rows().await;
+    let row = Harness::only(&rows);
+    assert_eq!(
+        (row.status, row.outcome.as_str(), row.usage_source.as_str()),
+        (200, "upstream_cut", "estimated"),
+        "the stream's end was never seen, and no usage came before the overlong event"
+    );
+    assert_eq!(
+        row.completion_tokens, 4,
+        "the text before the overlong event"
+    );
+    assert!(row.prompt_tokens > 0);
+    let health = tollgate.get("/healthz").send().await.unwrap();
+    assert_eq!(health.status(), 200);
 }
 
 const TEN_MB: usize = 10 * 1024 * 1024;

@@ -10,6 +10,12 @@ use serde::de::IgnoredAny;
 use super::usage::{RawUsage, merge_max};
 use super::{Endpoint, Usage};
 
+/// Deferred chunk bytes a stream may hold before they are parsed into text. A chunk is
+/// ~150-200 bytes for a token of ~4, so a long stream deferred whole would hold
+/// megabytes; past this, holding the text instead costs a parse now and saves ~40x
+/// the memory. Short answers (a few hundred chunks) stay under it and are never parsed.
+const DEFERRED_LIMIT: usize = 64 * 1024;
+
 /// What one event was, for the relay's filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -33,6 +39,11 @@ pub struct StreamMeter {
     /// Content chunks not parsed yet, back to back; `deferred_ends` marks where each ends.
     deferred: Vec<u8>,
     deferred_ends: Vec<usize>,
+    deferred_limit: usize,
+    /// The text of deferred chunks parsed early to bound `deferred`. Apart from `text`
+    /// so that the generated text reads exactly as if every deferred chunk had waited
+    /// for the end: chunks read at once (`text`) first, then the deferred ones in order.
+    compacted: String,
     seen_first: bool,
     finished: bool,
 }
@@ -105,9 +116,24 @@ impl StreamMeter {
             text: String::new(),
             deferred: Vec::new(),
             deferred_ends: Vec::new(),
+            deferred_limit: DEFERRED_LIMIT,
+            compacted: String::new(),
             seen_first: false,
             finished: false,
         }
+    }
+
+    #[cfg(test)]
+    fn with_deferred_limit(endpoint: Endpoint, limit: usize) -> Self {
+        Self {
+            deferred_limit: limit,
+            ..Self::new(endpoint)
+        }
+    }
+
+    #[cfg(test)]
+    fn deferred_bytes(&self) -> usize {
+        self.deferred.len()
     }
 
     /// Observes one event's data (multi-line data already joined with `\n`).
@@ -124,11 +150,18 @@ impl StreamMeter {
 
     fn observe_chunk(&mut self, data: &[u8]) -> EventKind {
         // Most chunks are plain content whose text matters only if the stream ends
-        // without usage: keep their bytes and parse them then. A chunk is read now when
-        // it is the first (the model), carries usage, or may be an error.
+        // without usage: keep their bytes and parse them then, or once they outgrow
+        // `deferred_limit`. A chunk is read now when it is the first (the model),
+        // carries usage, or may be an error.
         if self.seen_first && !carries_usage(data) && !may_be_error(data) {
             self.deferred.extend_from_slice(data);
             self.deferred_ends.push(self.deferred.len());
+            if self.deferred.len() > self.deferred_limit {
+                append_deferred(&mut self.compacted, &self.deferred, &self.deferred_ends);
+                // Cleared, not freed: the next chunks reuse the room.
+                self.deferred.clear();
+                self.deferred_ends.clear();
+            }
             return EventKind::Content;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
@@ -208,13 +241,8 @@ impl StreamMeter {
     /// Everything generated so far (text, refusals, tool-call names and arguments).
     pub fn generated_text(&self) -> String {
         let mut text = self.text.clone();
-        let mut start = 0;
-        for &end in &self.deferred_ends {
-            if let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(&self.deferred[start..end]) {
-                append_choices(&mut text, &chunk.choices.unwrap_or_default());
-            }
-            start = end;
-        }
+        text.push_str(&self.compacted);
+        append_deferred(&mut text, &self.deferred, &self.deferred_ends);
         text
     }
 
@@ -236,6 +264,17 @@ fn may_be_error(data: &[u8]) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Appends the text of deferred chunks, `ends` marking where each ends in `deferred`.
+fn append_deferred(text: &mut String, deferred: &[u8], ends: &[usize]) {
+    let mut start = 0;
+    for &end in ends {
+        if let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(&deferred[start..end]) {
+            append_choices(text, &chunk.choices.unwrap_or_default());
+        }
+        start = end;
+    }
 }
 
 fn append_choices(text: &mut String, choices: &[Choice<'_>]) {
@@ -293,6 +332,10 @@ mod tests {
         );
         assert_eq!(meter.model(), Some("gpt-4o-mini-2024-07-18"));
         assert_eq!(meter.generated_text(), "Hif{\"a\":1}");
+        assert!(
+            meter.compacted.is_empty(),
+            "a short stream is parsed only at its end"
+        );
         assert!(meter.finished());
     }
 
@@ -330,5 +373,74 @@ mod tests {
             Some((12, 2))
         );
         assert_eq!(meter.model(), Some("gpt-4.1-2025-04-14"));
+    }
+
+    /// A chat stream of `n` chunks after the first, cycling through every kind of
+    /// content a deferred chunk can carry, as OpenAI writes them with `include_usage`.
+    fn long_chat(n: usize) -> Vec<String> {
+        let mut chunks = vec![CHAT[0].to_owned()];
+        for i in 0..n {
+            let delta = match i % 5 {
+                0 => format!(r#"{{"content":" w{i}"}}"#),
+                1 => format!(r#"{{"refusal":" r{i}"}}"#),
+                2 => format!(
+                    r#"{{"tool_calls":[{{"index":0,"function":{{"name":"f{i}","arguments":"{{\"a\":{i}}}"}}}}]}}"#
+                ),
+                3 => r#"{"content":"\u00e9\n"}"#.to_owned(),
+                _ => r#"{}"#.to_owned(),
+            };
+            chunks.push(format!(
+                r#"{{"id":"c1","object":"chat.completion.chunk","created":1732000000,"model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"delta":{delta},"finish_reason":null}}],"usage":null}}"#
+            ));
+        }
+        chunks
+    }
+
+    #[test]
+    fn compacting_deferred_chunks_keeps_the_generated_text() {
+        let mut chunks = long_chat(2_000);
+        // Parsed at once (it may be an error), between deferred chunks: its text must
+        // keep its place relative to theirs whatever was compacted.
+        chunks.insert(1_000, CHAT[1].replace("\"Hi\"", "\"error\""));
+        chunks.push(CHAT[3].to_owned());
+        let text = |limit: usize| {
+            let mut meter = StreamMeter::with_deferred_limit(Endpoint::ChatCompletions, limit);
+            for chunk in &chunks {
+                assert_eq!(meter.observe(chunk.as_bytes()), EventKind::Content);
+            }
+            meter.generated_text()
+        };
+        let whole = text(usize::MAX);
+        assert!(
+            whole.contains(" w1995")
+                && whole.contains(" r1996")
+                && whole.contains("f1997{\"a\":1997}")
+        );
+        assert!(whole.contains("é\n") && whole.contains("error"));
+        for limit in [0, 1, 500, 4_096, DEFERRED_LIMIT] {
+            assert_eq!(text(limit), whole, "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn deferred_chunks_stay_under_the_limit() {
+        let chunks = long_chat(100_000);
+        let longest = chunks.iter().map(String::len).max().unwrap_or_default();
+        let mut meter = StreamMeter::new(Endpoint::ChatCompletions);
+        let mut peak = 0;
+        for chunk in &chunks {
+            meter.observe(chunk.as_bytes());
+            peak = peak.max(meter.deferred_bytes());
+        }
+        assert!(peak <= DEFERRED_LIMIT + longest, "{peak} bytes deferred");
+        assert!(
+            peak > DEFERRED_LIMIT / 2,
+            "short streams still defer: {peak}"
+        );
+        let text = meter.generated_text();
+        assert!(
+            text.starts_with(" w0 r1f2{\"a\":2}é\n w5")
+                && text.ends_with(" r99996f99997{\"a\":99997}é\n")
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! response body, owns the upstream stream and the ledger row, a client that hangs up
 //! (even right after the last byte) can never cancel its own charge; because the
 //! channel is bounded, a client that stops reading holds at most a few chunks in memory.
+//! An upstream event that never ends is held up to `MAX_EVENT_BYTES`, then the stream is
+//! relayed unparsed.
 
 use std::io;
 use std::pin::Pin;
@@ -17,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout_at;
 
 use super::exchange::{Exchange, Finish};
-use super::sse::{SseParser, strip_null_usage};
+use super::sse::{MAX_EVENT_BYTES, SseParser, strip_null_usage};
 use super::upstream::{X_UPSTREAM_REQUEST_ID, response_headers};
 use crate::config::DisconnectPolicy;
 use crate::error::ApiError;
@@ -69,7 +71,10 @@ pub async fn run(
         return super::buffered::relay(exchange, body, head, reply).await;
     }
     let meter = if is_sse && status.is_success() {
-        Meter::Sse(SseParser::new(), StreamMeter::new(exchange.endpoint))
+        Meter::Sse(
+            SseParser::new(),
+            Box::new(StreamMeter::new(exchange.endpoint)),
+        )
     } else {
         Meter::Body(BodyTee::default())
     };
@@ -115,8 +120,49 @@ pub(super) fn channel() -> (ClientTx, Body) {
 }
 
 pub(super) enum Meter {
-    Sse(SseParser, StreamMeter),
+    /// Boxed: a stream's meter is several times the size of a body's tee.
+    Sse(SseParser, Box<StreamMeter>),
+    /// A stream whose parser gave up on an event past `MAX_EVENT_BYTES`: the rest goes
+    /// to the client unparsed and unchanged (a usage chunk tollgate asked for included),
+    /// and the meter keeps what the events before it told.
+    Unparsed(Box<StreamMeter>),
     Body(BodyTee),
+}
+
+impl Meter {
+    /// Meters one read of the upstream body and returns the bytes the client should see.
+    fn relay(&mut self, chunk: Bytes, hide_usage: bool, request_id: &str) -> Bytes {
+        let (parser, stream) = match self {
+            Self::Sse(parser, stream) => (parser, stream),
+            Self::Unparsed(_) => return chunk,
+            Self::Body(tee) => {
+                tee.push(&chunk);
+                return chunk;
+            }
+        };
+        let out = relay_events(parser, stream, &chunk, hide_usage);
+        let Some(overlong) = parser.take_overlong() else {
+            return out;
+        };
+        tracing::warn!(
+            request_id,
+            limit = MAX_EVENT_BYTES,
+            "an upstream event outgrew the limit: relaying the rest of the stream unparsed"
+        );
+        // The parser goes, the stream meter stays (`Body` only holds the place).
+        let parsed = std::mem::replace(self, Self::Body(BodyTee::default()));
+        if let Self::Sse(_, stream) = parsed {
+            *self = Self::Unparsed(stream);
+        }
+        // An event this long began reads ago, so the events before it have gone out
+        // already: `out` is empty unless one read brought more than the cap.
+        if out.is_empty() {
+            return overlong;
+        }
+        let mut both = BytesMut::from(out);
+        both.extend_from_slice(&overlong);
+        both.freeze()
+    }
 }
 
 /// Reads the upstream body to its end (or the client's, under `abort`), feeding the
@@ -152,13 +198,7 @@ pub(super) async fn pump(
             Ok(Some(Ok(chunk))) => chunk,
         };
         ttfb.get_or_insert_with(|| exchange.started.elapsed());
-        let out = match &mut meter {
-            Meter::Sse(parser, stream) => relay_events(parser, stream, &chunk, exchange.hide_usage),
-            Meter::Body(tee) => {
-                tee.push(&chunk);
-                chunk
-            }
-        };
+        let out = meter.relay(chunk, exchange.hide_usage, &exchange.request_id);
         if client_gone || out.is_empty() {
             continue;
         }
@@ -215,8 +255,11 @@ enum End {
 }
 
 fn outcome(end: &End, meter: &Meter, status: StatusCode, client_gone: bool) -> Outcome {
+    // A stream is whole only if tollgate saw its end; one relayed unparsed never shows
+    // it, so it counts as cut even when the upstream closes the body cleanly: its
+    // overlong event was no real event.
     let complete = match meter {
-        Meter::Sse(_, stream) => stream.finished(),
+        Meter::Sse(_, stream) | Meter::Unparsed(stream) => stream.finished(),
         Meter::Body(_) => true,
     };
     match end {
@@ -247,7 +290,9 @@ async fn fail_client(tx: &ClientTx, meter: &Meter, exchange: &Exchange, end: &En
             event.extend_from_slice(b"\n\n");
             Ok(event.freeze())
         }
-        Meter::Body(_) => Err(io::Error::other(error.to_string())),
+        // Unparsed, the stream may end inside an event, which an error event would
+        // only lengthen: it is cut instead.
+        Meter::Unparsed(_) | Meter::Body(_) => Err(io::Error::other(error.to_string())),
     };
     // A moment's grace past the deadline so the error can still reach a reading client.
     let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
@@ -281,10 +326,17 @@ fn relay_events(
     out.freeze()
 }
 
-/// Usage for the row: the upstream's when it reported any, otherwise counted.
+/// Usage for the row: the upstream's when it reported any, otherwise counted. This
+/// holds for a stream relayed unparsed too: `usage_source` says where the numbers came
+/// from (usage the upstream reported before the overlong event is still its own, not
+/// tollgate's count), and the row's outcome, never `ok` once the stream's end went
+/// unseen, says they may not cover the whole answer. Without a report, the text before
+/// the overlong event is counted.
 async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finish {
     let (reported, model) = match &meter {
-        Meter::Sse(_, stream) => (stream.usage(), stream.model().map(str::to_owned)),
+        Meter::Sse(_, stream) | Meter::Unparsed(stream) => {
+            (stream.usage(), stream.model().map(str::to_owned))
+        }
         Meter::Body(tee) => {
             let BodyUsage { model, usage } = tee.usage();
             (usage, model)
@@ -297,7 +349,7 @@ async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finis
         None => {
             // Only now is the generated text worth extracting.
             let text = match &meter {
-                Meter::Sse(_, stream) => stream.generated_text(),
+                Meter::Sse(_, stream) | Meter::Unparsed(stream) => stream.generated_text(),
                 Meter::Body(tee) => tee.generated_text().unwrap_or_default(),
             };
             (
@@ -366,5 +418,104 @@ impl http_body::Body for ChannelBody {
         self.0
             .poll_recv(cx)
             .map(|item| item.map(|r| r.map(Frame::data)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metering::Endpoint;
+
+    const READ: usize = 64 * 1024;
+
+    fn chunk(delta: &str, usage: &str) -> String {
+        format!(
+            "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{delta}}}],\"usage\":{usage}}}\n\n"
+        )
+    }
+
+    /// Relays `head`, then an event that never ends, in reads of `READ` bytes, until the
+    /// parser gives it up, then one more read and `tail`. Returns what the client got,
+    /// what the upstream sent after `head`, and the meter.
+    fn relay_overlong(head: &str, tail: &str, hide_usage: bool) -> (Vec<u8>, Vec<u8>, Meter) {
+        let mut meter = Meter::Sse(
+            SseParser::new(),
+            Box::new(StreamMeter::new(Endpoint::ChatCompletions)),
+        );
+        let mut client = Vec::new();
+        let mut relay = |meter: &mut Meter, read: &[u8]| {
+            let out = meter.relay(Bytes::copy_from_slice(read), hide_usage, "req-1");
+            client.extend_from_slice(&out);
+        };
+        relay(&mut meter, head.as_bytes());
+        let mut sent = b"data: ".to_vec();
+        relay(&mut meter, &sent);
+        let filler = vec![b'a'; READ];
+        while let Meter::Sse(parser, _) = &meter {
+            assert!(
+                parser.buffered() <= MAX_EVENT_BYTES,
+                "held past the cap: {}",
+                parser.buffered()
+            );
+            relay(&mut meter, &filler);
+            sent.extend_from_slice(&filler);
+        }
+        for read in [&filler[..], tail.as_bytes()] {
+            relay(&mut meter, read);
+            sent.extend_from_slice(read);
+        }
+        (client, sent, meter)
+    }
+
+    #[test]
+    fn an_overlong_event_turns_the_stream_into_unchanged_bytes() {
+        let first = chunk(
+            r#"{"role":"assistant","content":"The quick brown fox"}"#,
+            "null",
+        );
+        let usage = r#"{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}"#;
+        let tail = format!(
+            "\n\n{}data: {{\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n",
+            chunk(r#"{"content":" jumps"}"#, "null")
+        );
+        let (client, sent, meter) = relay_overlong(&first, &tail, true);
+        // The first event loses its `"usage":null` as usual; from the overlong event on,
+        // every byte is the upstream's, `"usage":null`, usage chunk and `[DONE]` included.
+        let expected = [&strip_null_usage(&Bytes::from(first))[..], &sent].concat();
+        assert!(
+            client == expected,
+            "{} bytes for {}",
+            client.len(),
+            expected.len()
+        );
+        assert!(sent.len() > MAX_EVENT_BYTES);
+        let Meter::Unparsed(stream) = meter else {
+            panic!("the stream is still parsed");
+        };
+        assert_eq!(
+            stream.usage(),
+            None,
+            "nothing after the overlong event is metered"
+        );
+        assert!(!stream.finished());
+        assert_eq!(stream.generated_text(), "The quick brown fox");
+        assert_eq!(stream.model(), Some("gpt-4o-mini"));
+    }
+
+    #[test]
+    fn usage_reported_before_an_overlong_event_is_kept() {
+        let usage = r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}"#;
+        let first = chunk(r#"{"role":"assistant","content":"Hi"}"#, usage);
+        let (client, sent, meter) = relay_overlong(&first, "", false);
+        assert!(client == [first.as_bytes(), &sent].concat());
+        let Meter::Unparsed(stream) = meter else {
+            panic!("the stream is still parsed");
+        };
+        assert_eq!(
+            stream
+                .usage()
+                .map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((9, 1))
+        );
     }
 }

@@ -1,9 +1,22 @@
 //! An incremental server-sent-events parser. Events may be split across reads at any
 //! byte; lines end in `\n`, `\r\n` or `\r`; `data:` may span several lines; `:` lines are
 //! comments (keep-alives). Each event keeps its raw bytes so the relay can forward it
-//! exactly as the upstream wrote it.
+//! exactly as the upstream wrote it. An event that outgrows `MAX_EVENT_BYTES` before it
+//! ends can be given up, raw bytes and all.
+
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+
+/// The most the parser holds for one unfinished event before it gives the event up
+/// (see `take_overlong`). Without a bound, an upstream that never ends a line, or never
+/// sends the blank line that ends an event, grows the buffer until `total_timeout`.
+/// The largest real events are a Responses stream's `response.completed` (and
+/// `response.output_item.done`): the whole output (128k output tokens are ~0.5 MiB of
+/// text), the echoed instructions (a 1M-token context is ~4 MiB) and any generated
+/// images (a few MiB of base64 each). 16 MiB leaves room for all of that, and is what a
+/// broken upstream can cost per stream.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 pub struct SseParser {
@@ -20,9 +33,19 @@ pub struct SseParser {
 /// the buffer while they are updated.
 #[derive(Debug, Default)]
 struct Fields {
-    data: Vec<u8>,
-    has_data: bool,
+    data: Data,
     event: Option<String>,
+}
+
+/// The `data:` lines of the event being read. A single line (nearly every event) stays
+/// a range of the event's raw bytes until the event is complete, so a large event is
+/// held once, not twice, while it arrives.
+#[derive(Debug, Default)]
+enum Data {
+    #[default]
+    None,
+    Line(Range<usize>),
+    Joined(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +69,24 @@ impl SseParser {
 
     /// Bytes held waiting for the rest of an event.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        let joined = match &self.fields.data {
+            Data::Joined(data) => data.len(),
+            Data::None | Data::Line(_) => 0,
+        };
+        self.buf.len() + joined + self.fields.event.as_ref().map_or(0, String::len)
+    }
+
+    /// Once `next_event` has returned `None`: if the unfinished event holds more than
+    /// `MAX_EVENT_BYTES`, gives it up and returns its raw bytes, leaving the parser empty
+    /// with its memory freed. Bytes pushed after it would be read as if a new event
+    /// began, so a caller that takes an overlong event stops parsing the stream.
+    pub fn take_overlong(&mut self) -> Option<Bytes> {
+        if self.buffered() <= MAX_EVENT_BYTES {
+            return None;
+        }
+        let raw = std::mem::take(&mut self.buf).freeze();
+        *self = Self::default();
+        Some(raw)
     }
 
     /// The next complete event, or `None` until more bytes arrive.
@@ -81,7 +121,7 @@ impl SseParser {
             if line_end == line_start {
                 return Some(self.take_event());
             }
-            self.fields.read_line(&self.buf[line_start..line_end]);
+            self.fields.read_line(&self.buf, line_start..line_end);
         }
     }
 
@@ -91,9 +131,8 @@ impl SseParser {
             return None;
         }
         if self.scanned < self.buf.len() {
-            let line = &self.buf[self.scanned..];
-            self.fields
-                .read_line(line.strip_suffix(b"\r").unwrap_or(line));
+            let end = self.buf.len() - usize::from(self.buf.ends_with(b"\r"));
+            self.fields.read_line(&self.buf, self.scanned..end);
             self.scanned = self.buf.len();
         }
         Some(self.take_event())
@@ -103,42 +142,51 @@ impl SseParser {
         let raw = self.buf.split_to(self.scanned).freeze();
         self.scanned = 0;
         self.searched = 0;
-        let fields = &mut self.fields;
-        let data = if fields.has_data {
-            fields.has_data = false;
-            Some(std::mem::take(&mut fields.data))
-        } else {
-            None
+        let data = match std::mem::take(&mut self.fields.data) {
+            Data::None => None,
+            Data::Line(range) => Some(raw[range].to_vec()),
+            Data::Joined(data) => Some(data),
         };
         SseEvent {
             raw,
             data,
-            event: fields.event.take(),
+            event: self.fields.event.take(),
         }
     }
 }
 
 impl Fields {
-    fn read_line(&mut self, line: &[u8]) {
-        if line.first() == Some(&b':') {
+    /// Reads the line at `line` of `event`, the raw bytes of the event so far.
+    fn read_line(&mut self, event: &[u8], line: Range<usize>) {
+        let bytes = &event[line.clone()];
+        if bytes.first() == Some(&b':') {
             return;
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match bytes.iter().position(|&b| b == b':') {
             Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                let space = usize::from(bytes.get(colon + 1) == Some(&b' '));
+                (&bytes[..colon], line.start + colon + 1 + space..line.end)
             }
-            None => (line, &[][..]),
+            None => (bytes, line.end..line.end),
         };
         match name {
             b"data" => {
-                if self.has_data {
-                    self.data.push(b'\n');
+                self.data = match std::mem::take(&mut self.data) {
+                    Data::None => Data::Line(value),
+                    Data::Line(first) => {
+                        let mut joined = event[first].to_vec();
+                        joined.push(b'\n');
+                        joined.extend_from_slice(&event[value]);
+                        Data::Joined(joined)
+                    }
+                    Data::Joined(mut joined) => {
+                        joined.push(b'\n');
+                        joined.extend_from_slice(&event[value]);
+                        Data::Joined(joined)
+                    }
                 }
-                self.data.extend_from_slice(value);
-                self.has_data = true;
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => self.event = Some(String::from_utf8_lossy(&event[value]).into_owned()),
             _ => {}
         }
     }
@@ -178,6 +226,7 @@ mod tests {
         "data: {\"a\":1}\n\n",
         "event: response.output_text.delta\r\ndata: {\"b\":2}\r\n\r\n",
         "data: line one\ndata: line two\n\n",
+        "data: a\r\ndata:\r\n: between\r\ndata: c\r\n\r\n",
         "data:no-space\r\rid: 7\nretry: 10\ndata: [DONE]\n\n",
     );
 
@@ -205,6 +254,7 @@ mod tests {
                 Some(&b"{\"a\":1}"[..]),
                 Some(&b"{\"b\":2}"[..]),
                 Some(&b"line one\nline two"[..]),
+                Some(&b"a\n\nc"[..]),
                 Some(&b"no-space"[..]),
                 Some(&b"[DONE]"[..]),
             ]
@@ -241,7 +291,7 @@ mod tests {
             parser.push(piece);
             assert!(parser.next_event().is_none());
             // Everything pushed so far has been searched: the next read starts after it.
-            assert_eq!(parser.searched, parser.buffered());
+            assert_eq!(parser.searched, parser.buf.len());
         }
         parser.push(b"\r");
         assert!(
@@ -252,6 +302,76 @@ mod tests {
         let event = parser.next_event().unwrap();
         assert_eq!(event.raw.len(), line.len() + 3);
         assert_eq!(event.data, None, "a line without a field name or colon");
+    }
+
+    /// Pushes `event`, then `filler` over and over until the parser gives the event
+    /// up. Returns every byte pushed, what the parser gave back, and the most it held.
+    fn push_until_overlong(event: &[u8], filler: &[u8]) -> (Vec<u8>, Bytes, usize) {
+        let mut parser = SseParser::new();
+        let mut pushed = Vec::new();
+        let mut most = 0;
+        let mut read = event;
+        loop {
+            parser.push(read);
+            pushed.extend_from_slice(read);
+            assert!(parser.next_event().is_none(), "the event never ends");
+            most = most.max(parser.buffered());
+            if let Some(raw) = parser.take_overlong() {
+                assert_eq!((parser.buffered(), parser.buf.capacity()), (0, 0));
+                return (pushed, raw, most);
+            }
+            assert!(pushed.len() < 2 * MAX_EVENT_BYTES, "never given up");
+            read = filler;
+        }
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_given_up_past_the_cap() {
+        let line = [&b"data: "[..], &[b'x'; 1017], b"\n"].concat();
+        let cases: [(&str, &[u8], Vec<u8>); 4] = [
+            ("a line without its end", b"data: ", vec![b'a'; 64 * 1024]),
+            ("data lines, no blank line", b"", line.repeat(64)),
+            (
+                "comments, no blank line",
+                b"",
+                b": keep-alive\n".repeat(5_000),
+            ),
+            (
+                "an event name without its end",
+                b"event: ",
+                vec![b'e'; 64 * 1024],
+            ),
+        ];
+        for (case, event, filler) in cases {
+            let (pushed, raw, most) = push_until_overlong(event, &filler);
+            assert!(raw[..] == pushed[..], "{case}: every byte is given back");
+            // One read adds its bytes, and again as much joined to earlier data lines.
+            assert!(
+                most > MAX_EVENT_BYTES && most <= MAX_EVENT_BYTES + 2 * filler.len(),
+                "{case}: held {most} bytes, more than the cap and one read"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_just_under_the_cap_is_parsed() {
+        let mut parser = SseParser::new();
+        let data = vec![b'{'; MAX_EVENT_BYTES - 100];
+        parser.push(b"data: ");
+        for piece in data.chunks(64 * 1024) {
+            parser.push(piece);
+            assert!(parser.next_event().is_none());
+            assert!(parser.take_overlong().is_none());
+        }
+        parser.push(b"\n");
+        assert!(parser.next_event().is_none());
+        assert!(
+            parser.take_overlong().is_none(),
+            "a data line is held once while the event waits for its end"
+        );
+        parser.push(b"\n");
+        let event = parser.next_event().unwrap();
+        assert!(event.data.as_deref() == Some(&data[..]));
     }
 
     #[test]
