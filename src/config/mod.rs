@@ -199,6 +199,9 @@ impl Config {
         if self.server.max_upload_bytes == 0 {
             problems.push("server.max_upload_bytes", "must be greater than 0");
         }
+        if self.server.idle_timeout.is_zero() {
+            problems.push("server.idle_timeout", "must be greater than 0");
+        }
         let url = &self.database.url;
         if !["sqlite:", "postgres:", "postgresql:"]
             .iter()
@@ -418,6 +421,8 @@ mod tests {
     fn validation_lists_every_problem() {
         let config = Config::from_toml(
             r#"
+[server]
+idle_timeout = "0s"
 [database]
 url = "mysql://x"
 max_connections = 0
@@ -438,6 +443,7 @@ total_timeout = "0s"
         assert_eq!(
             paths,
             [
+                "server.idle_timeout",
                 "database.url",
                 "database.max_connections",
                 "database.acquire_timeout",

@@ -20,6 +20,16 @@ pub struct ServerConfig {
     /// HTTP/1 or HTTP/2, that brings no request within it is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed gracefully
+    /// (HTTP/2 GOAWAY, HTTP/1 close); a response still streaming counts as in flight.
+    /// 5 minutes outlasts the idle expiry of the pools that usually connect (Go's
+    /// transport 90 s, an AWS load balancer 60 s, nginx upstream keepalive 60 s), so the
+    /// client normally retires a connection first and never sends a request into our
+    /// close; yet abandoned connections give back their sockets and buffers within
+    /// minutes. On HTTP/1, `header_read_timeout` already bounds the wait for the next
+    /// request, so this only shortens that wait when set below it.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// On SIGINT/SIGTERM, how long in-flight requests and streams may take to finish.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -46,6 +56,7 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             max_upload_bytes: 512 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(5 * 60),
             drain_timeout: Duration::from_secs(30),
             on_client_disconnect: DisconnectPolicy::Abort,
         }

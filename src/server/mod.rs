@@ -1,5 +1,6 @@
 //! The HTTP server: router, layer order, the accept loop, and graceful shutdown.
 
+mod connection;
 mod routes;
 mod scrape;
 
@@ -10,16 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 use crate::admin::Admin;
 use crate::auth::store as auth_store;
@@ -296,40 +294,11 @@ async fn open_store(database: &DatabaseConfig) -> Result<Store, ServeError> {
     Ok(store)
 }
 
-/// Runs a connection, closing it if no request arrives within `timeout`.
-///
-/// hyper's `header_read_timeout` only starts once HTTP/1 is chosen: before that the auto
-/// builder waits, without any limit, for enough bytes to tell HTTP/1 from the HTTP/2
-/// preface, and an HTTP/2 connection has no header timeout at all. A client that
-/// connects and sends nothing (or half a preface) would hold its socket forever, and a
-/// few thousand of them exhaust the file descriptors.
-async fn first_request_within<C, E>(connection: C, first_request: Arc<Notify>, timeout: Duration)
-where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = &mut connection => Some(ended),
-        () = first_request.notified() => None,
-        () = tokio::time::sleep(timeout) => {
-            tracing::debug!("no request within the header read timeout: closing the connection");
-            return;
-        }
-    };
-    let ended = match ended {
-        Some(ended) => ended,
-        None => connection.await,
-    };
-    if let Err(error) = ended {
-        tracing::debug!(error = %error, "connection ended with an error");
-    }
-}
-
 /// Accepts connections until `shutdown` resolves, then drains: open connections finish
 /// their in-flight requests (HTTP/1 closes after the current response, HTTP/2 sends
 /// GOAWAY), relay tasks finish their streams and rows, and the ledger is flushed, all
-/// within `drain_timeout`.
+/// within `drain_timeout`. Until then each connection closes itself when it goes
+/// without a request too long (`connection::run`).
 async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -344,7 +313,14 @@ async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let app: Router = router(state.clone());
-    let graceful = GracefulShutdown::new();
+    let deadlines = connection::Deadlines {
+        first_request: config.header_read_timeout,
+        idle: config.idle_timeout,
+    };
+    // Each connection watches `closing` itself rather than through hyper-util's
+    // GracefulShutdown, which would keep its `graceful_shutdown` from the idle timer.
+    let closing = CancellationToken::new();
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -361,30 +337,27 @@ async fn serve(
         };
         // Without it a response written as headers then body stalls on delayed ACKs.
         let _ = stream.set_nodelay(true);
-        let first_request = Arc::new(Notify::new());
-        let seen = first_request.clone();
-        let service = TowerToHyperService::new(app.clone().map_request(move |request| {
-            seen.notify_one();
-            request
-        }));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(first_request_within(
-            connection,
-            first_request,
-            config.header_read_timeout,
+        connections.spawn(connection::run(
+            builder.clone(),
+            stream,
+            app.clone(),
+            deadlines,
+            closing.clone(),
         ));
     }
     drop(listener);
     let deadline = Instant::now() + config.drain_timeout;
     tracing::info!(drain_timeout = ?config.drain_timeout, "shutting down: draining connections");
-    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+    closing.cancel();
+    connections.close();
+    if tokio::time::timeout_at(deadline.into(), connections.wait())
         .await
         .is_err()
     {
-        tracing::warn!("drain timeout reached with connections still open");
+        tracing::warn!(
+            remaining = connections.len(),
+            "drain timeout reached with connections still open"
+        );
     }
     let tasks = &state.proxy.tasks;
     tasks.close();
