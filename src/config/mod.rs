@@ -199,6 +199,10 @@ impl Config {
         if self.server.max_upload_bytes == 0 {
             problems.push("server.max_upload_bytes", "must be greater than 0");
         }
+        if self.server.header_read_timeout.is_zero() {
+            // Zero would close every connection before its first request.
+            problems.push("server.header_read_timeout", "must be greater than 0");
+        }
         if self.server.idle_timeout.is_zero() {
             problems.push("server.idle_timeout", "must be greater than 0");
         }
@@ -422,6 +426,7 @@ mod tests {
         let config = Config::from_toml(
             r#"
 [server]
+header_read_timeout = "0s"
 idle_timeout = "0s"
 [database]
 url = "mysql://x"
@@ -443,6 +448,7 @@ total_timeout = "0s"
         assert_eq!(
             paths,
             [
+                "server.header_read_timeout",
                 "server.idle_timeout",
                 "database.url",
                 "database.max_connections",
