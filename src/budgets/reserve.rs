@@ -174,6 +174,8 @@ impl Budgets {
                 }
                 return Err(self.busy(decided.err()));
             }
+            // Inside the retry pause nothing was tried, so nothing new was learnt.
+            Some(Trouble::Down) if recently_failed => {}
             Some(Trouble::Down) => health.failed(),
             None => health.answered(),
         }
@@ -673,6 +675,16 @@ mod tests {
         store.health().failed();
         let outage = budgets.reserve(&identity, "r3", amount, now()).await;
         assert!(matches!(outage, Ok(None)), "{outage:?}");
+        assert!(store.health().down());
+
+        // The database answers again (the writer commits); a check inside the retry
+        // pause still takes the policy, but learns nothing and marks nothing down.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.health().answered();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let paused = budgets.reserve(&identity, "r3b", amount, now()).await;
+        assert!(matches!(paused, Ok(None)), "{paused:?}");
+        assert!(!store.health().down());
 
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         drop(held);
