@@ -80,21 +80,26 @@ impl Standing {
         }
     }
 
-    /// Writes the six headers (three per limit present).
+    /// Writes the six headers (three per limit present). On every limited response:
+    /// static names and integer values, so nothing is formatted or parsed but the reset.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (suffix, line) in [("requests", self.requests), ("tokens", self.tokens)] {
+        const REQUESTS: [&str; 3] = [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ];
+        const TOKENS: [&str; 3] = [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ];
+        for (names, line) in [(REQUESTS, self.requests), (TOKENS, self.tokens)] {
             let Some(line) = line else { continue };
-            for (what, value) in [
-                ("limit", line.limit.to_string()),
-                ("remaining", line.remaining.to_string()),
-                ("reset", go_duration(line.reset)),
-            ] {
-                let name = format!("x-ratelimit-{what}-{suffix}");
-                if let (Ok(name), Ok(value)) =
-                    (HeaderName::try_from(name), HeaderValue::try_from(value))
-                {
-                    headers.insert(name, value);
-                }
+            let [limit, remaining, reset] = names.map(HeaderName::from_static);
+            headers.insert(limit, HeaderValue::from(line.limit));
+            headers.insert(remaining, HeaderValue::from(line.remaining));
+            if let Ok(value) = HeaderValue::try_from(go_duration(line.reset)) {
+                headers.insert(reset, value);
             }
         }
     }
