@@ -223,6 +223,25 @@ async fn think_between(tx: tokio::sync::mpsc::UnboundedSender<Bytes>, events: &[
     }
 }
 
+/// The client got the whole stream and the row is whole.
+async fn assert_ran_to_its_end(tollgate: &Harness, streamed: &[u8]) {
+    assert!(
+        streamed.windows(6).any(|w| w == b"[DONE]"),
+        "the stream was cut: {}",
+        String::from_utf8_lossy(streamed)
+    );
+    let rows = tollgate.rows().await;
+    let row = Harness::only(&rows);
+    assert_eq!(
+        (
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.outcome.as_str()
+        ),
+        (9, 3, "ok")
+    );
+}
+
 #[tokio::test]
 async fn an_http2_stream_pausing_longer_than_the_idle_timeout_runs_to_its_end() {
     let (upstream, tx) = MockUpstream::start_stream().await;
@@ -247,25 +266,11 @@ async fn an_http2_stream_pausing_longer_than_the_idle_timeout_runs_to_its_end() 
         streamed
     };
     let ((), streamed) = tokio::join!(think_between(tx, &events[1..]), read);
-    assert!(
-        streamed.windows(6).any(|w| w == b"[DONE]"),
-        "the stream was cut: {}",
-        String::from_utf8_lossy(&streamed)
-    );
-    // Not even told to go away: the same connection takes the next request.
+    // Not even told to go away: the same connection takes the next request (asked
+    // at once, before the connection could idle out).
     let (status, _) = client.get(&tollgate, "/healthz").await;
     assert_eq!(status, 200);
-
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
-    assert_eq!(
-        (
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.outcome.as_str()
-        ),
-        (9, 3, "ok")
-    );
+    assert_ran_to_its_end(&tollgate, &streamed).await;
 }
 
 #[tokio::test]
@@ -293,20 +298,5 @@ async fn an_http1_stream_pausing_longer_than_the_idle_timeout_runs_to_its_end() 
         streamed
     };
     let ((), streamed) = tokio::join!(think_between(tx, &events[1..]), read);
-    assert!(
-        streamed.windows(6).any(|w| w == b"[DONE]"),
-        "the stream was cut: {}",
-        String::from_utf8_lossy(&streamed)
-    );
-
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
-    assert_eq!(
-        (
-            row.prompt_tokens,
-            row.completion_tokens,
-            row.outcome.as_str()
-        ),
-        (9, 3, "ok")
-    );
+    assert_ran_to_its_end(&tollgate, &streamed).await;
 }
