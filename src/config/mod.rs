@@ -145,7 +145,7 @@ impl Config {
     /// Parses TOML; an error names the file and the dotted path of the bad field.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let deserializer =
-            toml::Deserializer::parse(text).map_err(|source| ConfigError::Syntax {
+            crate::pricing::exact_toml(text).map_err(|source| ConfigError::Syntax {
                 path: origin.to_owned(),
                 source: Box::new(source),
             })?;

@@ -16,12 +16,13 @@
 //! use tollgate::metering::Usage;
 //! use tollgate::pricing::{Catalog, PricingOverrides, Variant};
 //!
-//! let config: PricingOverrides = toml::from_str(
+//! let config = PricingOverrides::from_toml(
 //!     r#"
 //!     aliases = { "my-deployment" = "gpt-4o-mini" }
 //!     [models."gpt-4o-mini"]
-//!     output = "0.65"
+//!     output = 0.65
 //!     "#,
+//!     "tollgate.toml",
 //! )?;
 //! let catalog = Catalog::builtin().merge(&config, "tollgate.toml")?;
 //!
@@ -47,7 +48,7 @@ pub mod table;
 pub use catalog::{BUILTIN_ORIGIN, Catalog, ModelPrices};
 pub use cost::{Priced, UnitRates, Variant};
 pub use import::{LiteLlmImport, SkipReason, Skipped, import_litellm};
-pub use money::{Cost, DecimalError, Rate};
+pub use money::{Cost, DecimalError, Rate, exact_toml};
 pub use overrides::{ModelPriceOverride, PricingOverrides};
 pub use resolve::Resolved;
 

@@ -113,8 +113,14 @@ struct RateVisitor;
 
 impl RateVisitor {
     fn parsed<E: de::Error>(text: &str) -> Result<Rate, E> {
-        Rate::from_usd_per_million(text)
-            .map_err(|reason| E::custom(format_args!("invalid price `{text}`: {reason}")))
+        // TOML's float keywords arrive as their text (see `exact_toml`).
+        let keyword = text.trim_start_matches(['+', '-']);
+        let parsed = if keyword == "nan" || keyword == "inf" {
+            Err(DecimalError::NotFinite)
+        } else {
+            Rate::from_usd_per_million(text)
+        };
+        parsed.map_err(|reason| E::custom(format_args!("invalid price `{text}`: {reason}")))
     }
 }
 
@@ -144,17 +150,38 @@ impl Visitor<'_> for RateVisitor {
             ))),
         }
     }
+}
 
-    // A TOML float such as 0.15 is read through its shortest decimal form ("0.15"), the
-    // text the operator wrote, so it lands on 150_000 exactly instead of 0.1499999…
-    fn visit_f64<E: de::Error>(self, usd: f64) -> Result<Rate, E> {
-        if !usd.is_finite() {
-            return Err(E::custom(format_args!(
-                "invalid price `{usd}`: {}",
-                DecimalError::NotFinite
-            )));
+/// A TOML deserializer that hands every float to serde as the text written in the
+/// file, so `input = 0.15` is read as the decimal "0.15" and never passes through a
+/// binary float. For tollgate's config and price files, whose only fractional fields
+/// are money (a float anywhere else is refused as a string, naming its field).
+pub fn exact_toml(text: &str) -> Result<toml::Deserializer<'_>, toml::de::Error> {
+    let mut root = toml::de::DeTable::parse(text)?;
+    for (_, value) in root.get_mut().iter_mut() {
+        floats_as_text(value.get_mut());
+    }
+    Ok(toml::Deserializer::from(root))
+}
+
+fn floats_as_text(value: &mut toml::de::DeValue<'_>) {
+    use toml::de::DeValue;
+    match value {
+        DeValue::Float(float) => {
+            let text = float.as_str().to_owned();
+            *value = DeValue::String(text.into());
         }
-        Self::parsed(&format!("{usd}"))
+        DeValue::Array(array) => {
+            for item in array.iter_mut() {
+                floats_as_text(item.get_mut());
+            }
+        }
+        DeValue::Table(table) => {
+            for (_, item) in table.iter_mut() {
+                floats_as_text(item.get_mut());
+            }
+        }
+        DeValue::String(_) | DeValue::Integer(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => {}
     }
 }
 
@@ -429,6 +456,48 @@ mod tests {
         assert_eq!(
             Rate::from_micros_per_million(5).half().micros_per_million(),
             3
+        );
+    }
+}
+
+#[cfg(test)]
+mod toml_tests {
+    use serde::Deserialize;
+
+    use super::{Rate, exact_toml};
+
+    #[derive(Deserialize)]
+    struct Prices {
+        rates: Vec<Rate>,
+        nested: Nested,
+    }
+
+    #[derive(Deserialize)]
+    struct Nested {
+        rate: Rate,
+    }
+
+    /// Bare TOML floats reach the price parser as the text written, in arrays and
+    /// nested tables too: no binary rounding on the way (2.675 is 2.67499999… as f64).
+    #[test]
+    fn bare_floats_are_read_as_written() {
+        let text = "rates = [0.15, 2.675, 3]\n[nested]\nrate = 0.000001\n";
+        let prices = Prices::deserialize(exact_toml(text).unwrap()).unwrap();
+        let micros: Vec<u64> = prices
+            .rates
+            .iter()
+            .map(|r| r.micros_per_million())
+            .collect();
+        assert_eq!(micros, [150_000, 2_675_000, 3_000_000]);
+        assert_eq!(prices.nested.rate.micros_per_million(), 1);
+        // An exponent is not a plain decimal: refused, naming the text, not rounded.
+        let error =
+            Prices::deserialize(exact_toml("rates = [1e-6]\n[nested]\nrate = 1\n").unwrap())
+                .err()
+                .unwrap();
+        assert!(
+            error.to_string().contains("invalid price `1e-6`"),
+            "{error}"
         );
     }
 }

@@ -70,7 +70,7 @@ impl PricingOverrides {
     /// the line, and the model and field at fault.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, PricingError> {
         let deserializer =
-            toml::Deserializer::parse(text).map_err(|error| PricingError::Syntax {
+            super::money::exact_toml(text).map_err(|error| PricingError::Syntax {
                 origin: origin.to_owned(),
                 line: line_of(text, error.span()),
                 message: error.message().to_owned(),
