@@ -84,6 +84,9 @@ pub struct Running {
     pub ledger: LedgerWriter,
     /// Tracked batches and jobs (tests poll them now instead of waiting an interval).
     pub batches: Arc<Tracker>,
+    /// The scheduled reconciliation, when `[reconcile] schedule` is set (tests run it
+    /// now instead of waiting for its time of day).
+    pub reconcile: Option<Arc<Scheduler>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     relays: TaskTracker,
@@ -166,14 +169,15 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     );
     let tasks = TaskTracker::new();
     let stopping = CancellationToken::new();
-    if let Some(minutes) = config.reconcile.schedule_minutes() {
+    let scheduled = config.reconcile.schedule_minutes().map(|minutes| {
         let scheduler = Arc::new(Scheduler::new(reconciler, store.clone(), metrics.clone()));
         Arc::clone(&scheduler).spawn(minutes, &tasks, stopping.clone());
         tracing::info!(
             schedule = config.reconcile.schedule.as_deref().unwrap_or_default(),
             "reconciliation with OpenAI scheduled daily (UTC)"
         );
-    }
+        scheduler
+    });
     let batches = Arc::new(Tracker::new(
         store.clone(),
         Upstreams::new(&config.upstreams, env)?,
@@ -244,6 +248,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         addr,
         ledger,
         batches,
+        reconcile: scheduled,
         stop,
         task,
         relays,
