@@ -7,7 +7,7 @@
 pub mod command;
 pub mod compare;
 pub mod format;
-mod ledger;
+pub mod ledger;
 pub mod line_item;
 pub mod openai;
 pub mod schedule;
