@@ -707,6 +707,10 @@ return {
                 .starts_with("only in tollgate's ledger"),
             "{shown}"
         );
+        let png = browser.screenshot().await;
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("dashboard-reconcile.png"), &png).unwrap();
     })
     .await;
     let asked = api.received();
