@@ -290,6 +290,11 @@ impl Reconciler {
         &self.config
     }
 
+    /// Whether an admin key was found (its value is never shown).
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// The ledger upstreams compared when none are named.
     pub fn billed_upstreams(&self) -> &[String] {
         &self.billed

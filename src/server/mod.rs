@@ -170,6 +170,13 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let tasks = TaskTracker::new();
     let stopping = CancellationToken::new();
     let scheduled = config.reconcile.schedule_minutes().map(|minutes| {
+        if !reconciler.has_key() {
+            tracing::warn!(
+                variable = %config.reconcile.admin_key_env,
+                "reconcile.schedule is set but the admin key variable is unset: each run \
+                 will fail until it holds an OpenAI organization admin key"
+            );
+        }
         let scheduler = Arc::new(Scheduler::new(reconciler, store.clone(), metrics.clone()));
         Arc::clone(&scheduler).spawn(minutes, &tasks, stopping.clone());
         tracing::info!(
