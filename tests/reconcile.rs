@@ -851,3 +851,42 @@ async fn a_scheduled_run_sets_the_drift_metrics() {
     );
     assert!(!text.contains(ADMIN_API_KEY));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_key_reaches_no_log_line_even_at_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    seed(&Store::open(&db).await.unwrap()).await;
+    let scripted = export();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let api = MockUpstream::start(move |received| match calls.fetch_add(1, Ordering::SeqCst) {
+        0 => json(StatusCode::SERVICE_UNAVAILABLE, &json!({})),
+        _ => scripted.answer(received),
+    })
+    .await;
+    let refusing = MockUpstream::start(|_| json(StatusCode::UNAUTHORIZED, &json!({}))).await;
+    for (api_url, code) in [(&api.base_url, 1), (&refusing.base_url, 2)] {
+        let config = config_file(dir.path(), &db, api_url, "[log]\nfilter = \"trace\"\n");
+        let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&config)
+            .args(["reconcile", "--since", D1, "--until", D2, "--json"])
+            .env_remove("TOLLGATE_CONFIG")
+            .env("RUST_LOG", "trace")
+            .env("OPENAI_ADMIN_KEY", ADMIN_API_KEY)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = exits(&output, code);
+        assert!(
+            stderr.lines().count() > 10,
+            "trace logs were written: {stderr}"
+        );
+        for text in [&stdout, &stderr] {
+            assert!(!text.contains(ADMIN_API_KEY), "the admin key is in\n{text}");
+            assert!(
+                !text.contains("9f3c"),
+                "a piece of the admin key is in\n{text}"
+            );
+        }
+    }
+}
