@@ -34,6 +34,9 @@ pub enum Command {
     Teams(TeamsArgs),
     /// tollgate's own API keys: create (the key is shown once), list, revoke.
     Keys(KeysArgs),
+    /// The ledger against OpenAI's own usage and cost export, per UTC day and model.
+    /// Exit status: 0 every line within the tolerance, 1 some not, 2 no report.
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +144,34 @@ pub enum OutputFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// First UTC day to compare, `YYYY-MM-DD` (or a span back from now, like `30d`).
+    #[arg(long)]
+    pub since: String,
+    /// Last UTC day to compare, included (default: yesterday, the last complete day;
+    /// OpenAI's figures for today are still arriving).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// One line per `day`, per `model`, or per model on each day (`day,model`).
+    #[arg(long, default_value = "model")]
+    pub by: String,
+    /// How far apart the sides may be, per figure, in percent (default:
+    /// reconcile.tolerance_percent, 0.5).
+    #[arg(long, value_name = "PERCENT")]
+    pub tolerance: Option<String>,
+    /// The ledger's upstreams whose requests OpenAI bills (comma-separated; default:
+    /// reconcile.upstreams, else every upstream at api.openai.com).
+    #[arg(long, value_delimiter = ',')]
+    pub upstream: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,5 +29,7 @@ pub mod metrics;
 pub mod pricing;
 /// Upstream routing, request rewrite, SSE relay.
 pub mod proxy;
+/// The ledger against OpenAI's own usage and cost export.
+pub mod reconcile;
 /// Router, layers, accept loop and graceful shutdown.
 pub mod server;

@@ -10,6 +10,7 @@
 
 mod cost;
 mod ledger;
+mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
@@ -26,6 +27,7 @@ use crate::ledger::LedgerWriter;
 use crate::metering::Usage;
 use crate::pricing::Cost;
 use cost::{CostCell, CostCounter};
+pub use reconcile::ReconcileMetrics;
 
 /// The `model` label of requests whose model the catalog does not price.
 pub const OTHER_MODEL: &str = "other";
@@ -92,6 +94,8 @@ pub struct Families {
     pub batch_poll_errors: IntCounterVec,
     /// Batch creates refused at admission, by reason (budget, enqueued_tokens).
     pub batch_admissions_refused: IntCounterVec,
+    /// What the last scheduled reconciliation with OpenAI's export found.
+    pub reconcile: ReconcileMetrics,
     requests: IntCounterVec,
     tokens: IntCounterVec,
     cost: CostCounter,
@@ -314,6 +318,7 @@ impl Metrics {
              pass-through ones until the upstream's response head.",
         )?;
         registry.register(Box::new(in_flight.clone()))?;
+        let reconcile = ReconcileMetrics::register(r)?;
         Ok(Self(Arc::new(Families {
             registry,
             per_key,
@@ -327,6 +332,7 @@ impl Metrics {
             batch_lost,
             batch_poll_errors,
             batch_admissions_refused,
+            reconcile,
             requests,
             tokens,
             cost,

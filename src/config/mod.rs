@@ -9,6 +9,7 @@ mod limits;
 mod log;
 mod metrics;
 mod pricing;
+mod reconcile;
 mod secret;
 mod server;
 mod upstream;
@@ -26,6 +27,7 @@ pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
+pub use reconcile::{OPENAI_HOST, ReconcileConfig, Tolerance};
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
 pub use upstream::UpstreamConfig;
@@ -44,6 +46,7 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub batch: BatchConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
             batch: BatchConfig::default(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -238,6 +242,7 @@ impl Config {
         }
         self.limits.validate(&mut problems);
         self.batch.validate(&mut problems);
+        self.reconcile.validate(&self.upstreams, &mut problems);
         if self
             .metrics
             .bearer_token

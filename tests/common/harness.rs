@@ -47,6 +47,15 @@ impl Harness {
     }
 
     pub async fn start_with(upstream_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_env(upstream_url, &[], tweak).await
+    }
+
+    /// As `start_with`, with more variables in tollgate's environment map.
+    pub async fn start_with_env(
+        upstream_url: &str,
+        extra_env: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.db");
         let mut config = Config::default();
@@ -73,7 +82,13 @@ impl Harness {
             ),
             ("TOLLGATE_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned()),
         ]
-        .into();
+        .into_iter()
+        .chain(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .collect();
         let running = tollgate::server::start(config, &env).await.unwrap();
         Self {
             url: format!("http://{}", running.addr),
@@ -235,6 +250,18 @@ impl Harness {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Runs the scheduled reconciliation now, as its daily timer would.
+    pub async fn reconcile_now(
+        &self,
+    ) -> Result<tollgate::reconcile::Report, tollgate::reconcile::ReconcileError> {
+        let running = self.running.as_ref().unwrap();
+        let scheduler = running
+            .reconcile
+            .as_ref()
+            .expect("[reconcile] schedule set");
+        scheduler.run_once().await
     }
 
     /// Metered exchanges still relaying or recording.

@@ -10,5 +10,6 @@ pub mod db;
 pub mod forwarder;
 pub mod harness;
 pub mod mock_upstream;
+pub mod org_api;
 pub mod redis;
 pub mod webdriver;
