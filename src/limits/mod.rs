@@ -483,21 +483,39 @@ enum Charge {
 impl Admission {
     /// Charges the tokens used beyond the estimate (the unused rest is not refunded).
     pub fn settle(self, used: u64) {
-        let extra = used.saturating_sub(self.tokens);
-        if extra == 0 {
+        let total = used.max(self.tokens);
+        self.settle_to(total);
+    }
+
+    /// Settles the token charge to `total`: charges what the estimate fell short of
+    /// (possibly into debt), gives back what it took beyond. Requests are untouched.
+    pub fn settle_to(self, total: u64) {
+        let (more, back) = (
+            total.saturating_sub(self.tokens),
+            self.tokens.saturating_sub(total),
+        );
+        if more == 0 && back == 0 {
             return;
         }
         match self.charge {
             Charge::Local(sets) => {
                 for (_, set) in &sets {
                     for bucket in [&set.tpm, &set.tpd].into_iter().flatten() {
-                        bucket.force(extra);
+                        if more > 0 {
+                            bucket.force(more);
+                        } else {
+                            bucket.refund(back);
+                        }
                     }
                 }
             }
             Charge::Shared(shared, mut specs) => {
                 specs.retain(|spec| matches!(spec.kind, Kind::Tpm | Kind::Tpd));
-                shared.force(specs, extra);
+                if more > 0 {
+                    shared.force(specs, more);
+                } else {
+                    shared.refund(specs, back);
+                }
             }
         }
     }

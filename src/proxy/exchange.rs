@@ -44,6 +44,9 @@ pub struct Exchange {
     pub forwarded: Instant,
     pub deadline: Instant,
     pub policy: DisconnectPolicy,
+    /// The output tokens the rate-limit charge reserved (the request's cap, or the
+    /// default): a request costs at least these, as at OpenAI.
+    pub reserved_output: u64,
     /// The rate-limit charge, settled with the real usage when the exchange ends;
     /// dropping it (however the exchange ends) frees the key's in-flight place.
     pub limits: Option<Admission>,
@@ -84,8 +87,11 @@ impl Exchange {
     /// response's headers first).
     pub async fn finish_priced(mut self, finish: Finish, price: Option<RowPrice>) {
         if let Some(admission) = self.limits.take() {
+            // The prompt as the upstream counted it (the admission may have charged its
+            // bound), and at least the output reserved.
             let usage = &finish.usage;
-            admission.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+            let output = usage.completion_tokens.max(self.reserved_output);
+            admission.settle_to(usage.prompt_tokens.saturating_add(output));
         }
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
