@@ -281,7 +281,9 @@ impl Limiter {
             .permit(identity, model, Standing::default)
             .map_err(ApiError::RateLimited)?;
         let specs = Spec::all(identity, model, limits);
-        match shared.charge(&specs, tokens).await {
+        // Boxed: the Redis round trip's state would otherwise sit inline in every
+        // request handler's future, local limits or not.
+        match Box::pin(shared.charge(&specs, tokens)).await {
             Ok(verdict) => {
                 let standing = Standing::of_lines(&specs, &verdict.lines);
                 if let Some((index, retry_after, used)) = verdict.refused {

@@ -77,15 +77,21 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Respo
         Err(error) => return error.into_response(),
     };
     let path = path.to_owned();
+    // The other routes' futures are boxed: axum moves this handler's future into a box
+    // of its own on every request, and tokio copies it around, so every byte their
+    // state machines would add inline is paid by each metered request.
     let result = match Endpoint::from_path(&path) {
         Some(endpoint) if parts.method == Method::POST => {
             metered(&proxy, identity, endpoint, &path, parts, body).await
         }
         _ => match crate::batch::api::route(&parts.method, &path) {
             Some(route) => {
-                crate::batch::api::handle(&proxy, identity, route, &path, parts, body).await
+                Box::pin(crate::batch::api::handle(
+                    &proxy, identity, route, &path, parts, body,
+                ))
+                .await
             }
-            None => passthrough(&proxy, &path, parts, body).await,
+            None => Box::pin(passthrough(&proxy, &path, parts, body)).await,
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -343,10 +349,8 @@ async fn forward_metered(
             ..Usage::default()
         };
         let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
-        let reserved = proxy
-            .budgets
-            .reserve(&identity, &row_id, amount, ts_ms)
-            .await;
+        // Boxed: a database transaction's state machine, on the path of budgeted keys only.
+        let reserved = Box::pin(proxy.budgets.reserve(&identity, &row_id, amount, ts_ms)).await;
         if let Err(error) = reserved {
             // Refused before forwarding: the rate limits get their charge back.
             if let Some(admission) = admission {
@@ -391,13 +395,18 @@ async fn forward_metered(
     // of a request the upstream may already be billing.
     let (reply, replied) = oneshot::channel();
     let (first_byte_timeout, name) = (upstream.first_byte_timeout, upstream.name.clone());
+    // The relay is boxed so the task's future stays small: tokio copies a task's whole
+    // future when it spawns it and when it finishes.
     proxy.tasks.spawn(async move {
         match tokio::time::timeout(first_byte_timeout, send).await {
-            Ok(Ok(response)) => relay::run(exchange, response, reply).await,
-            Ok(Err(error)) => fail_exchange(exchange, upstream_failure(&name, &error), reply).await,
+            Ok(Ok(response)) => Box::pin(relay::run(exchange, response, reply)).await,
+            Ok(Err(error)) => {
+                let error = upstream_failure(&name, &error);
+                Box::pin(fail_exchange(exchange, error, reply)).await;
+            }
             Err(_elapsed) => {
                 let error = ApiError::UpstreamTimeout { upstream: name };
-                fail_exchange(exchange, error, reply).await;
+                Box::pin(fail_exchange(exchange, error, reply)).await;
             }
         }
     });
