@@ -96,10 +96,8 @@ impl Exchange {
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
         let latency = self.started.elapsed();
-        let cost = price
-            .as_ref()
-            .map(|price| price.cost.to_decimal_string())
-            .unwrap_or_default();
+        // Formatted only when the line is logged: the default filter drops it.
+        let cost = tracing::field::display(CostText(price.as_ref()));
         tracing::info!(
             request_id = %self.request_id,
             caller = %self.caller,
@@ -115,7 +113,7 @@ impl Exchange {
             completion_tokens = finish.usage.completion_tokens,
             reasoning_tokens = finish.usage.reasoning_tokens,
             usage_source = source.as_str(),
-            cost_usd = %cost,
+            cost_usd = cost,
             latency_ms = millis(latency),
             "request"
         );
@@ -189,6 +187,18 @@ fn count(endpoint: Endpoint, model: &str, request: &[u8], generated: &str) -> Us
             tokens::count_text(model, generated)
         },
         ..Usage::default()
+    }
+}
+
+/// A row's cost as the log line shows it: exact decimal dollars, empty when unpriced.
+struct CostText<'a>(Option<&'a RowPrice>);
+
+impl std::fmt::Display for CostText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(price) => f.write_str(&price.cost.to_decimal_string()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -384,10 +384,12 @@ async fn forward_metered(
         reserved_output: proxy.limits.estimate(endpoint, 0, request.max_output),
         limits: admission,
     };
+    let url = upstream.url(path, parts.uri.query());
+    let headers = upstream.request_headers_from(parts.headers, true, proxy.auth.mode);
     let send = upstream
         .client
-        .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
-        .headers(upstream.request_headers(&parts.headers, true, proxy.auth.mode))
+        .request(parts.method, url)
+        .headers(headers)
         .body(request.body)
         .send();
     // From here the exchange lives in a task of its own: hyper drops this handler if
@@ -499,7 +501,8 @@ pub(crate) async fn passthrough(
         }
     };
     let status = response.status();
-    let headers = upstream::response_headers(response.headers());
+    let mut response = response;
+    let headers = upstream::response_headers_from(std::mem::take(response.headers_mut()));
     let mut client = Response::new(Body::from_stream(response.bytes_stream()));
     *client.status_mut() = status;
     *client.headers_mut() = headers;
