@@ -263,7 +263,7 @@ fn may_be_error(data: &[u8]) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// Appends the text of deferred chunks, `ends` marking where each ends in `deferred`.

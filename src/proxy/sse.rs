@@ -93,10 +93,7 @@ impl SseParser {
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             let rest = &self.buf[self.scanned..];
-            let Some(found) = rest[self.searched..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-            else {
+            let Some(found) = memchr::memchr2(b'\n', b'\r', &rest[self.searched..]) else {
                 self.searched = rest.len();
                 return None;
             };
@@ -214,7 +211,7 @@ pub fn strip_null_usage(raw: &Bytes) -> Bytes {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]
