@@ -3,7 +3,9 @@
 //! that ends without usage can still be counted.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -254,16 +256,17 @@ impl StreamMeter {
 
 /// Whether a chunk has a usage object (not `"usage":null`). Inside JSON strings quotes
 /// are escaped, so these byte patterns can only be structural.
+// Built once: building a finder costs more than a search of a chunk with it.
+static USAGE: LazyLock<[Finder<'static>; 2]> =
+    LazyLock::new(|| [Finder::new(b"\"usage\":{"), Finder::new(b"\"usage\": {")]);
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+
 fn carries_usage(data: &[u8]) -> bool {
-    contains(data, b"\"usage\":{") || contains(data, b"\"usage\": {")
+    USAGE.iter().any(|finder| finder.find(data).is_some())
 }
 
 fn may_be_error(data: &[u8]) -> bool {
-    contains(data, b"\"error\"")
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    ERROR.find(data).is_some()
 }
 
 /// Appends the text of deferred chunks, `ends` marking where each ends in `deferred`.

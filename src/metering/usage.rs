@@ -96,7 +96,7 @@ pub fn from_body(body: &[u8]) -> BodyUsage {
 /// the last occurrence of each key in the tail is the top-level one.
 pub fn from_tail(tail: &[u8]) -> BodyUsage {
     let value_after = |key: &[u8]| -> Option<&[u8]> {
-        let at = tail.windows(key.len()).rposition(|w| w == key)?;
+        let at = memchr::memmem::rfind(tail, key)?;
         let rest = &tail[at + key.len()..];
         let colon = rest.iter().position(|&b| b == b':')?;
         Some(&rest[colon + 1..])

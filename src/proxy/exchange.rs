@@ -44,6 +44,9 @@ pub struct Exchange {
     pub forwarded: Instant,
     pub deadline: Instant,
     pub policy: DisconnectPolicy,
+    /// The output tokens the rate-limit charge reserved (the request's cap, or the
+    /// default): a request costs at least these, as at OpenAI.
+    pub reserved_output: u64,
     /// The rate-limit charge, settled with the real usage when the exchange ends;
     /// dropping it (however the exchange ends) frees the key's in-flight place.
     pub limits: Option<Admission>,
@@ -84,16 +87,17 @@ impl Exchange {
     /// response's headers first).
     pub async fn finish_priced(mut self, finish: Finish, price: Option<RowPrice>) {
         if let Some(admission) = self.limits.take() {
+            // The prompt as the upstream counted it (the admission may have charged its
+            // bound), and at least the output reserved.
             let usage = &finish.usage;
-            admission.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+            let output = usage.completion_tokens.max(self.reserved_output);
+            admission.settle_to(usage.prompt_tokens.saturating_add(output));
         }
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
         let latency = self.started.elapsed();
-        let cost = price
-            .as_ref()
-            .map(|price| price.cost.to_decimal_string())
-            .unwrap_or_default();
+        // Formatted only when the line is logged: the default filter drops it.
+        let cost = tracing::field::display(CostText(price.as_ref()));
         tracing::info!(
             request_id = %self.request_id,
             caller = %self.caller,
@@ -109,7 +113,7 @@ impl Exchange {
             completion_tokens = finish.usage.completion_tokens,
             reasoning_tokens = finish.usage.reasoning_tokens,
             usage_source = source.as_str(),
-            cost_usd = %cost,
+            cost_usd = cost,
             latency_ms = millis(latency),
             "request"
         );
@@ -183,6 +187,18 @@ fn count(endpoint: Endpoint, model: &str, request: &[u8], generated: &str) -> Us
             tokens::count_text(model, generated)
         },
         ..Usage::default()
+    }
+}
+
+/// A row's cost as the log line shows it: exact decimal dollars, empty when unpriced.
+struct CostText<'a>(Option<&'a RowPrice>);
+
+impl std::fmt::Display for CostText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(price) => f.write_str(&price.cost.to_decimal_string()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -29,9 +29,10 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
-use crate::limits::{Admission, Limiter};
+use crate::limits::{Admission, Kind, Limiter, Limits};
 use crate::metering::{Endpoint, Usage, UsageSource};
 use crate::metrics::{Caller, InFlight, Metrics};
+use admit::Prompt;
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
 use upstream::{Upstream, Upstreams, X_REQUEST_ID};
@@ -76,15 +77,21 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Respo
         Err(error) => return error.into_response(),
     };
     let path = path.to_owned();
+    // The other routes' futures are boxed: axum moves this handler's future into a box
+    // of its own on every request, and tokio copies it around, so every byte their
+    // state machines would add inline is paid by each metered request.
     let result = match Endpoint::from_path(&path) {
         Some(endpoint) if parts.method == Method::POST => {
             metered(&proxy, identity, endpoint, &path, parts, body).await
         }
         _ => match crate::batch::api::route(&parts.method, &path) {
             Some(route) => {
-                crate::batch::api::handle(&proxy, identity, route, &path, parts, body).await
+                Box::pin(crate::batch::api::handle(
+                    &proxy, identity, route, &path, parts, body,
+                ))
+                .await
             }
-            None => passthrough(&proxy, &path, parts, body).await,
+            None => Box::pin(passthrough(&proxy, &path, parts, body)).await,
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -220,17 +227,18 @@ async fn admit_and_forward(
         });
     }
     proxy.pricer.admit(model)?;
-    let context_window = proxy.pricer.context_window(model);
-    let budgeted = Budgets::applies(&identity);
-    let figures = proxy.limits.figures(&identity, model);
-    let prompt = if context_window.is_some() || budgeted || Limiter::needs_tokens(figures.as_ref())
-    {
-        Some(admit::count_prompt(endpoint, model, &request.body).await?)
-    } else {
-        None
-    };
-    if let (Some(limit), Some(prompt)) = (context_window, prompt) {
-        check_context(prompt, request.max_output.unwrap_or(0), limit)?;
+    let mut prompt = Prompt::new(endpoint, model, &request.body);
+    if let Some(limit) = proxy.pricer.context_window(model) {
+        let output = request.max_output.unwrap_or(0);
+        // A request within the window even at its prompt's bound needs no count.
+        if prompt.bound().await?.saturating_add(output) > limit {
+            check_context(prompt.count().await?, output, limit)?;
+        }
+    }
+    if Budgets::applies(&identity) {
+        // The reservation is priced from the count: the bound would hold back several
+        // times what the prompt can cost.
+        prompt.count().await?;
     }
     let upstream = proxy
         .upstreams
@@ -239,20 +247,14 @@ async fn admit_and_forward(
             model: model.unwrap_or_default().to_owned(),
         })?;
     // Rate limits before the budget: a request they refuse never holds a reservation.
-    let admission = match figures {
+    let admission = match proxy.limits.figures(&identity, model) {
         Some(figures) => {
-            let tokens = prompt.map_or(0, |prompt| {
-                proxy.limits.estimate(endpoint, prompt, request.max_output)
-            });
-            Some(
-                proxy
-                    .limits
-                    .admit(&identity, model, figures, tokens)
-                    .await?,
-            )
+            let admit = (&identity, model, figures, request.max_output);
+            Some(admit_limits(proxy, endpoint, admit, &mut prompt).await?)
         }
         None => None,
     };
+    let prompt = prompt.counted();
     // Every answer from here on, success or error, tells the client where it stands.
     let standing = admission.as_ref().map(|admitted| admitted.standing.clone());
     let admitted = Admitted {
@@ -277,11 +279,37 @@ async fn admit_and_forward(
     Ok(response)
 }
 
+/// Charges the rate limits with the prompt's bound when it fits, and only when it does
+/// not, with the tokenizer's count: a request is refused only if its count does not fit
+/// either. The exchange settles the charge to the real usage when it ends.
+async fn admit_limits(
+    proxy: &Proxy,
+    endpoint: Endpoint,
+    (identity, model, figures, max_output): (&Identity, Option<&str>, Limits, Option<u64>),
+    prompt: &mut Prompt<'_>,
+) -> Result<Admission, ApiError> {
+    let limits = &proxy.limits;
+    if !Limiter::needs_tokens(Some(&figures)) {
+        return limits.admit(identity, model, figures, 0).await;
+    }
+    let tokens = limits.estimate(endpoint, prompt.bound().await?, max_output);
+    match limits.admit(identity, model, figures, tokens).await {
+        Err(ApiError::RateLimited(limited))
+            if matches!(limited.kind, Kind::Tpm | Kind::Tpd) && prompt.could_shrink() =>
+        {
+            let tokens = limits.estimate(endpoint, prompt.count().await?, max_output);
+            limits.admit(identity, model, figures, tokens).await
+        }
+        admitted => admitted,
+    }
+}
+
 /// A request past its checks, on its way upstream.
 struct Admitted<'a> {
     identity: Identity,
     endpoint: Endpoint,
     upstream: &'a Upstream,
+    /// The prompt counted by the tokenizer, when a check needed the count.
     prompt: Option<u64>,
     admission: Option<Admission>,
     ts_ms: i64,
@@ -321,10 +349,8 @@ async fn forward_metered(
             ..Usage::default()
         };
         let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
-        let reserved = proxy
-            .budgets
-            .reserve(&identity, &row_id, amount, ts_ms)
-            .await;
+        // Boxed: a database transaction's state machine, on the path of budgeted keys only.
+        let reserved = Box::pin(proxy.budgets.reserve(&identity, &row_id, amount, ts_ms)).await;
         if let Err(error) = reserved {
             // Refused before forwarding: the rate limits get their charge back.
             if let Some(admission) = admission {
@@ -355,12 +381,15 @@ async fn forward_metered(
         forwarded: Instant::now(),
         deadline: started + upstream.total_timeout,
         policy: proxy.server.on_client_disconnect,
+        reserved_output: proxy.limits.estimate(endpoint, 0, request.max_output),
         limits: admission,
     };
+    let url = upstream.url(path, parts.uri.query());
+    let headers = upstream.request_headers_from(parts.headers, true, proxy.auth.mode);
     let send = upstream
         .client
-        .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
-        .headers(upstream.request_headers(&parts.headers, true, proxy.auth.mode))
+        .request(parts.method, url)
+        .headers(headers)
         .body(request.body)
         .send();
     // From here the exchange lives in a task of its own: hyper drops this handler if
@@ -368,13 +397,18 @@ async fn forward_metered(
     // of a request the upstream may already be billing.
     let (reply, replied) = oneshot::channel();
     let (first_byte_timeout, name) = (upstream.first_byte_timeout, upstream.name.clone());
+    // The relay is boxed so the task's future stays small: tokio copies a task's whole
+    // future when it spawns it and when it finishes.
     proxy.tasks.spawn(async move {
         match tokio::time::timeout(first_byte_timeout, send).await {
-            Ok(Ok(response)) => relay::run(exchange, response, reply).await,
-            Ok(Err(error)) => fail_exchange(exchange, upstream_failure(&name, &error), reply).await,
+            Ok(Ok(response)) => Box::pin(relay::run(exchange, response, reply)).await,
+            Ok(Err(error)) => {
+                let error = upstream_failure(&name, &error);
+                Box::pin(fail_exchange(exchange, error, reply)).await;
+            }
             Err(_elapsed) => {
                 let error = ApiError::UpstreamTimeout { upstream: name };
-                fail_exchange(exchange, error, reply).await;
+                Box::pin(fail_exchange(exchange, error, reply)).await;
             }
         }
     });
@@ -467,7 +501,8 @@ pub(crate) async fn passthrough(
         }
     };
     let status = response.status();
-    let headers = upstream::response_headers(response.headers());
+    let mut response = response;
+    let headers = upstream::response_headers_from(std::mem::take(response.headers_mut()));
     let mut client = Response::new(Body::from_stream(response.bytes_stream()));
     *client.status_mut() = status;
     *client.headers_mut() = headers;
