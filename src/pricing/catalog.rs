@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::PricingError;
 use super::money::Rate;
-use super::overrides::{ModelPriceOverride, PricingOverrides};
+use super::overrides::{ModelPriceOverride, PricingOverrides, TierSheetOverride};
 
 /// Where errors in the embedded catalog point.
 pub const BUILTIN_ORIGIN: &str = "prices/catalog.toml (built-in)";
@@ -18,7 +18,10 @@ const BUILTIN_TOML: &str = include_str!("../../prices/catalog.toml");
 /// Optional rates fall back when priced: no `cached_input` charges cached tokens at
 /// `input`; no `batch_*` rate is half the standard one; no `ft_cached_input` charges at
 /// `ft_input`. A model without `ft_input`/`ft_output` has no fine-tuned price, so its
-/// `ft:` models are unknown rather than guessed.
+/// `ft:` models are unknown rather than guessed. A model without a service tier's sheet
+/// (`flex`, `priority`) does not offer that tier: requests served at it are priced at
+/// standard, and counted. `ft:` models have tier sheets only where `ft_flex` /
+/// `ft_priority` say so.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ModelPrices {
     pub input: Rate,
@@ -36,6 +39,26 @@ pub struct ModelPrices {
     /// The day the prices were read from `source` (`YYYY-MM-DD`).
     pub as_of: Option<String>,
     /// Where the prices come from, e.g. `brief` or `openai-pricing-page`.
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flex: Option<TierSheet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<TierSheet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ft_flex: Option<TierSheet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ft_priority: Option<TierSheet>,
+}
+
+/// One service tier's rates per 1M tokens, dated and sourced apart from the model's
+/// standard prices (tier prices change on their own schedule). No `cached_input`:
+/// cached tokens pay the sheet's `input`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TierSheet {
+    pub input: Rate,
+    pub cached_input: Option<Rate>,
+    pub output: Rate,
+    pub as_of: Option<String>,
     pub source: Option<String>,
 }
 
@@ -65,12 +88,17 @@ impl ModelPrices {
             max_output_tokens: None,
             as_of: None,
             source: None,
+            flex: None,
+            priority: None,
+            ft_flex: None,
+            ft_priority: None,
         };
-        prices.apply(o);
+        prices.apply(o)?;
         Ok(prices)
     }
 
-    fn apply(&mut self, o: &ModelPriceOverride) {
+    /// Lays `o` over this entry; the error is a missing required field of a new sheet.
+    fn apply(&mut self, o: &ModelPriceOverride) -> Result<(), &'static str> {
         fn set<T: Clone>(slot: &mut T, value: Option<&T>) {
             if let Some(value) = value {
                 slot.clone_from(value);
@@ -94,13 +122,52 @@ impl ModelPrices {
         set_opt(&mut self.max_output_tokens, &o.max_output_tokens);
         set_opt(&mut self.as_of, &o.as_of);
         set_opt(&mut self.source, &o.source);
+        for (slot, given, name) in [
+            (&mut self.flex, &o.flex, "flex"),
+            (&mut self.priority, &o.priority, "priority"),
+            (&mut self.ft_flex, &o.ft_flex, "ft_flex"),
+            (&mut self.ft_priority, &o.ft_priority, "ft_priority"),
+        ] {
+            if let Some(given) = given {
+                TierSheet::apply(slot, given, name)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Checks that need the merged entry: a fine-tuned price is both rates or neither.
+    /// Checks that need the merged entry: a fine-tuned price is both rates or neither,
+    /// and a fine-tuned tier sheet needs the fine-tuned price it is a tier of.
     fn check(&self) -> Result<(), (&'static str, String)> {
-        if let Some(as_of) = &self.as_of {
-            if !is_date(as_of) {
-                return Err(("as_of", format!("`{as_of}` is not a YYYY-MM-DD date")));
+        let dates = [
+            ("as_of", self.as_of.as_ref()),
+            (
+                "flex.as_of",
+                self.flex.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+            (
+                "priority.as_of",
+                self.priority.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+            (
+                "ft_flex.as_of",
+                self.ft_flex.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+            (
+                "ft_priority.as_of",
+                self.ft_priority.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+        ];
+        for (field, as_of) in dates {
+            if let Some(as_of) = as_of.filter(|as_of| !is_date(as_of)) {
+                return Err((field, format!("`{as_of}` is not a YYYY-MM-DD date")));
+            }
+        }
+        for (field, sheet) in [
+            ("ft_flex", &self.ft_flex),
+            ("ft_priority", &self.ft_priority),
+        ] {
+            if sheet.is_some() && self.ft_input.is_none() {
+                return Err((field, "needs ft_input and ft_output as well".into()));
             }
         }
         match (self.ft_input, self.ft_output) {
@@ -112,6 +179,56 @@ impl ModelPrices {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+// === impl TierSheet ===
+
+impl TierSheet {
+    /// Lays `o` over the sheet in `slot`, or starts one there; `name` prefixes the
+    /// missing field a new sheet reports.
+    fn apply(
+        slot: &mut Option<Self>,
+        o: &TierSheetOverride,
+        name: &'static str,
+    ) -> Result<(), &'static str> {
+        let sheet = match slot {
+            Some(sheet) => sheet,
+            None => {
+                let missing = |field: &str| match (name, field) {
+                    ("flex", "input") => "flex.input",
+                    ("flex", _) => "flex.output",
+                    ("priority", "input") => "priority.input",
+                    ("priority", _) => "priority.output",
+                    ("ft_flex", "input") => "ft_flex.input",
+                    ("ft_flex", _) => "ft_flex.output",
+                    (_, "input") => "ft_priority.input",
+                    _ => "ft_priority.output",
+                };
+                slot.insert(Self {
+                    input: o.input.ok_or_else(|| missing("input"))?,
+                    cached_input: None,
+                    output: o.output.ok_or_else(|| missing("output"))?,
+                    as_of: None,
+                    source: None,
+                })
+            }
+        };
+        if let Some(input) = o.input {
+            sheet.input = input;
+        }
+        if let Some(output) = o.output {
+            sheet.output = output;
+        }
+        for (slot, value) in [(&mut sheet.as_of, &o.as_of), (&mut sheet.source, &o.source)] {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+        if o.cached_input.is_some() {
+            sheet.cached_input = o.cached_input;
+        }
+        Ok(())
     }
 }
 
@@ -142,19 +259,18 @@ impl Catalog {
     ) -> Result<Self, PricingError> {
         for (name, entry) in &overrides.models {
             check_model_name(origin, name)?;
+            let missing = |field| PricingError::MissingField {
+                origin: origin.to_owned(),
+                model: name.clone(),
+                field,
+            };
             let prices = match self.models.get_mut(name) {
                 Some(prices) => {
-                    prices.apply(entry);
+                    prices.apply(entry).map_err(missing)?;
                     prices
                 }
                 None => {
-                    let prices = ModelPrices::from_override(entry).map_err(|field| {
-                        PricingError::MissingField {
-                            origin: origin.to_owned(),
-                            model: name.clone(),
-                            field,
-                        }
-                    })?;
+                    let prices = ModelPrices::from_override(entry).map_err(missing)?;
                     self.models.entry(name.clone()).or_insert(prices)
                 }
             };
@@ -293,6 +409,132 @@ mod tests {
         }
         for (alias, target) in catalog.aliases() {
             assert!(catalog.resolve(alias).is_some(), "{alias} → {target}");
+        }
+    }
+
+    #[test]
+    fn builtin_tier_sheets_are_dated_sourced_and_ordered() {
+        let catalog = Catalog::builtin();
+        let mut sheets = 0;
+        for (name, p) in catalog.models() {
+            assert_eq!((&p.ft_flex, &p.ft_priority), (&None, &None), "{name}");
+            for (tier, sheet) in [("flex", &p.flex), ("priority", &p.priority)] {
+                let Some(sheet) = sheet else { continue };
+                sheets += 1;
+                let as_of = sheet.as_of.as_deref().unwrap_or_default();
+                assert!(is_date(as_of), "{name} {tier}: as_of {as_of:?}");
+                assert!(sheet.source.is_some(), "{name} {tier}: no source");
+                let cached = sheet.cached_input.unwrap_or(sheet.input);
+                let standard_cached = p.cached_input.unwrap_or(p.input);
+                if tier == "flex" {
+                    // Flex is the batch sheet, with the cache discount on top.
+                    let batch = p.rates(crate::pricing::Variant::Batch).unwrap();
+                    assert_eq!((sheet.input, sheet.output), (batch.input, batch.output));
+                    assert!(cached < sheet.input && cached < standard_cached, "{name}");
+                } else {
+                    assert!(sheet.input > p.input && sheet.output > p.output, "{name}");
+                    assert!(cached >= standard_cached, "{name}");
+                }
+            }
+        }
+        assert_eq!(sheets, 16, "5 flex and 11 priority sheets");
+        // (model, flex in/cached/out, priority in/cached/out), as OpenAI lists them.
+        type Sheet = Option<[&'static str; 3]>;
+        let table: [(&str, Sheet, Sheet); 6] = [
+            ("gpt-4o-mini", None, Some(["0.25", "0.125", "1"])),
+            ("gpt-4.1", None, Some(["3.5", "0.875", "14"])),
+            (
+                "gpt-5",
+                Some(["0.625", "0.0625", "5"]),
+                Some(["2.5", "0.25", "20"]),
+            ),
+            ("gpt-5-nano", Some(["0.025", "0.0025", "0.2"]), None),
+            ("o3", Some(["1", "0.25", "4"]), Some(["3.5", "0.875", "14"])),
+            (
+                "o4-mini",
+                Some(["0.55", "0.138", "2.2"]),
+                Some(["2", "0.5", "8"]),
+            ),
+        ];
+        let show = |sheet: &Option<TierSheet>| {
+            sheet.as_ref().map(|s| {
+                [s.input, s.cached_input.unwrap_or(s.input), s.output].map(|r| r.to_string())
+            })
+        };
+        for (name, flex, priority) in table {
+            let p = catalog.get(name).unwrap();
+            let want = |t: Option<[&str; 3]>| t.map(|t| t.map(str::to_owned));
+            assert_eq!(show(&p.flex), want(flex), "{name} flex");
+            assert_eq!(show(&p.priority), want(priority), "{name} priority");
+        }
+    }
+
+    #[test]
+    fn tier_sheets_merge_field_by_field_and_new_ones_need_their_rates() {
+        let config = PricingOverrides::from_toml(
+            r#"
+            [models."gpt-5".flex]
+            output = "4.50"
+            source = "our invoice"
+            [models."gpt-4o-mini".flex]
+            input = "0.075"
+            output = "0.30"
+            [models."gpt-4o-mini".ft_priority]
+            input = "0.50"
+            output = "2.00"
+            as_of = "2026-11-30"
+            "#,
+            "tollgate.toml",
+        )
+        .unwrap();
+        let catalog = Catalog::builtin().merge(&config, "tollgate.toml").unwrap();
+        let flex = catalog.get("gpt-5").unwrap().flex.clone().unwrap();
+        assert_eq!(
+            (flex.input, flex.cached_input, flex.output),
+            (rate("0.625"), Some(rate("0.0625")), rate("4.50")),
+            "untouched fields stay"
+        );
+        assert_eq!(flex.as_of.as_deref(), Some("2026-12-02"));
+        assert_eq!(flex.source.as_deref(), Some("our invoice"));
+        let mini = catalog.get("gpt-4o-mini").unwrap();
+        assert_eq!(mini.flex.as_ref().map(|s| s.cached_input), Some(None));
+        assert!(mini.ft_priority.is_some());
+
+        let cases = [
+            ("[models.\"gpt-4o-mini\".flex]\ninput = 1", "flex.output"),
+            ("[models.\"gpt-4o-mini\".flex]\noutput = 1", "flex.input"),
+            (
+                "[models.new]\ninput = 1\noutput = 1\n[models.new.priority]\ninput = 2",
+                "priority.output",
+            ),
+            (
+                "[models.\"gpt-5\".ft_flex]\ninput = 1\noutput = 1",
+                "ft_flex",
+            ),
+            (
+                "[models.\"gpt-5\".priority]\nas_of = \"2026-13-01\"",
+                "priority.as_of",
+            ),
+            (
+                "[models.\"gpt-5\".flex]\nbatch_input = 1",
+                "flex.batch_input",
+            ),
+        ];
+        for (text, field) in cases {
+            let error = PricingOverrides::from_toml(text, "c.toml")
+                .and_then(|o| Catalog::builtin().merge(&o, "c.toml"))
+                .unwrap_err();
+            let shown = error.to_string();
+            let named = match &error {
+                PricingError::MissingField { field, .. } => (*field).to_owned(),
+                PricingError::Field { field, reason, .. } => format!("{field} {reason}"),
+                other => panic!("{text}: {other}"),
+            };
+            assert!(
+                named.contains(field) || shown.contains(field),
+                "{text}: {shown}"
+            );
+            assert!(shown.contains("c.toml"), "{shown}");
         }
     }
 
