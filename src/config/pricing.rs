@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pricing::{Catalog, ModelPriceOverride, PricingError, PricingOverrides};
+use crate::pricing::{AutoTier, Catalog, ModelPriceOverride, PricingError, PricingOverrides};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +20,11 @@ pub struct PricingConfig {
     /// output cap exceeds the model's context window in the catalog. Costs a tokenizer
     /// pass over every request's prompt.
     pub enforce_context_window: bool,
+    /// The tier OpenAI serves `service_tier: "auto"` (and requests naming no tier) at
+    /// on this deployment's project: `default`, unless the project is opted into
+    /// priority processing. Budgets reserve such requests at this tier's rates; rows
+    /// are priced at the tier the response names whatever this says.
+    pub auto_service_tier: AutoTier,
     /// Per-model overrides or additions, per 1M tokens.
     pub models: BTreeMap<String, ModelPriceOverride>,
     /// Provider names (an Azure deployment, say) → catalog model.

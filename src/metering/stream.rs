@@ -1,13 +1,14 @@
 //! Metering a stream event by event: the usage the upstream reports, the model it
-//! answered with, and the generated text and tool-call arguments, kept so that a stream
-//! that ends without usage can still be counted.
+//! answered with, the service tier that served it (the last chunk that names one), and
+//! the generated text and tool-call arguments, kept so that a stream that ends without
+//! usage can still be counted.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::usage::{RawUsage, merge_max};
+use super::usage::{RawUsage, TierField, last_tier, merge_max};
 use super::{Endpoint, Usage};
 
 /// Deferred chunk bytes a stream may hold before they are parsed into text. A chunk is
@@ -35,6 +36,7 @@ pub struct StreamMeter {
     endpoint: Endpoint,
     usage: Option<Usage>,
     model: Option<String>,
+    service_tier: Option<String>,
     text: String,
     /// Content chunks not parsed yet, back to back; `deferred_ends` marks where each ends.
     deferred: Vec<u8>,
@@ -55,6 +57,7 @@ struct Chunk<'a> {
     #[serde(borrow)]
     choices: Option<Vec<Choice<'a>>>,
     usage: Option<RawUsage>,
+    service_tier: Option<TierField>,
     error: Option<IgnoredAny>,
 }
 
@@ -105,6 +108,7 @@ struct ResponsesEvent<'a> {
 struct ResponseObject {
     model: Option<String>,
     usage: Option<RawUsage>,
+    service_tier: Option<TierField>,
 }
 
 impl StreamMeter {
@@ -113,6 +117,7 @@ impl StreamMeter {
             endpoint,
             usage: None,
             model: None,
+            service_tier: None,
             text: String::new(),
             deferred: Vec::new(),
             deferred_ends: Vec::new(),
@@ -154,6 +159,11 @@ impl StreamMeter {
         // `deferred_limit`. A chunk is read now when it is the first (the model),
         // carries usage, or may be an error.
         if self.seen_first && !carries_usage(data) && !may_be_error(data) {
+            // Every chat chunk repeats the tier; the last one to name it wins, and it is
+            // read from the bytes (a scan, no parse, no allocation while it stays put).
+            if let Some(tier) = last_tier(data) {
+                self.set_tier(&tier);
+            }
             self.deferred.extend_from_slice(data);
             self.deferred_ends.push(self.deferred.len());
             if self.deferred.len() > self.deferred_limit {
@@ -173,6 +183,9 @@ impl StreamMeter {
         if !self.seen_first {
             self.seen_first = true;
             self.model = chunk.model.map(Cow::into_owned);
+        }
+        if let Some(TierField(Some(tier))) = chunk.service_tier {
+            self.set_tier(&tier);
         }
         let choices = chunk.choices.unwrap_or_default();
         append_choices(&mut self.text, &choices);
@@ -200,6 +213,11 @@ impl StreamMeter {
             if let Some(usage) = response.usage {
                 self.add_usage(usage.to_usage());
             }
+            // `response.created` may echo the tier asked for; `response.completed`, the
+            // last, names the one that served it.
+            if let Some(TierField(Some(tier))) = response.service_tier {
+                self.set_tier(&tier);
+            }
         }
         match event.kind.as_ref() {
             "response.output_text.delta"
@@ -221,6 +239,12 @@ impl StreamMeter {
         }
     }
 
+    fn set_tier(&mut self, tier: &str) {
+        if self.service_tier.as_deref() != Some(tier) {
+            self.service_tier = Some(tier.to_owned());
+        }
+    }
+
     fn add_usage(&mut self, usage: Usage) {
         match &mut self.usage {
             Some(total) => merge_max(total, usage),
@@ -236,6 +260,11 @@ impl StreamMeter {
     /// The model the upstream answered with.
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    /// The service tier the last chunk (or Responses event) that named one gave.
+    pub fn service_tier(&self) -> Option<&str> {
+        self.service_tier.as_deref()
     }
 
     /// Everything generated so far (text, refusals, tool-call names and arguments).
@@ -373,6 +402,65 @@ mod tests {
             Some((12, 2))
         );
         assert_eq!(meter.model(), Some("gpt-4.1-2025-04-14"));
+    }
+
+    #[test]
+    fn the_last_chunk_naming_a_tier_wins() {
+        let chunk = |tier: &str, usage: &str| {
+            format!(
+                r#"{{"id":"c1","object":"chat.completion.chunk","model":"gpt-5","service_tier":{tier},"choices":[{{"index":0,"delta":{{"content":"x"}}}}],"usage":{usage}}}"#
+            )
+        };
+        // (chunks, served): deferred content chunks and parsed first / usage chunks alike.
+        let usage = r#"{"prompt_tokens":1,"completion_tokens":3}"#;
+        let cases: [(Vec<String>, Option<&str>); 5] = [
+            (
+                vec![chunk("\"flex\"", "null"), chunk("\"flex\"", "null")],
+                Some("flex"),
+            ),
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("\"default\"", "null"),
+                    chunk("\"default\"", "null"),
+                ],
+                Some("default"),
+            ),
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("\"flex\"", "null"),
+                    chunk("\"priority\"", usage),
+                ],
+                Some("priority"),
+            ),
+            // A chunk without the field, or with a non-string, leaves the last one.
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("null", "null"),
+                    chunk("7", usage),
+                ],
+                Some("flex"),
+            ),
+            (vec![CHAT[0].to_owned(), CHAT[1].to_owned()], None),
+        ];
+        for (chunks, want) in cases {
+            let mut meter = StreamMeter::new(Endpoint::ChatCompletions);
+            for chunk in &chunks {
+                meter.observe(chunk.as_bytes());
+            }
+            assert_eq!(meter.service_tier(), want, "{chunks:?}");
+        }
+        let mut meter = StreamMeter::new(Endpoint::Responses);
+        for event in [
+            r#"{"type":"response.created","response":{"model":"o3","service_tier":"auto","usage":null}}"#,
+            r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
+            r#"{"type":"response.completed","response":{"model":"o3","service_tier":"default","usage":{"input_tokens":2,"output_tokens":1}}}"#,
+        ] {
+            meter.observe(event.as_bytes());
+        }
+        assert_eq!(meter.service_tier(), Some("default"));
     }
 
     /// A chat stream of `n` chunks after the first, cycling through every kind of

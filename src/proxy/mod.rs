@@ -320,7 +320,11 @@ async fn forward_metered(
             completion_tokens: output,
             ..Usage::default()
         };
-        let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
+        // At the dearest service tier the request can be billed at: see `tier::worst_case`.
+        let amount = proxy
+            .pricer
+            .estimate_reserve(model, request.service_tier.as_deref(), &worst)
+            .unwrap_or_default();
         let reserved = proxy
             .budgets
             .reserve(&identity, &row_id, amount, ts_ms)
@@ -347,6 +351,7 @@ async fn forward_metered(
         upstream: upstream.name.clone(),
         endpoint,
         model_requested: request.model,
+        service_tier_requested: request.service_tier,
         streamed: request.stream,
         hide_usage: request.hide_usage,
         request: request.body.clone(),
