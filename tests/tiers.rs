@@ -216,7 +216,15 @@ async fn every_row_records_both_tiers_and_is_priced_at_the_one_that_served() {
         // (request id, model, requested tier, answered tier, expected row). Usage is
         // 10,000 prompt (4,000 cached) and 1,000 completion tokens throughout; costs
         // are (10,000 − 4,000) × input + 4,000 × cached + 1,000 × output per 1M.
-        let cases: Vec<(&str, &str, Option<Value>, Option<&str>, TierRow)> = vec![
+        // (request id, model, tier asked, tier answered, row)
+        type Case = (
+            &'static str,
+            &'static str,
+            Option<Value>,
+            Option<&'static str>,
+            TierRow,
+        );
+        let cases: Vec<Case> = vec![
             // gpt-5 flex: 6,000 × 0.625 + 4,000 × 0.0625 + 1,000 × 5 = $0.009
             (
                 "flex",
@@ -420,10 +428,10 @@ async fn every_row_records_both_tiers_and_is_priced_at_the_one_that_served() {
         // each series equal to its rows' sum; tiers a model lacks are counted.
         let metrics = tollgate.metrics_text().await;
         let series = |model: &str, tier: &str| {
-            let prefix = format!("tollgate_cost_usd_total{{key=\"");
+            let prefix = "tollgate_cost_usd_total{key=\"";
             metrics
                 .lines()
-                .filter(|l| l.starts_with(&prefix))
+                .filter(|l| l.starts_with(prefix))
                 .filter(|l| {
                     l.contains(&format!("model=\"{model}\""))
                         && l.contains(&format!("service_tier=\"{tier}\""))
