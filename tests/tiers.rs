@@ -1,204 +1,14 @@
 //! Service tiers, end to end on SQLite and Postgres: a scripted upstream answers at the
 //! tier each test asks for, and every row's requested and served tier, price variant,
-//! rates and cost are asserted exactly, as are the rollups, the metrics and the budget
-//! reservations made before forwarding.
+//! rates and cost are asserted exactly, as are the rollups and the metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use axum::http::StatusCode;
-use common::db::{Backend, backends};
-use common::harness::{ADMIN_KEY, Harness, assert_openai_error};
-use common::mock_upstream::{MockUpstream, json as answer, sse};
+use common::db::backends;
+use common::tiered::{TierRow, row, rows, send, tiered_upstream, tollgate_on};
 use serde_json::{Value, json};
-use tollgate::config::AuthMode;
-use tollgate::ledger::Store;
-use tollgate::metering::{Endpoint, tokens};
-use tollgate::pricing::{AutoTier, Cost};
-
-/// The scripted upstream. Per request, by header: `x-mock-model` (default: the model
-/// asked for), `x-mock-tier` (the answer's `service_tier`; absent: the field is left
-/// out), `x-mock-prompt` / `x-mock-cached` / `x-mock-completion` (usage; 10,000 / 4,000
-/// / 1,000 by default), and for a chat stream `x-mock-chunk-tiers`, one tier per content
-/// chunk (`-` leaves the field out), with the usage chunk at `x-mock-tier`.
-async fn tiered_upstream() -> MockUpstream {
-    MockUpstream::start(|received| {
-        let request = received.json();
-        let header = |name: &str| {
-            received
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let number =
-            |name: &str, default: u64| header(name).and_then(|v| v.parse().ok()).unwrap_or(default);
-        let (prompt, cached, completion) = (
-            number("x-mock-prompt", 10_000),
-            number("x-mock-cached", 4_000),
-            number("x-mock-completion", 1_000),
-        );
-        let model = header("x-mock-model")
-            .unwrap_or_else(|| request["model"].as_str().unwrap_or_default().to_owned());
-        let tier = header("x-mock-tier");
-        let with_tier = |mut body: Value, tier: Option<&str>| {
-            if let Some(tier) = tier.filter(|t| *t != "-") {
-                body["service_tier"] = json!(tier);
-            }
-            body
-        };
-        let streamed = request["stream"] == true;
-        if received.path.ends_with("/responses") {
-            let usage = json!({"input_tokens": prompt, "output_tokens": completion,
-                               "input_tokens_details": {"cached_tokens": cached}});
-            let object = |status: &str, usage: Value, tier: Option<&str>| {
-                with_tier(
-                    json!({"id": "resp_1", "object": "response", "status": status,
-                           "model": model, "output": [], "usage": usage}),
-                    tier,
-                )
-            };
-            if !streamed {
-                return answer(StatusCode::OK, &object("completed", usage, tier.as_deref()));
-            }
-            // `response.created` echoes the tier asked for; `response.completed` says
-            // which one served.
-            let asked = request["service_tier"]
-                .as_str()
-                .unwrap_or("auto")
-                .to_owned();
-            let events = [
-                json!({"type": "response.created",
-                       "response": object("in_progress", Value::Null, Some(&asked))}),
-                json!({"type": "response.output_text.delta", "delta": "Hi"}),
-                json!({"type": "response.completed",
-                       "response": object("completed", usage, tier.as_deref())}),
-            ];
-            return sse(&events.map(|e| e.to_string()));
-        }
-        let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion,
-                           "prompt_tokens_details": {"cached_tokens": cached}});
-        if !streamed {
-            let body = json!({"id": "chatcmpl-1", "object": "chat.completion", "model": model,
-                              "choices": [{"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": "Hi"}}],
-                              "usage": usage});
-            return answer(StatusCode::OK, &with_tier(body, tier.as_deref()));
-        }
-        let chunk = |choices: Value, usage: Value, tier: Option<&str>| {
-            let body = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
-                              "model": model, "choices": choices, "usage": usage});
-            with_tier(body, tier).to_string()
-        };
-        let mut chunks: Vec<String> = header("x-mock-chunk-tiers")
-            .unwrap_or_default()
-            .split(',')
-            .map(|t| {
-                let delta = json!([{"index": 0, "delta": {"content": "word"}}]);
-                chunk(delta, Value::Null, Some(t))
-            })
-            .collect();
-        chunks.push(chunk(json!([]), usage, tier.as_deref()));
-        chunks.push("[DONE]".to_owned());
-        sse(&chunks)
-    })
-    .await
-}
-
-/// One row as these tests check it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TierRow {
-    requested: Option<String>,
-    served: Option<String>,
-    variant: Option<String>,
-    /// input, cached input, output: micro-USD per 1M tokens.
-    rates: (Option<i64>, Option<i64>, Option<i64>),
-    cost_pico: Option<i64>,
-}
-
-/// Every row by its request id.
-async fn rows(store: &Store) -> BTreeMap<String, TierRow> {
-    type Raw = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-    );
-    let sql = "SELECT request_id, service_tier_requested, service_tier, price_variant, \
-               input_rate, cached_input_rate, output_rate, cost_pico FROM requests";
-    let raw: Vec<Raw> = match store {
-        Store::Sqlite(ledger) => sqlx::query_as(sql).fetch_all(ledger.pool()).await,
-        Store::Postgres(ledger) => sqlx::query_as(sql).fetch_all(ledger.pool()).await,
-    }
-    .unwrap();
-    raw.into_iter()
-        .map(|r| {
-            let row = TierRow {
-                requested: r.1,
-                served: r.2,
-                variant: r.3,
-                rates: (r.4, r.5, r.6),
-                cost_pico: r.7,
-            };
-            (r.0, row)
-        })
-        .collect()
-}
-
-/// Rates as micro-USD per 1M tokens, from USD per 1M written as the catalog writes them.
-fn rates(input: &str, cached: &str, output: &str) -> (Option<i64>, Option<i64>, Option<i64>) {
-    // A USD amount's pico-dollars are its micro-dollars per million.
-    let micros = |usd: &str| {
-        let pico = usd.parse::<Cost>().unwrap().as_pico();
-        Some(i64::try_from(pico / 1_000_000).unwrap())
-    };
-    (micros(input), micros(cached), micros(output))
-}
-
-fn usd_pico(usd: &str) -> Option<i64> {
-    Some(i64::try_from(usd.parse::<Cost>().unwrap().as_pico()).unwrap())
-}
-
-async fn tollgate_on(backend: &Backend, upstream: &str, keys: bool, auto: AutoTier) -> Harness {
-    let url = backend.url.clone();
-    Harness::start_with(upstream, move |config| {
-        config.database.url = url;
-        config.pricing.auto_service_tier = auto;
-        if keys {
-            config.auth.mode = AuthMode::Keys;
-        }
-    })
-    .await
-}
-
-/// A chat completion with `body` and the mock's headers; returns the status.
-async fn send(
-    tollgate: &Harness,
-    path: &str,
-    id: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> StatusCode {
-    let mut request = tollgate
-        .post(path)
-        .header("x-request-id", id)
-        .body(body.to_string())
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    response.bytes().await.unwrap();
-    status
-}
+use tollgate::pricing::AutoTier;
 
 #[tokio::test]
 async fn every_row_records_both_tiers_and_is_priced_at_the_one_that_served() {
@@ -213,10 +23,9 @@ async fn every_row_records_both_tiers_and_is_priced_at_the_one_that_served() {
             body
         };
         let flex = Some(json!("flex"));
-        // (request id, model, requested tier, answered tier, expected row). Usage is
+        // (request id, model, tier asked, tier answered, expected row). Usage is
         // 10,000 prompt (4,000 cached) and 1,000 completion tokens throughout; costs
         // are (10,000 − 4,000) × input + 4,000 × cached + 1,000 × output per 1M.
-        // (request id, model, tier asked, tier answered, row)
         type Case = (
             &'static str,
             &'static str,
@@ -457,22 +266,6 @@ async fn every_row_records_both_tiers_and_is_priced_at_the_one_that_served() {
     }
 }
 
-fn row(
-    requested: Option<&str>,
-    served: &str,
-    variant: &str,
-    (input, cached, output): (&str, &str, &str),
-    usd: &str,
-) -> TierRow {
-    TierRow {
-        requested: requested.map(str::to_owned),
-        served: Some(served.to_owned()),
-        variant: Some(variant.to_owned()),
-        rates: rates(input, cached, output),
-        cost_pico: usd_pico(usd),
-    }
-}
-
 #[tokio::test]
 async fn streams_and_responses_are_priced_at_the_last_tier_they_name() {
     for backend in backends().await {
@@ -561,126 +354,6 @@ async fn streams_and_responses_are_priced_at_the_last_tier_they_name() {
         let got = rows(&backend.open().await).await;
         for (id, _, _, _, want) in &cases {
             assert_eq!(got.get(*id), Some(want), "{}: {id}", backend.name);
-        }
-    }
-}
-
-/// The reservation a budget check asked for, from its 429: "this request needs up to
-/// $X".
-fn needed(body: &Value) -> Cost {
-    let message = body["error"]["message"].as_str().unwrap();
-    let (_, rest) = message.split_once("needs up to $").unwrap();
-    let (amount, _) = rest.split_once(')').unwrap();
-    amount.parse().unwrap()
-}
-
-#[tokio::test]
-async fn budgets_reserve_at_the_dearest_tier_the_request_can_be_billed_at() {
-    for backend in backends().await {
-        let upstream = tiered_upstream().await;
-        for auto in [AutoTier::Default, AutoTier::Priority] {
-            let tollgate = tollgate_on(&backend, &upstream.base_url, true, auto).await;
-            let ask = |model: &str, tier: Option<&str>, max_tokens: u64| {
-                let mut body = json!({"model": model, "max_tokens": max_tokens,
-                                      "messages": [{"role": "user", "content": "Tell me a story."}]});
-                if let Some(tier) = tier {
-                    body["service_tier"] = json!(tier);
-                }
-                body
-            };
-            // Every request is refused by a budget of one micro-dollar, and its 429 says
-            // what it would have reserved: the whole prompt uncached, plus every output
-            // token allowed, at the worst-case tier's rates (µ$ per 1M × tokens = p$).
-            let broke = tollgate
-                .key(
-                    &format!("broke-{auto:?}"),
-                    json!({"budget_usd": "0.000001", "budget_period": "daily"}),
-                )
-                .await;
-            let project = if auto == AutoTier::Priority {
-                (450_000, 3_600_000)
-            } else {
-                (250_000, 2_000_000)
-            };
-            // (model, tier asked for, (input, output) rates charged)
-            let cases = [
-                ("gpt-5-mini", Some("flex"), (125_000, 1_000_000)),
-                ("gpt-5-mini", Some("priority"), (450_000, 3_600_000)),
-                ("gpt-5-mini", Some("default"), (250_000, 2_000_000)),
-                ("gpt-5-mini", Some("auto"), project),
-                ("gpt-5-mini", None, project),
-                // No priority sheet: reserved (and billed) at standard.
-                ("gpt-5-nano", Some("priority"), (50_000, 400_000)),
-                ("gpt-5-mini", Some("scale"), (250_000, 2_000_000)),
-                ("gpt-5-mini", Some("turbo"), (250_000, 2_000_000)),
-            ];
-            for (model, tier, (input, output)) in cases {
-                let body = ask(model, tier, 1_000);
-                let prompt = tokens::count_prompt(Endpoint::ChatCompletions, model, &body);
-                assert!(prompt > 0);
-                let response = tollgate.chat(&broke, &body).send().await.unwrap();
-                assert_eq!(response.status(), 429, "{}: {model} {tier:?}", backend.name);
-                let refusal: Value = response.json().await.unwrap();
-                assert_openai_error(&refusal);
-                let want = Cost::from_pico(u128::from(prompt * input + 1_000 * output));
-                assert_eq!(
-                    needed(&refusal),
-                    want,
-                    "{}: {model} {tier:?} with auto = {auto:?}",
-                    backend.name
-                );
-            }
-
-            // Where the tiers' reservations straddle what is left, the tier decides:
-            // 100,000 output tokens reserve $0.10 at flex, $0.20 at default and $0.36
-            // at priority (plus a few prompt tokens), against $0.15 left.
-            let key = tollgate
-                .key(
-                    &format!("tight-{auto:?}"),
-                    json!({"budget_usd": "0.15", "budget_period": "daily"}),
-                )
-                .await;
-            let scripted = [
-                ("x-mock-prompt", "10"),
-                ("x-mock-cached", "0"),
-                ("x-mock-completion", "10"),
-            ];
-            let status = |tier: Option<&'static str>| {
-                let mut request = tollgate.chat(&key, &ask("gpt-5-mini", tier, 100_000));
-                for (name, value) in scripted {
-                    request = request.header(name, value);
-                }
-                async move { request.send().await.unwrap().status().as_u16() }
-            };
-            assert_eq!(status(Some("flex")).await, 200, "{}", backend.name);
-            assert_eq!(status(Some("default")).await, 429, "{}", backend.name);
-            assert_eq!(status(Some("priority")).await, 429, "{}", backend.name);
-            assert_eq!(status(None).await, 429, "{}: auto = {auto:?}", backend.name);
-            tollgate.flush().await;
-            let me: Value = tollgate
-                .get("/v1/tollgate/me")
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            // The admitted flex request settled at what it used: 10 × 0.125 + 10 × 1.
-            assert_eq!(me["budgets"][0]["reserved_usd"], "0", "{me}");
-            assert_eq!(me["budgets"][0]["spent_usd"], "0.00001125", "{me}");
-            let admin = reqwest::Client::new()
-                .get(format!(
-                    "{}/admin/spend?group_by=tier&key={}",
-                    tollgate.url,
-                    &key[..11]
-                ))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .unwrap();
-            let lines: Value = admin.json().await.unwrap();
-            assert_eq!(lines["data"][0]["group"], "flex", "{lines}");
         }
     }
 }

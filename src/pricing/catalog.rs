@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use super::PricingError;
 use super::money::Rate;
-use super::overrides::{ModelPriceOverride, PricingOverrides, TierSheetOverride};
+use super::overrides::{ModelPriceOverride, PricingOverrides};
+use super::sheet::TierSheet;
 
 /// Where errors in the embedded catalog point.
 pub const BUILTIN_ORIGIN: &str = "prices/catalog.toml (built-in)";
@@ -48,18 +49,6 @@ pub struct ModelPrices {
     pub ft_flex: Option<TierSheet>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ft_priority: Option<TierSheet>,
-}
-
-/// One service tier's rates per 1M tokens, dated and sourced apart from the model's
-/// standard prices (tier prices change on their own schedule). No `cached_input`:
-/// cached tokens pay the sheet's `input`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TierSheet {
-    pub input: Rate,
-    pub cached_input: Option<Rate>,
-    pub output: Rate,
-    pub as_of: Option<String>,
-    pub source: Option<String>,
 }
 
 /// Prices by model name. Built once at start-up, then shared read-only.
@@ -179,56 +168,6 @@ impl ModelPrices {
             )),
             _ => Ok(()),
         }
-    }
-}
-
-// === impl TierSheet ===
-
-impl TierSheet {
-    /// Lays `o` over the sheet in `slot`, or starts one there; `name` prefixes the
-    /// missing field a new sheet reports.
-    fn apply(
-        slot: &mut Option<Self>,
-        o: &TierSheetOverride,
-        name: &'static str,
-    ) -> Result<(), &'static str> {
-        let sheet = match slot {
-            Some(sheet) => sheet,
-            None => {
-                let missing = |field: &str| match (name, field) {
-                    ("flex", "input") => "flex.input",
-                    ("flex", _) => "flex.output",
-                    ("priority", "input") => "priority.input",
-                    ("priority", _) => "priority.output",
-                    ("ft_flex", "input") => "ft_flex.input",
-                    ("ft_flex", _) => "ft_flex.output",
-                    (_, "input") => "ft_priority.input",
-                    _ => "ft_priority.output",
-                };
-                slot.insert(Self {
-                    input: o.input.ok_or_else(|| missing("input"))?,
-                    cached_input: None,
-                    output: o.output.ok_or_else(|| missing("output"))?,
-                    as_of: None,
-                    source: None,
-                })
-            }
-        };
-        if let Some(input) = o.input {
-            sheet.input = input;
-        }
-        if let Some(output) = o.output {
-            sheet.output = output;
-        }
-        for (slot, value) in [(&mut sheet.as_of, &o.as_of), (&mut sheet.source, &o.source)] {
-            if value.is_some() {
-                slot.clone_from(value);
-            }
-        }
-        if o.cached_input.is_some() {
-            sheet.cached_input = o.cached_input;
-        }
-        Ok(())
     }
 }
 
@@ -353,7 +292,7 @@ fn check_model_name(origin: &str, name: &str) -> Result<(), PricingError> {
 }
 
 /// `YYYY-MM-DD` naming a real day of the Gregorian calendar.
-fn is_date(text: &str) -> bool {
+pub(super) fn is_date(text: &str) -> bool {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| {
         b.get(range.clone())
@@ -409,132 +348,6 @@ mod tests {
         }
         for (alias, target) in catalog.aliases() {
             assert!(catalog.resolve(alias).is_some(), "{alias} → {target}");
-        }
-    }
-
-    #[test]
-    fn builtin_tier_sheets_are_dated_sourced_and_ordered() {
-        let catalog = Catalog::builtin();
-        let mut sheets = 0;
-        for (name, p) in catalog.models() {
-            assert_eq!((&p.ft_flex, &p.ft_priority), (&None, &None), "{name}");
-            for (tier, sheet) in [("flex", &p.flex), ("priority", &p.priority)] {
-                let Some(sheet) = sheet else { continue };
-                sheets += 1;
-                let as_of = sheet.as_of.as_deref().unwrap_or_default();
-                assert!(is_date(as_of), "{name} {tier}: as_of {as_of:?}");
-                assert!(sheet.source.is_some(), "{name} {tier}: no source");
-                let cached = sheet.cached_input.unwrap_or(sheet.input);
-                let standard_cached = p.cached_input.unwrap_or(p.input);
-                if tier == "flex" {
-                    // Flex is the batch sheet, with the cache discount on top.
-                    let batch = p.rates(crate::pricing::Variant::Batch).unwrap();
-                    assert_eq!((sheet.input, sheet.output), (batch.input, batch.output));
-                    assert!(cached < sheet.input && cached < standard_cached, "{name}");
-                } else {
-                    assert!(sheet.input > p.input && sheet.output > p.output, "{name}");
-                    assert!(cached >= standard_cached, "{name}");
-                }
-            }
-        }
-        assert_eq!(sheets, 16, "5 flex and 11 priority sheets");
-        // (model, flex in/cached/out, priority in/cached/out), as OpenAI lists them.
-        type Sheet = Option<[&'static str; 3]>;
-        let table: [(&str, Sheet, Sheet); 6] = [
-            ("gpt-4o-mini", None, Some(["0.25", "0.125", "1"])),
-            ("gpt-4.1", None, Some(["3.5", "0.875", "14"])),
-            (
-                "gpt-5",
-                Some(["0.625", "0.0625", "5"]),
-                Some(["2.5", "0.25", "20"]),
-            ),
-            ("gpt-5-nano", Some(["0.025", "0.0025", "0.2"]), None),
-            ("o3", Some(["1", "0.25", "4"]), Some(["3.5", "0.875", "14"])),
-            (
-                "o4-mini",
-                Some(["0.55", "0.138", "2.2"]),
-                Some(["2", "0.5", "8"]),
-            ),
-        ];
-        let show = |sheet: &Option<TierSheet>| {
-            sheet.as_ref().map(|s| {
-                [s.input, s.cached_input.unwrap_or(s.input), s.output].map(|r| r.to_string())
-            })
-        };
-        for (name, flex, priority) in table {
-            let p = catalog.get(name).unwrap();
-            let want = |t: Option<[&str; 3]>| t.map(|t| t.map(str::to_owned));
-            assert_eq!(show(&p.flex), want(flex), "{name} flex");
-            assert_eq!(show(&p.priority), want(priority), "{name} priority");
-        }
-    }
-
-    #[test]
-    fn tier_sheets_merge_field_by_field_and_new_ones_need_their_rates() {
-        let config = PricingOverrides::from_toml(
-            r#"
-            [models."gpt-5".flex]
-            output = "4.50"
-            source = "our invoice"
-            [models."gpt-4o-mini".flex]
-            input = "0.075"
-            output = "0.30"
-            [models."gpt-4o-mini".ft_priority]
-            input = "0.50"
-            output = "2.00"
-            as_of = "2026-11-30"
-            "#,
-            "tollgate.toml",
-        )
-        .unwrap();
-        let catalog = Catalog::builtin().merge(&config, "tollgate.toml").unwrap();
-        let flex = catalog.get("gpt-5").unwrap().flex.clone().unwrap();
-        assert_eq!(
-            (flex.input, flex.cached_input, flex.output),
-            (rate("0.625"), Some(rate("0.0625")), rate("4.50")),
-            "untouched fields stay"
-        );
-        assert_eq!(flex.as_of.as_deref(), Some("2026-12-02"));
-        assert_eq!(flex.source.as_deref(), Some("our invoice"));
-        let mini = catalog.get("gpt-4o-mini").unwrap();
-        assert_eq!(mini.flex.as_ref().map(|s| s.cached_input), Some(None));
-        assert!(mini.ft_priority.is_some());
-
-        let cases = [
-            ("[models.\"gpt-4o-mini\".flex]\ninput = 1", "flex.output"),
-            ("[models.\"gpt-4o-mini\".flex]\noutput = 1", "flex.input"),
-            (
-                "[models.new]\ninput = 1\noutput = 1\n[models.new.priority]\ninput = 2",
-                "priority.output",
-            ),
-            (
-                "[models.\"gpt-5\".ft_flex]\ninput = 1\noutput = 1",
-                "ft_flex",
-            ),
-            (
-                "[models.\"gpt-5\".priority]\nas_of = \"2026-13-01\"",
-                "priority.as_of",
-            ),
-            (
-                "[models.\"gpt-5\".flex]\nbatch_input = 1",
-                "flex.batch_input",
-            ),
-        ];
-        for (text, field) in cases {
-            let error = PricingOverrides::from_toml(text, "c.toml")
-                .and_then(|o| Catalog::builtin().merge(&o, "c.toml"))
-                .unwrap_err();
-            let shown = error.to_string();
-            let named = match &error {
-                PricingError::MissingField { field, .. } => (*field).to_owned(),
-                PricingError::Field { field, reason, .. } => format!("{field} {reason}"),
-                other => panic!("{text}: {other}"),
-            };
-            assert!(
-                named.contains(field) || shown.contains(field),
-                "{text}: {shown}"
-            );
-            assert!(shown.contains("c.toml"), "{shown}");
         }
     }
 

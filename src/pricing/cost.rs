@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::{Catalog, ModelPrices, TierSheet};
+use super::catalog::{Catalog, ModelPrices};
 use super::money::{Cost, Rate};
 use super::resolve::Resolved;
 use super::tier::ServiceTier;
@@ -52,7 +52,7 @@ impl Variant {
 
     /// The variant of a realtime request served at `tier`, if that tier has a sheet of
     /// its own (flex and priority); `None` means the standard (or fine-tuned) list.
-    fn of_tier(fine_tuned: bool, tier: Option<ServiceTier>) -> Option<Self> {
+    pub(super) fn of_tier(fine_tuned: bool, tier: Option<ServiceTier>) -> Option<Self> {
         Some(match (tier?, fine_tuned) {
             (ServiceTier::Flex, false) => Self::Flex,
             (ServiceTier::Flex, true) => Self::FineTunedFlex,
@@ -62,7 +62,7 @@ impl Variant {
         })
     }
 
-    fn of(fine_tuned: bool, batch: bool) -> Self {
+    pub(super) fn of(fine_tuned: bool, batch: bool) -> Self {
         match (fine_tuned, batch) {
             (false, false) => Self::Standard,
             (false, true) => Self::Batch,
@@ -169,18 +169,6 @@ impl ModelPrices {
     }
 }
 
-// === impl TierSheet ===
-
-impl TierSheet {
-    fn rates(&self) -> UnitRates {
-        UnitRates {
-            input: self.input,
-            cached_input: self.cached_input.unwrap_or(self.input),
-            output: self.output,
-        }
-    }
-}
-
 // === impl Catalog ===
 
 impl Catalog {
@@ -203,37 +191,8 @@ impl Catalog {
         )
     }
 
-    /// Prices a realtime request served at `tier` (the name the response gave, or what
-    /// stands in for it: see [`super::tier::served`]), resolving the model as `price`
-    /// does. Flex and priority charge the model's sheet for that tier; `default` the
-    /// standard rates; a tier the model has no sheet for (or `scale`, or an unknown
-    /// name) also the standard rates, with `tier_unpriced` set so it can be counted.
-    /// `None` as for `price`.
-    pub fn price_served(
-        &self,
-        answered: Option<&str>,
-        requested: Option<&str>,
-        usage: &Usage,
-        tier: &str,
-    ) -> Option<Priced<'_>> {
-        let resolved = self.resolve_answered(answered, requested)?;
-        let known = ServiceTier::parse(tier);
-        if let Some(variant) = Variant::of_tier(resolved.fine_tuned, known) {
-            if let Some(priced) = priced(resolved, variant, usage, false) {
-                return Some(priced);
-            }
-        }
-        let standard = Variant::of(resolved.fine_tuned, false);
-        priced(
-            resolved,
-            standard,
-            usage,
-            known != Some(ServiceTier::Default),
-        )
-    }
-
     /// The answered name when the catalog resolves it, else the requested one.
-    fn resolve_answered(
+    pub(super) fn resolve_answered(
         &self,
         answered: Option<&str>,
         requested: Option<&str>,
@@ -269,7 +228,7 @@ impl Catalog {
     }
 }
 
-fn priced<'a>(
+pub(super) fn priced<'a>(
     resolved: Resolved<'a>,
     variant: Variant,
     usage: &Usage,
@@ -610,78 +569,6 @@ mod tests {
         assert_eq!(total, Some(Cost::from_pico(closed)));
         // (2,599.5M × 0.15 + 448M × 0.075 + 249.5M × 0.60) / 1M = $573.225
         assert_eq!(total.map(|t| t.to_string()).as_deref(), Some("573.225"));
-    }
-
-    #[test]
-    fn each_served_tier_is_charged_its_own_sheet() {
-        let overrides = crate::pricing::PricingOverrides::from_toml(
-            "[models.\"gpt-4o-mini\".ft_flex]\ninput = \"0.15\"\noutput = \"0.60\"",
-            "t.toml",
-        )
-        .unwrap();
-        let catalog = Catalog::builtin().merge(&overrides, "t.toml").unwrap();
-        let ft = "ft:gpt-4o-mini-2024-07-18:acme::abc123";
-        let u = usage(10_000, 4_000, 1_000, 0);
-        // (model, served tier, variant, tier unpriced, cost), hand-computed:
-        let table = [
-            // gpt-5 flex: 6,000 × 0.625 + 4,000 × 0.0625 + 1,000 × 5 = 3,750 + 250 + 5,000 µ$
-            ("gpt-5", "flex", Variant::Flex, false, "0.009"),
-            // priority: 6,000 × 2.5 + 4,000 × 0.25 + 1,000 × 20 = 15,000 + 1,000 + 20,000
-            (
-                "gpt-5-2025-08-07",
-                "priority",
-                Variant::Priority,
-                false,
-                "0.036",
-            ),
-            // default: 6,000 × 1.25 + 4,000 × 0.125 + 1,000 × 10 = 7,500 + 500 + 10,000
-            ("gpt-5", "default", Variant::Standard, false, "0.018"),
-            // o4-mini flex: 6,000 × 0.55 + 4,000 × 0.138 + 1,000 × 2.2 = 3,300 + 552 + 2,200
-            ("o4-mini", "flex", Variant::Flex, false, "0.006052"),
-            // gpt-4o-mini offers no flex: standard, 6,000 × 0.15 + 4,000 × 0.075 + 600
-            ("gpt-4o-mini", "flex", Variant::Standard, true, "0.0018"),
-            // …but priority: 6,000 × 0.25 + 4,000 × 0.125 + 1,000 × 1 = 1,500 + 500 + 1,000
-            ("gpt-4o-mini", "priority", Variant::Priority, false, "0.003"),
-            // gpt-5-nano has no priority sheet.
-            ("gpt-5-nano", "priority", Variant::Standard, true, "0.00072"),
-            // No sheet for scale, auto or made-up names: standard, and said so.
-            ("gpt-5", "scale", Variant::Standard, true, "0.018"),
-            ("gpt-5", "auto", Variant::Standard, true, "0.018"),
-            ("gpt-5", "FLEX", Variant::Standard, true, "0.018"),
-            // An ft: model's tiers are its own sheets: ft_flex here, and no ft_priority
-            // (the base model's priority sheet is not a fine-tuned price).
-            // 10,000 × 0.15 (no cached rate: input) + 1,000 × 0.60 = 1,500 + 600
-            (ft, "flex", Variant::FineTunedFlex, false, "0.0021"),
-            // 6,000 × 0.30 + 4,000 × 0.15 + 1,000 × 1.20 = 1,800 + 600 + 1,200
-            (ft, "priority", Variant::FineTuned, true, "0.0036"),
-        ];
-        for (model, tier, variant, unpriced, cost) in table {
-            let priced = catalog.price_served(Some(model), None, &u, tier).unwrap();
-            assert_eq!(
-                (
-                    priced.variant,
-                    priced.tier_unpriced,
-                    priced.cost.to_string()
-                ),
-                (variant, unpriced, cost.to_owned()),
-                "{model} {tier}"
-            );
-        }
-        // Without a fine-tuned price there is no fine-tuned tier either.
-        assert_eq!(
-            catalog.price_served(Some("ft:o3-2025-04-16:acme::x"), None, &u, "flex"),
-            None
-        );
-        // The requested model is the fallback, as for `price`.
-        let priced = catalog
-            .price_served(Some("mystery"), Some("o3"), &u, "flex")
-            .unwrap();
-        assert_eq!((priced.model, priced.variant), ("o3", Variant::Flex));
-        // A served `default` is exactly what `price` charges.
-        assert_eq!(
-            catalog.price_served(Some("gpt-4.1"), None, &u, "default"),
-            catalog.price(Some("gpt-4.1"), None, &u, false)
-        );
     }
 
     #[test]

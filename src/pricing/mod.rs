@@ -9,6 +9,7 @@
 //! - [`resolve`]: model name → catalog entry: exact, alias, dated snapshot, `ft:` name.
 //! - [`cost`]: the priced variants (standard, batch, fine-tuned, fine-tuned batch, and
 //!   the flex and priority service tiers of either).
+//! - [`sheet`]: the flex and priority sheets, and pricing by the tier that served.
 //! - [`tier`]: which service tier a row is priced at, and a reservation reserved at.
 //! - [`import`]: LiteLLM's `model_prices_and_context_window.json` → catalog TOML.
 //!
@@ -45,15 +46,17 @@ pub mod import;
 pub mod money;
 pub mod overrides;
 pub mod resolve;
+pub mod sheet;
 pub mod table;
 pub mod tier;
 
-pub use catalog::{BUILTIN_ORIGIN, Catalog, ModelPrices, TierSheet};
+pub use catalog::{BUILTIN_ORIGIN, Catalog, ModelPrices};
 pub use cost::{Priced, UnitRates, Variant};
 pub use import::{LiteLlmImport, SkipReason, Skipped, import_litellm};
 pub use money::{Cost, DecimalError, Rate, exact_toml};
 pub use overrides::{ModelPriceOverride, PricingOverrides, TierSheetOverride};
 pub use resolve::Resolved;
+pub use sheet::TierSheet;
 pub use tier::{AutoTier, ServiceTier};
 
 /// A price catalog, prices file or override that cannot be used. Every variant names the
