@@ -357,3 +357,112 @@ async fn streams_and_responses_are_priced_at_the_last_tier_they_name() {
         }
     }
 }
+
+/// `tollgate ARGS` with a config whose ledger is `url`; stdout, or a panic with stderr.
+fn command(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    let config = dir.join("tollgate.toml");
+    std::fs::write(&config, format!("[database]\nurl = \"{url}\"\n")).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_commands_price_show_and_total_the_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("cli.db").display());
+    // The catalog's tier columns.
+    let prices = stdout(&command(dir.path(), &sqlite, &["prices"]));
+    let header = prices.lines().find(|l| l.starts_with("model")).unwrap();
+    assert!(
+        header.contains("flex in") && header.contains("prio out"),
+        "{header}"
+    );
+    // An estimate at a tier: o3 at flex, 6,000 × 1 + 4,000 × 0.25 + 1,000 × 4 = $0.011.
+    let args = [
+        "estimate", "--model", "o3", "--input", "10000", "--cached", "4000", "--output", "1000",
+    ];
+    let flex: Value = serde_json::from_str(&stdout(&command(
+        dir.path(),
+        &sqlite,
+        &[&args[..], &["--tier", "flex", "--json"]].concat(),
+    )))
+    .unwrap();
+    assert_eq!(flex["models"][0]["variant"], "flex");
+    assert_eq!(flex["models"][0]["cost"]["per_request"], "0.011");
+    let refused = command(
+        dir.path(),
+        &sqlite,
+        &[&args[..], &["--tier", "flex", "--batch"]].concat(),
+    );
+    assert!(!refused.status.success(), "--tier and --batch together");
+    let bad = command(
+        dir.path(),
+        &sqlite,
+        &[&args[..], &["--tier", "turbo"]].concat(),
+    );
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && said.contains("flex"), "{said}");
+
+    // spend --by tier reads the rollups, on each backend.
+    for backend in backends().await {
+        let upstream = tiered_upstream().await;
+        let tollgate = tollgate_on(&backend, &upstream.base_url, false, AutoTier::Default).await;
+        for (id, tier, answered) in [
+            ("a", "flex", "flex"),
+            ("b", "flex", "default"),
+            ("c", "priority", "priority"),
+        ] {
+            let body = json!({"model": "gpt-5", "service_tier": tier, "messages": []});
+            let headers = [("x-mock-tier", answered)];
+            let status = send(&tollgate, "/v1/chat/completions", id, &body, &headers).await;
+            assert_eq!(status, 200);
+        }
+        tollgate.flush().await;
+        let json: Value = serde_json::from_str(&stdout(&command(
+            dir.path(),
+            &backend.url,
+            &["spend", "--by", "tier", "--format", "json"],
+        )))
+        .unwrap();
+        let lines: Vec<(&str, u64, &str)> = json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["group"].as_str().unwrap(),
+                    l["requests"].as_u64().unwrap(),
+                    l["cost_usd"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        // gpt-5 at default $0.018, flex $0.009, priority $0.036 a request (see above).
+        assert_eq!(
+            lines,
+            [
+                ("default", 1, "0.018"),
+                ("flex", 1, "0.009"),
+                ("priority", 1, "0.036")
+            ],
+            "{}",
+            backend.name
+        );
+    }
+}
