@@ -166,8 +166,8 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         }
         Ok::<_, Error>(lines)
     };
-    // Team, key, kind and tier totals are the rollups' figures, the ones /admin/spend and the budgets
-    // read; the other groups keep reading the rows, to the millisecond.
+    // Team, key, kind and tier totals are the rollups' figures, the ones /admin/spend
+    // and the budgets read; the other groups keep reading the rows, to the millisecond.
     let lines = match args.by {
         SpendGroup::Caller => raw(Group::Caller).await?,
         SpendGroup::Model => raw(Group::Model).await?,

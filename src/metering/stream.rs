@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::usage::{RawUsage, TierField, last_tier, merge_max};
+use super::usage::{
+    RawUsage, TIER_KEY, TierField, find_tier_key, merge_max, tier_key_at, tier_value,
+};
 use super::{Endpoint, Usage};
 
 /// Deferred chunk bytes a stream may hold before they are parsed into text. A chunk is
@@ -37,6 +39,13 @@ pub struct StreamMeter {
     usage: Option<Usage>,
     model: Option<String>,
     service_tier: Option<String>,
+    /// Where the last deferred chunk had its `"service_tier"` key. OpenAI writes every
+    /// chunk of a stream with the same head (id, object, created, model, tier), so the
+    /// next chunk has the key at the same offset: a compare finds it there, and only a
+    /// chunk that moved it is searched.
+    tier_at: usize,
+    /// The bytes from that key through its value's closing quote, as last seen.
+    tier_seen: Vec<u8>,
     text: String,
     /// Content chunks not parsed yet, back to back; `deferred_ends` marks where each ends.
     deferred: Vec<u8>,
@@ -118,6 +127,8 @@ impl StreamMeter {
             usage: None,
             model: None,
             service_tier: None,
+            tier_at: 0,
+            tier_seen: Vec::new(),
             text: String::new(),
             deferred: Vec::new(),
             deferred_ends: Vec::new(),
@@ -159,11 +170,9 @@ impl StreamMeter {
         // `deferred_limit`. A chunk is read now when it is the first (the model),
         // carries usage, or may be an error.
         if self.seen_first && !carries_usage(data) && !may_be_error(data) {
-            // Every chat chunk repeats the tier; the last one to name it wins, and it is
-            // read from the bytes (a scan, no parse, no allocation while it stays put).
-            if let Some(tier) = last_tier(data) {
-                self.set_tier(&tier);
-            }
+            // Every chat chunk repeats the tier; the last chunk to name it wins. It is
+            // read from the bytes: no parse, and no allocation while it stays put.
+            self.deferred_tier(data);
             self.deferred.extend_from_slice(data);
             self.deferred_ends.push(self.deferred.len());
             if self.deferred.len() > self.deferred_limit {
@@ -236,6 +245,40 @@ impl StreamMeter {
             }
             "error" => EventKind::Error,
             _ => EventKind::Content,
+        }
+    }
+
+    fn deferred_tier(&mut self, data: &[u8]) {
+        // The common case: the same key and value at the same offset as in the last
+        // chunk, one compare of ~25 bytes.
+        let same = data
+            .get(self.tier_at..)
+            .is_some_and(|rest| !self.tier_seen.is_empty() && rest.starts_with(&self.tier_seen));
+        if same {
+            return;
+        }
+        let at = if tier_key_at(data, self.tier_at) {
+            Some(self.tier_at)
+        } else {
+            find_tier_key(data)
+        };
+        let Some(at) = at else { return };
+        self.tier_at = at;
+        let after = &data[at + TIER_KEY.len()..];
+        let Some(tier) = tier_value(after) else {
+            return;
+        };
+        self.set_tier(&tier);
+        // Remember the bytes through the value's closing quote, when it has no escape.
+        self.tier_seen.clear();
+        if let Some(open) = after.iter().position(|&b| b == b'"') {
+            let value = &after[open + 1..];
+            if let Some(close) = value.iter().position(|&b| b == b'"' || b == b'\\') {
+                if value[close] == b'"' {
+                    let end = at + TIER_KEY.len() + open + 1 + close + 1;
+                    self.tier_seen.extend_from_slice(&data[at..end]);
+                }
+            }
         }
     }
 
@@ -413,7 +456,16 @@ mod tests {
         };
         // (chunks, served): deferred content chunks and parsed first / usage chunks alike.
         let usage = r#"{"prompt_tokens":1,"completion_tokens":3}"#;
-        let cases: [(Vec<String>, Option<&str>); 5] = [
+        let cases: [(Vec<String>, Option<&str>); 6] = [
+            // A value that only extends the last one is a new value.
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("\"flex\"", "null"),
+                    chunk("\"flexible\"", "null"),
+                ],
+                Some("flexible"),
+            ),
             (
                 vec![chunk("\"flex\"", "null"), chunk("\"flex\"", "null")],
                 Some("flex"),

@@ -110,14 +110,39 @@ impl<'de> Deserialize<'de> for TierField {
     }
 }
 
-/// The tier named by the last `"service_tier"` key in `bytes`, read without parsing the
-/// JSON around it: the stream meter's way with chunks it does not otherwise parse.
-/// Inside JSON strings quotes are escaped, so the key's byte pattern is structural.
-pub(crate) fn last_tier(bytes: &[u8]) -> Option<Cow<'_, str>> {
-    const KEY: &[u8] = b"\"service_tier\"";
-    let at = bytes.windows(KEY.len()).rposition(|w| w == KEY)?;
-    let rest = bytes.get(at + KEY.len()..)?.trim_ascii_start();
-    let value = rest.strip_prefix(b":")?.trim_ascii_start();
+/// The key of the tier field, quotes included.
+pub(crate) const TIER_KEY: &[u8] = b"\"service_tier\"";
+
+/// Whether a `"service_tier"` key (not a string value of that text) starts at `at`.
+pub(crate) fn tier_key_at(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..).is_some_and(|rest| {
+        rest.starts_with(TIER_KEY)
+            && rest[TIER_KEY.len()..].trim_ascii_start().first() == Some(&b':')
+    })
+}
+
+/// Where the first `"service_tier"` key in `bytes` starts. Inside JSON strings quotes
+/// are escaped, so the key's byte pattern can only be structural. Steps from quote to
+/// quote rather than comparing every window: a chunk's key sits ~90 bytes in.
+pub(crate) fn find_tier_key(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(quote) = bytes.get(from..)?.iter().position(|&b| b == b'"') {
+        let at = from + quote;
+        if tier_key_at(bytes, at) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The tier value after a `"service_tier"` key (`after` starts right after the key):
+/// its text when it is a JSON string, cut to what a row keeps; nothing otherwise.
+pub(crate) fn tier_value(after: &[u8]) -> Option<Cow<'_, str>> {
+    let value = after
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
     let text = value.strip_prefix(b"\"")?;
     let end = text.iter().position(|&b| b == b'"' || b == b'\\')?;
     if text[end] == b'"' {
@@ -130,6 +155,13 @@ pub(crate) fn last_tier(bytes: &[u8]) -> Option<Cow<'_, str>> {
         .next()?
         .ok()?;
     field.0.map(Cow::Owned)
+}
+
+/// The tier named by the last `"service_tier"` key in `bytes`: in a body's tail the
+/// top-level key comes after the payload, so the last one is the body's own.
+pub(crate) fn last_tier(bytes: &[u8]) -> Option<Cow<'_, str>> {
+    let at = bytes.windows(TIER_KEY.len()).rposition(|w| w == TIER_KEY)?;
+    tier_value(&bytes[at + TIER_KEY.len()..])
 }
 
 /// The parts of a non-streamed response body that metering reads.
@@ -383,12 +415,26 @@ mod tests {
             (b"", None),
         ];
         for (bytes, want) in cases {
-            assert_eq!(
-                last_tier(bytes).as_deref(),
-                *want,
-                "{}",
-                String::from_utf8_lossy(bytes)
-            );
+            let shown = String::from_utf8_lossy(bytes);
+            assert_eq!(last_tier(bytes).as_deref(), *want, "{shown}");
+        }
+        // The first key, found from quote to quote: the top-level one of a chunk.
+        let chunk = br#"{"id":"c","model":"m","service_tier":"flex","choices":[{"delta":{"content":"\"service_tier\":\"x\""}}]}"#;
+        let at = find_tier_key(chunk).unwrap();
+        assert_eq!(at, 22);
+        assert_eq!(
+            tier_value(&chunk[at + TIER_KEY.len()..]).as_deref(),
+            Some("flex")
+        );
+        for none in [
+            &b""[..],
+            b"\"",
+            b"{\"service_tier",
+            b"{\"a\":\"service_tier\"}",
+        ] {
+            let found = find_tier_key(none).map(|at| &none[at..]);
+            let value = found.and_then(|rest| tier_value(&rest[TIER_KEY.len()..]));
+            assert_eq!(value, None, "{}", String::from_utf8_lossy(none));
         }
     }
 

@@ -118,7 +118,7 @@ impl Exchange {
             upstream = %self.upstream,
             endpoint = self.endpoint.as_str(),
             model = self.model_requested.as_deref().unwrap_or(""),
-            service_tier = %served,
+            service_tier = served.as_str(),
             status = finish.status,
             outcome = outcome.as_str(),
             prompt_tokens = finish.usage.prompt_tokens,

@@ -136,11 +136,19 @@ impl Pricer {
             .map(|mut warned| warned.insert((model.to_owned(), label)))
             .unwrap_or(false);
         if first {
+            let hint = match label {
+                "flex" | "priority" => {
+                    format!(
+                        "add [pricing.models.\"{model}\".{label}] if the tier bills differently"
+                    )
+                }
+                _ => "only flex and priority have sheets of their own".to_owned(),
+            };
             tracing::warn!(
                 model,
                 service_tier = tier::recorded(served),
-                "served at a service tier the model has no rates for: priced at standard; \
-                 add [pricing.models.\"{model}\".{label}] if the tier bills differently"
+                %hint,
+                "served at a service tier the model has no rates for: priced at standard"
             );
         }
     }

@@ -1,7 +1,7 @@
 //! `GET /admin/dashboard/data?from&to&top`: every figure the dashboard draws for one
 //! range, in one answer: totals, spend per team, per model and per service tier, the
-//! top keys, each team's spend per hour or day, and where every budget stands now. Money is in exact
-//! decimal strings, as everywhere in the admin API.
+//! top keys, each team's spend per hour or day, and where every budget stands now.
+//! Money is in exact decimal strings, as everywhere in the admin API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
