@@ -63,3 +63,29 @@ impl PricingConfig {
         catalog.merge(&config, "[pricing] in the config")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::pricing::AutoTier;
+
+    #[test]
+    fn the_auto_tier_is_default_or_priority_and_a_bad_one_is_named() {
+        let config = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(config.pricing.auto_service_tier, AutoTier::Default);
+        let config =
+            Config::from_toml("[pricing]\nauto_service_tier = \"priority\"\n", "t.toml").unwrap();
+        assert_eq!(config.pricing.auto_service_tier, AutoTier::Priority);
+        let error = Config::from_toml("[pricing]\nauto_service_tier = \"flex\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pricing.auto_service_tier"), "{error}");
+        let error = Config::from_toml(
+            "[pricing.models.\"gpt-5\".flex]\ninput = \"cheap\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("pricing.models.gpt-5.flex.input"), "{error}");
+    }
+}
