@@ -98,8 +98,12 @@ pub struct EstimateArgs {
     #[arg(long, default_value_t = 1)]
     pub requests: u64,
     /// Price at batch rates.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tier")]
     pub batch: bool,
+    /// Price at a service tier's rates (`flex`, `priority`; `default` is standard). A
+    /// model without that tier's sheet is priced at standard, as the proxy bills it.
+    #[arg(long, value_enum)]
+    pub tier: Option<EstimateTier>,
     /// A monthly volume, as requests per day (`10000/day`), per hour, per minute or per month.
     #[arg(long)]
     pub per_month: Option<String>,
@@ -117,8 +121,8 @@ pub struct SpendArgs {
     /// Period back from now (`30d`, `12h`) or a first day `YYYY-MM-DD` (UTC).
     #[arg(long, default_value = "30d")]
     pub since: String,
-    /// How to group the rows. `team`, `key` and `kind` read the hourly rollups, so for
-    /// them `--since` is rounded down to the start of its hour.
+    /// How to group the rows. `team`, `key`, `kind` and `tier` read the hourly rollups,
+    /// so for them `--since` is rounded down to the start of its hour.
     #[arg(long, value_enum, default_value = "model")]
     pub by: SpendGroup,
     /// Also re-price every row's tokens at this model's prices, side by side.
@@ -137,6 +141,27 @@ pub enum SpendGroup {
     Key,
     /// realtime, batch or training.
     Kind,
+    /// The service tier that served each request (`default`, `flex`, `priority`…;
+    /// `(none)` for batch and training rows and rows recorded before tiers were).
+    Tier,
+}
+
+/// The service tiers `tollgate estimate --tier` prices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EstimateTier {
+    Default,
+    Flex,
+    Priority,
+}
+
+impl EstimateTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Flex => "flex",
+            Self::Priority => "priority",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

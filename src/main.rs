@@ -208,8 +208,8 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         }
         Ok::<_, Error>(lines)
     };
-    // Team and key totals are the rollups' figures, the ones /admin/spend and the budgets
-    // read; the other groups keep reading the rows, to the millisecond.
+    // Team, key, kind and tier totals are the rollups' figures, the ones /admin/spend
+    // and the budgets read; the other groups keep reading the rows, to the millisecond.
     let lines = match args.by {
         SpendGroup::Caller => raw(Group::Caller).await?,
         SpendGroup::Model => raw(Group::Model).await?,
@@ -217,6 +217,7 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         SpendGroup::Team => rolled_up(RollupGroup::Team).await?,
         SpendGroup::Key => rolled_up(RollupGroup::Key).await?,
         SpendGroup::Kind => rolled_up(RollupGroup::Kind).await?,
+        SpendGroup::Tier => rolled_up(RollupGroup::Tier).await?,
     };
     match args.format {
         OutputFormat::Table => print(&report::render_table(&lines, args.what_if.as_deref())),

@@ -39,7 +39,8 @@ const DAY: i64 = 86_400_000;
 /// | 7   | initech/cli      | 6 d ago | mystery-model | 500 / 50      | unpriced|
 /// | 8   | acme/notebook    | 40 d ago| gpt-4o        | 100k / 10k    | $0.35   |
 ///
-/// (gpt-4o: $2.50 in, $10 out per 1M; gpt-4o-mini: $0.15 in, $0.60 out.) Budgets, all
+/// (gpt-4o: $2.50 in, $10 out per 1M; gpt-4o-mini: $0.15 in, $0.60 out.) Row 5 was
+/// served at flex, every other one at default. Budgets, all
 /// of period `total`: team acme $1, team globex $0.40, key acme/notebook $0.50.
 struct Seeded {
     tollgate: Harness,
@@ -113,19 +114,19 @@ async fn seeded_with(
         spent(id, now - ago, &keys[key], model, input, output)
     };
     let store = backend.open().await;
-    store
-        .insert(&[
-            row("1", DAY, "notebook", "gpt-4o", 100_000, 10_000),
-            row("2", 3 * DAY, "notebook", "gpt-4o-mini", 1_000_000, 0),
-            row("3", 5 * DAY, "batch-jobs", "gpt-4o-mini", 100_000, 50_000),
-            row("4", 2 * DAY, "web", "gpt-4o", 100_000, 10_000),
-            row("5", 2 * DAY, "web", "gpt-4o-mini", 100_000, 50_000),
-            row("6", 60_000, "cli", "gpt-4o-mini", 100_000, 50_000),
-            row("7", 6 * DAY, "cli", "mystery-model", 500, 50),
-            row("8", 40 * DAY, "notebook", "gpt-4o", 100_000, 10_000),
-        ])
-        .await
-        .unwrap();
+    let mut rows = [
+        row("1", DAY, "notebook", "gpt-4o", 100_000, 10_000),
+        row("2", 3 * DAY, "notebook", "gpt-4o-mini", 1_000_000, 0),
+        row("3", 5 * DAY, "batch-jobs", "gpt-4o-mini", 100_000, 50_000),
+        row("4", 2 * DAY, "web", "gpt-4o", 100_000, 10_000),
+        row("5", 2 * DAY, "web", "gpt-4o-mini", 100_000, 50_000),
+        row("6", 60_000, "cli", "gpt-4o-mini", 100_000, 50_000),
+        row("7", 6 * DAY, "cli", "mystery-model", 500, 50),
+        row("8", 40 * DAY, "notebook", "gpt-4o", 100_000, 10_000),
+    ];
+    // Served at flex, which gpt-4o-mini does not offer: priced at standard all the same.
+    rows[4].service_tier = Some("flex".to_owned());
+    store.insert(&rows).await.unwrap();
     Seeded {
         tollgate,
         _upstream: upstream,
@@ -161,6 +162,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64
         endpoint: "chat.completions".to_owned(),
         model_requested: Some(model.to_owned()),
         model_answered: None,
+        service_tier_requested: None,
+        service_tier: Some("default".to_owned()),
         streamed: false,
         usage,
         usage_source: UsageSource::Upstream,
@@ -245,6 +248,11 @@ async fn the_data_route_totals_the_seeded_ledger_over_a_range() {
                 line("gpt-4o-mini", "0.285", 4),
                 line("mystery-model", "0", 1),
             ],
+            "{on}"
+        );
+        assert_eq!(
+            lines(&data["tiers"]),
+            [line("default", "0.94", 6), line("flex", "0.045", 1)],
             "{on}"
         );
         let top = &data["top_keys"];
@@ -512,6 +520,10 @@ async fn the_page_draws_the_seeded_ledger_in_headless_chromium() {
             json!([["gpt-4o", "$0.7"], ["gpt-4o-mini", "$0.285"], ["mystery-model", "$0"]])
         );
         assert_eq!(
+            shown["tiers"],
+            json!([["default", "$0.94"], ["flex", "$0.045"]])
+        );
+        assert_eq!(
             shown["topKey"],
             json!([seeded.prefix("notebook"), "notebook", "acme", "$0.5"])
         );
@@ -737,6 +749,7 @@ return {
   total: document.getElementById('total-cost').textContent,
   teams: rows('#teams tbody tr').map((r) => [text(r, '.name'), text(r, '.cost')]),
   models: rows('#models .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
+  tiers: rows('#tiers .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
   topKey: [text(top, '.prefix'), text(top, '.name'), text(top, '.team'), text(top, '.cost')],
   acmeBars: rows('#team-chart rect[data-team="acme"]').length,
   bucket: document.getElementById('bucket-label').textContent,

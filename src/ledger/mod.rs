@@ -1,7 +1,7 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
-/// Binds one row's 28 columns, in `INSERT_COLUMNS` order, for either backend.
+/// Binds one row's 30 columns, in `INSERT_COLUMNS` order, for either backend.
 macro_rules! push_row {
     ($b:expr, $row:expr) => {{
         let row: &$crate::ledger::LedgerRow = $row;
@@ -37,7 +37,9 @@ macro_rules! push_row {
             .push_bind(rate(|r| r.output))
             .push_bind(&row.key_id)
             .push_bind(&row.team_id)
-            .push_bind(row.kind.as_str());
+            .push_bind(row.kind.as_str())
+            .push_bind(&row.service_tier_requested)
+            .push_bind(&row.service_tier);
     }};
 }
 
@@ -122,6 +124,15 @@ macro_rules! embedded_migrations {
                     "/0004_upstream_objects.sql"
                 )),
             ),
+            migration(
+                5,
+                "service_tiers",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0005_service_tiers.sql"
+                )),
+            ),
         ])
     }};
 }
@@ -148,9 +159,9 @@ const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, calle
     endpoint, model_requested, model_answered, streamed, prompt_tokens, cached_tokens, \
     completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
     cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate, \
-    key_id, team_id, kind)";
+    key_id, team_id, kind, service_tier_requested, service_tier)";
 
-// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 28 a row.
+// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 30 a row.
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
@@ -241,6 +252,13 @@ pub struct LedgerRow {
     pub endpoint: String,
     pub model_requested: Option<String>,
     pub model_answered: Option<String>,
+    /// `service_tier` as the request gave it; `None` when it named none.
+    #[serde(default)]
+    pub service_tier_requested: Option<String>,
+    /// The tier that served it and priced it; `None` on batch and training rows, which
+    /// bill at their own rates.
+    #[serde(default)]
+    pub service_tier: Option<String>,
     pub streamed: bool,
     pub usage: Usage,
     pub usage_source: UsageSource,
@@ -471,6 +489,8 @@ mod tests {
             endpoint: String::new(),
             model_requested: None,
             model_answered: None,
+            service_tier_requested: None,
+            service_tier: None,
             streamed: false,
             usage: crate::metering::Usage::default(),
             usage_source: crate::metering::UsageSource::Upstream,

@@ -13,6 +13,7 @@ use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice};
 use crate::limits::Admission;
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 use crate::metrics::{Caller, InFlight, Metrics, OTHER_MODEL, Observation};
+use crate::pricing::tier;
 
 pub struct Exchange {
     /// The ledger row's id, taken at admission: a budget reservation carries the same
@@ -32,6 +33,8 @@ pub struct Exchange {
     pub upstream: String,
     pub endpoint: Endpoint,
     pub model_requested: Option<String>,
+    /// `service_tier` as the client sent it (see `MeteredRequest::service_tier`).
+    pub service_tier_requested: Option<String>,
     pub streamed: bool,
     pub hide_usage: bool,
     /// The request body as sent upstream, for counting the prompt when the upstream
@@ -60,6 +63,8 @@ pub struct Finish {
     pub usage: Usage,
     pub source: Option<UsageSource>,
     pub model_answered: Option<String>,
+    /// The tier the upstream said served the request (a stream's last word on it).
+    pub service_tier: Option<String>,
     pub upstream_request_id: Option<String>,
     pub ttfb: Option<Duration>,
     /// tollgate's time after the upstream's last byte (pricing a buffered answer).
@@ -74,12 +79,22 @@ impl Exchange {
         self.finish_priced(finish, price).await;
     }
 
-    /// What the usage in `finish` costs, by the answered model, else the requested one.
+    /// What the usage in `finish` costs, by the answered model, else the requested one,
+    /// at the rates of the tier that served it.
     pub fn price(&self, finish: &Finish) -> Option<RowPrice> {
-        self.pricer.price(
+        self.pricer.price_served(
             finish.model_answered.as_deref(),
             self.model_requested.as_deref(),
             &finish.usage,
+            self.served_tier(finish),
+        )
+    }
+
+    /// The tier the row is priced at and records: see [`tier::served`].
+    fn served_tier<'a>(&'a self, finish: &'a Finish) -> &'a str {
+        tier::served(
+            finish.service_tier.as_deref(),
+            self.service_tier_requested.as_deref(),
         )
     }
 
@@ -95,6 +110,7 @@ impl Exchange {
         }
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
+        let served = self.served_tier(&finish).to_owned();
         let latency = self.started.elapsed();
         // Formatted only when the line is logged: the default filter drops it.
         let cost = tracing::field::display(CostText(price.as_ref()));
@@ -106,6 +122,7 @@ impl Exchange {
             upstream = %self.upstream,
             endpoint = self.endpoint.as_str(),
             model = self.model_requested.as_deref().unwrap_or(""),
+            service_tier = served.as_str(),
             status = finish.status,
             outcome = outcome.as_str(),
             prompt_tokens = finish.usage.prompt_tokens,
@@ -124,6 +141,7 @@ impl Exchange {
                 .as_ref()
                 .map_or(OTHER_MODEL, |price| price.model.as_str()),
             endpoint: self.endpoint.as_str(),
+            service_tier: tier::label(&served),
             status: finish.status,
             usage: &finish.usage,
             cost: price.as_ref().map(|price| price.cost),
@@ -141,6 +159,8 @@ impl Exchange {
             endpoint: self.endpoint.as_str().to_owned(),
             model_requested: self.model_requested,
             model_answered: finish.model_answered,
+            service_tier_requested: self.service_tier_requested,
+            service_tier: Some(served),
             streamed: self.streamed,
             usage: finish.usage,
             usage_source: source,

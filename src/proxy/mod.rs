@@ -348,7 +348,11 @@ async fn forward_metered(
             completion_tokens: output,
             ..Usage::default()
         };
-        let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
+        // At the dearest service tier the request can be billed at: see `tier::worst_case`.
+        let amount = proxy
+            .pricer
+            .estimate_reserve(model, request.service_tier.as_deref(), &worst)
+            .unwrap_or_default();
         // Boxed: a database transaction's state machine, on the path of budgeted keys only.
         let reserved = Box::pin(proxy.budgets.reserve(&identity, &row_id, amount, ts_ms)).await;
         if let Err(error) = reserved {
@@ -373,6 +377,7 @@ async fn forward_metered(
         upstream: upstream.name.clone(),
         endpoint,
         model_requested: request.model,
+        service_tier_requested: request.service_tier,
         streamed: request.stream,
         hide_usage: request.hide_usage,
         request: request.body.clone(),

@@ -338,13 +338,19 @@ fn relay_events(
 /// unseen, says they may not cover the whole answer. Without a report, the text before
 /// the overlong event is counted.
 async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finish {
-    let (reported, model) = match &meter {
-        Meter::Sse(_, stream) | Meter::Unparsed(stream) => {
-            (stream.usage(), stream.model().map(str::to_owned))
-        }
+    let (reported, model, service_tier) = match &meter {
+        Meter::Sse(_, stream) | Meter::Unparsed(stream) => (
+            stream.usage(),
+            stream.model().map(str::to_owned),
+            stream.service_tier().map(str::to_owned),
+        ),
         Meter::Body(tee) => {
-            let BodyUsage { model, usage } = tee.usage();
-            (usage, model)
+            let BodyUsage {
+                model,
+                usage,
+                service_tier,
+            } = tee.usage();
+            (usage, model, service_tier)
         }
     };
     let (usage, source) = match reported {
@@ -367,6 +373,7 @@ async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finis
         usage,
         source: Some(source),
         model_answered: model,
+        service_tier,
         ..Finish::default()
     }
 }

@@ -12,4 +12,5 @@ pub mod harness;
 pub mod mock_upstream;
 pub mod org_api;
 pub mod redis;
+pub mod tiered;
 pub mod webdriver;

@@ -121,6 +121,7 @@ function render(data) {
   drawTeamChart(data.series, colors, data.bucket);
   fillTeams(data.teams, colors);
   fillModels(data.models);
+  fillTiers(data.tiers);
   fillKeys(data.top_keys);
   fillBudgets(data.budgets);
 }
@@ -238,6 +239,20 @@ function fillModels(models) {
       max > 0 ? (100 * amount(model.cost_usd)) / max : 0, usd(model.cost_usd), detail));
   }
   if (models.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
+}
+
+// Spend per service tier that served it: default, flex, priority… ("(none)": batch and
+// training rows, and rows recorded before tiers were).
+function fillTiers(tiers) {
+  const box = $("tiers");
+  box.replaceChildren();
+  const max = Math.max(0, ...tiers.map((t) => amount(t.cost_usd)));
+  for (const tier of tiers) {
+    const detail = `${plural(tier.requests, "request")} · ${plural(tokens(tier), "token")}`;
+    box.append(barRow({ "data-tier": tier.group }, tier.group,
+      max > 0 ? (100 * amount(tier.cost_usd)) / max : 0, usd(tier.cost_usd), detail));
+  }
+  if (tiers.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
 }
 
 function fillKeys(keys) {
