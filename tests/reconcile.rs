@@ -154,6 +154,8 @@ fn row(
         key_id: None,
         team_id: None,
         kind: Kind::Realtime,
+        service_tier_requested: None,
+        service_tier: None,
     }
 }
 
