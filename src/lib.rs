@@ -29,5 +29,7 @@ pub mod metrics;
 pub mod pricing;
 /// Upstream routing, request rewrite, SSE relay.
 pub mod proxy;
+/// Aliases, fallbacks, downgrades, fair shares of upstream limits, shadow comparisons.
+pub mod routing;
 /// Router, layers, accept loop and graceful shutdown.
 pub mod server;

@@ -9,6 +9,7 @@ mod limits;
 mod log;
 mod metrics;
 mod pricing;
+mod routing;
 mod secret;
 mod server;
 mod upstream;
@@ -26,6 +27,10 @@ pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
+pub use routing::{
+    DowngradeConfig, DowngradeScope, HeadroomConfig, ResolvedRoute, RouteConfig, RoutingConfig,
+    ShadowConfig, TargetConfig, TeamConfig, resolve_routes, shadow_upstream, upstream_for,
+};
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
 pub use upstream::UpstreamConfig;
@@ -44,6 +49,13 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub batch: BatchConfig,
+    /// Aliases and their targets (`[[routes]]`).
+    pub routes: Vec<RouteConfig>,
+    pub routing: RoutingConfig,
+    /// Routing settings of teams, by name (`[teams.<name>]`).
+    pub teams: std::collections::BTreeMap<String, TeamConfig>,
+    pub downgrades: Vec<DowngradeConfig>,
+    pub shadow: Vec<ShadowConfig>,
 }
 
 impl Default for Config {
@@ -60,6 +72,11 @@ impl Default for Config {
             pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
             batch: BatchConfig::default(),
+            routes: Vec::new(),
+            routing: RoutingConfig::default(),
+            teams: std::collections::BTreeMap::new(),
+            downgrades: Vec::new(),
+            shadow: Vec::new(),
         }
     }
 }
@@ -306,6 +323,7 @@ impl Config {
                 }
             }
         }
+        routing::validate(self, &mut problems);
         if problems.0.is_empty() {
             Ok(())
         } else {

@@ -7,6 +7,8 @@ mod exchange;
 mod price;
 mod relay;
 mod request;
+mod routed;
+mod shadow;
 pub mod sse;
 pub mod upstream;
 
@@ -32,11 +34,13 @@ use crate::ledger::{LedgerWriter, Outcome};
 use crate::limits::{Admission, Limiter};
 use crate::metering::{Endpoint, Usage, UsageSource};
 use crate::metrics::{Caller, InFlight, Metrics};
+use crate::routing::{Plan, Routing};
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
-use upstream::{Upstream, Upstreams, X_REQUEST_ID};
+use upstream::{Upstreams, X_REQUEST_ID};
 
 pub use price::Pricer;
+pub use routed::{X_TOLLGATE_ATTEMPTS, X_TOLLGATE_ROUTED_MODEL};
 pub use upstream::UpstreamError;
 
 /// Bodies larger than this are parsed on a blocking thread, off the async workers.
@@ -47,7 +51,9 @@ pub struct Proxy {
     pub auth: Authenticator,
     pub budgets: Budgets,
     pub limits: Limiter,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
+    /// Aliases, fallbacks, downgrades, headroom shares and shadows.
+    pub routing: Arc<Routing>,
     pub pricer: Arc<Pricer>,
     pub ledger: LedgerWriter,
     /// Relay and recording tasks; shutdown waits for them.
@@ -208,22 +214,35 @@ async fn admit_and_forward(
             .await
             .map_err(|_| ApiError::Internal)??
     };
-    refusal.model.clone_from(&request.model);
-    let model = request.model.as_deref();
+    let requested = request.model.as_deref();
     let allowed = identity
         .key
         .as_ref()
         .and_then(|entry| entry.key.allowed_models.as_deref());
-    if !auth::model_allowed(allowed, model) {
-        return Err(ApiError::ModelNotAllowed {
-            model: model.unwrap_or_default().to_owned(),
-        });
+    let plan = allowed_plan(proxy, requested, allowed)?;
+    // An alias is judged by the model it sends first: limits, counting and windows.
+    let model = plan
+        .as_ref()
+        .map_or(requested, |plan| plan.primary_model(requested));
+    refusal.model = model.map(str::to_owned);
+    match &plan {
+        Some(plan) if plan.routed() => {
+            for target in plan.targets(requested) {
+                proxy.pricer.admit(target.model)?;
+            }
+        }
+        _ => proxy.pricer.admit(model)?,
     }
-    proxy.pricer.admit(model)?;
     let context_window = proxy.pricer.context_window(model);
     let budgeted = Budgets::applies(&identity);
     let figures = proxy.limits.figures(&identity, model);
-    let prompt = if context_window.is_some() || budgeted || Limiter::needs_tokens(figures.as_ref())
+    let headroom = plan
+        .as_ref()
+        .is_some_and(|plan| proxy.routing.needs_tokens(plan, requested));
+    let prompt = if context_window.is_some()
+        || budgeted
+        || headroom
+        || Limiter::needs_tokens(figures.as_ref())
     {
         Some(admit::count_prompt(endpoint, model, &request.body).await?)
     } else {
@@ -232,12 +251,11 @@ async fn admit_and_forward(
     if let (Some(limit), Some(prompt)) = (context_window, prompt) {
         check_context(prompt, request.max_output.unwrap_or(0), limit)?;
     }
-    let upstream = proxy
-        .upstreams
-        .route(model)
-        .ok_or_else(|| ApiError::NoUpstream {
-            model: model.unwrap_or_default().to_owned(),
-        })?;
+    if plan.is_none() {
+        return Err(ApiError::NoUpstream {
+            model: requested.unwrap_or_default().to_owned(),
+        });
+    }
     // Rate limits before the budget: a request they refuse never holds a reservation.
     let admission = match figures {
         Some(figures) => {
@@ -255,10 +273,13 @@ async fn admit_and_forward(
     };
     // Every answer from here on, success or error, tells the client where it stands.
     let standing = admission.as_ref().map(|admitted| admitted.standing.clone());
+    let Some(plan) = plan else {
+        return Err(ApiError::Internal);
+    };
     let admitted = Admitted {
         identity,
         endpoint,
-        upstream,
+        plan,
         prompt,
         admission,
         ts_ms,
@@ -277,21 +298,50 @@ async fn admit_and_forward(
     Ok(response)
 }
 
+/// The request's plan, with only the targets the key may use: an alias the key may
+/// use is its operator's to route; otherwise every target must be a model it may use.
+/// `Ok(None)`: no upstream serves the model (refused after the checks that come first).
+fn allowed_plan(
+    proxy: &Proxy,
+    requested: Option<&str>,
+    allowed: Option<&[String]>,
+) -> Result<Option<Plan>, ApiError> {
+    let plan = proxy
+        .routing
+        .plan(requested, || proxy.upstreams.position(requested));
+    let not_allowed = || ApiError::ModelNotAllowed {
+        model: requested.unwrap_or_default().to_owned(),
+    };
+    if auth::model_allowed(allowed, requested) {
+        return Ok(plan);
+    }
+    match plan {
+        Some(plan) if plan.routed() => plan
+            .retain(requested, |target| {
+                auth::model_allowed(allowed, target.model)
+            })
+            .map(Some)
+            .ok_or_else(not_allowed),
+        _ => Err(not_allowed()),
+    }
+}
+
 /// A request past its checks, on its way upstream.
-struct Admitted<'a> {
+struct Admitted {
     identity: Identity,
     endpoint: Endpoint,
-    upstream: &'a Upstream,
+    plan: Plan,
     prompt: Option<u64>,
     admission: Option<Admission>,
     ts_ms: i64,
     observed: Observed,
 }
 
-/// Reserves the budget, then forwards in a task of its own and waits for the answer.
+/// Reserves the budget (choosing a downgrade when one applies), picks the first target,
+/// then runs the attempts in a task of its own and waits for the answer.
 async fn forward_metered(
     proxy: &Proxy,
-    admitted: Admitted<'_>,
+    admitted: Admitted,
     path: &str,
     parts: Parts,
     request: MeteredRequest,
@@ -299,19 +349,22 @@ async fn forward_metered(
     let Admitted {
         identity,
         endpoint,
-        upstream,
+        mut plan,
         prompt,
         admission,
         ts_ms,
         observed,
     } = admitted;
     let started = observed.started;
-    let model = request.model.as_deref();
+    let requested = request.model.as_deref();
     // Time-ordered, so inserts append to the primary-key index instead of landing at
     // random pages of it.
     let row_id = uuid::Uuid::now_v7().to_string();
+    let team = observed.caller.team.clone();
+    let mut reserved = false;
     if let (true, Some(prompt)) = (Budgets::applies(&identity), prompt) {
-        // The worst case: the whole prompt uncached, and every output token allowed.
+        // The worst case: the whole prompt uncached, and every output token allowed, at
+        // the dearest model the plan may send to.
         let output = request
             .max_output
             .unwrap_or(proxy.budgets.config().default_max_tokens);
@@ -320,19 +373,74 @@ async fn forward_metered(
             completion_tokens: output,
             ..Usage::default()
         };
-        let amount = proxy.pricer.estimate(model, &worst).unwrap_or_default();
-        let reserved = proxy
+        let dearest = |plan: &Plan| {
+            plan.targets(requested)
+                .filter_map(|target| proxy.pricer.estimate(target.model, &worst))
+                .max()
+                .unwrap_or_default()
+        };
+        let allowed = identity
+            .key
+            .as_ref()
+            .and_then(|entry| entry.key.allowed_models.as_deref());
+        let downgrade = proxy.routing.downgrade(&team, &plan, requested, |model| {
+            auth::model_allowed(allowed, Some(model))
+        });
+        let ask = downgrade
+            .as_ref()
+            .map(|candidate| crate::budgets::Downgrade {
+                amount: dearest(&candidate.plan),
+                percent: candidate.percent,
+                scope: candidate.scope,
+            });
+        let reservation = proxy
             .budgets
-            .reserve(&identity, &row_id, amount, ts_ms)
+            .reserve_or_downgrade(&identity, &row_id, dearest(&plan), ts_ms, ask)
             .await;
-        if let Err(error) = reserved {
-            // Refused before forwarding: the rate limits get their charge back.
+        match reservation {
+            Ok(reservation) => {
+                reserved = reservation.is_some();
+                if let (Some(candidate), true) = (
+                    downgrade,
+                    reservation.as_ref().is_some_and(|r| r.downgraded),
+                ) {
+                    for target in candidate.plan.targets(requested) {
+                        if let (Some(from), Some(to)) = (target.downgraded_from, target.model) {
+                            proxy.routing.downgraded(&team, from, to);
+                        }
+                    }
+                    plan = candidate.plan;
+                }
+            }
+            Err(error) => {
+                // Refused before forwarding: the rate limits get their charge back.
+                if let Some(admission) = admission {
+                    admission.cancel();
+                }
+                return Err(error);
+            }
+        }
+    }
+    let tokens = prompt.map_or(0, |prompt| {
+        proxy.limits.estimate(endpoint, prompt, request.max_output)
+    });
+    let (first, debit) = match routed::first(&proxy.routing, &plan, requested, &team, tokens).await
+    {
+        Ok(first) => first,
+        Err(error) => {
             if let Some(admission) = admission {
                 admission.cancel();
             }
+            if reserved {
+                proxy.budgets.release(&proxy.tasks, row_id);
+            }
             return Err(error);
         }
-    }
+    };
+    let upstream = plan
+        .target(first, requested)
+        .and_then(|target| proxy.upstreams.get(target.upstream))
+        .ok_or(ApiError::Internal)?;
     let exchange = Exchange {
         id: row_id,
         pending: proxy.ledger.begin(),
@@ -346,7 +454,7 @@ async fn forward_metered(
         team_id: identity.team_id,
         upstream: upstream.name.clone(),
         endpoint,
-        model_requested: request.model,
+        model_requested: request.model.clone(),
         streamed: request.stream,
         hide_usage: request.hide_usage,
         request: request.body.clone(),
@@ -356,28 +464,36 @@ async fn forward_metered(
         deadline: started + upstream.total_timeout,
         policy: proxy.server.on_client_disconnect,
         limits: admission,
+        route: crate::ledger::RowRoute {
+            model_alias: plan.alias().map(str::to_owned),
+            ..crate::ledger::RowRoute::default()
+        },
+        shadow: None,
     };
-    let send = upstream
-        .client
-        .request(parts.method.clone(), upstream.url(path, parts.uri.query()))
-        .headers(upstream.request_headers(&parts.headers, true, proxy.auth.mode))
-        .body(request.body)
-        .send();
+    let attempts = routed::Attempts {
+        plan,
+        routing: Arc::clone(&proxy.routing),
+        upstreams: Arc::clone(&proxy.upstreams),
+        ledger: proxy.ledger.clone(),
+        tasks: proxy.tasks.clone(),
+        pricer: Arc::clone(&proxy.pricer),
+        method: parts.method,
+        path: path.to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        mode: proxy.auth.mode,
+        body: request.body,
+        requested: request.model,
+        team,
+        tokens,
+        first,
+        debit,
+    };
     // From here the exchange lives in a task of its own: hyper drops this handler if
     // the client hangs up before the upstream answers, and that must not drop the row
     // of a request the upstream may already be billing.
     let (reply, replied) = oneshot::channel();
-    let (first_byte_timeout, name) = (upstream.first_byte_timeout, upstream.name.clone());
-    proxy.tasks.spawn(async move {
-        match tokio::time::timeout(first_byte_timeout, send).await {
-            Ok(Ok(response)) => relay::run(exchange, response, reply).await,
-            Ok(Err(error)) => fail_exchange(exchange, upstream_failure(&name, &error), reply).await,
-            Err(_elapsed) => {
-                let error = ApiError::UpstreamTimeout { upstream: name };
-                fail_exchange(exchange, error, reply).await;
-            }
-        }
-    });
+    proxy.tasks.spawn(routed::run(attempts, exchange, reply));
     replied.await.map_err(|_| ApiError::Internal)
 }
 

@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{Pricer, Proxy, UpstreamError};
+use crate::routing::{Routing, RoutingError};
 
 pub use routes::router;
 use scrape::ScrapeAccess;
@@ -61,6 +62,8 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("limits.redis_url: {0}")]
     Redis(redis::RedisError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
 }
 
 /// What the routes share.
@@ -79,6 +82,8 @@ pub struct Running {
     pub ledger: LedgerWriter,
     /// Tracked batches and jobs (tests poll them now instead of waiting an interval).
     pub batches: Arc<Tracker>,
+    /// Routing state (tests sync it with Redis now instead of waiting an interval).
+    pub routing: Arc<Routing>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     relays: TaskTracker,
@@ -185,6 +190,11 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let relays = tasks.clone();
+    let upstreams = Arc::new(upstreams);
+    let routing = Arc::new(Routing::new(&config, upstreams.shared_keys(), &metrics)?);
+    if let Some(sync) = routing.spawn_sync() {
+        background.push(sync);
+    }
     let proxy = Arc::new(Proxy {
         auth: Authenticator {
             mode: config.auth.mode,
@@ -193,6 +203,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         budgets,
         limits,
         upstreams,
+        routing: Arc::clone(&routing),
         pricer,
         ledger: ledger.clone(),
         tasks,
@@ -225,6 +236,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         addr,
         ledger,
         batches,
+        routing,
         stop,
         task,
         relays,
