@@ -197,6 +197,44 @@ pub fn render_shadow_table(lines: &[ShadowLine]) -> String {
     out
 }
 
+pub fn render_shadow_csv(lines: &[ShadowLine]) -> String {
+    let mut out = String::from(
+        "model,candidate,requests,answered,model_cost_usd,candidate_cost_usd,\
+         model_cost_per_request_usd,candidate_cost_per_request_usd,compared,text_matches,\
+         text_agreement,value_compared,value_matches,value_agreement\n",
+    );
+    // Model names come from clients and upstreams: quote them, and defuse formulas.
+    let cell = |text: &str| {
+        let text = if text.starts_with(['=', '+', '-', '@']) {
+            format!("'{text}")
+        } else {
+            text.to_owned()
+        };
+        format!("\"{}\"", text.replace('"', "\"\""))
+    };
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            cell(&l.model),
+            cell(&l.candidate),
+            l.requests,
+            l.answered,
+            l.model_cost_usd,
+            l.candidate_cost_usd,
+            l.model_cost_per_request_usd,
+            l.candidate_cost_per_request_usd,
+            l.compared,
+            l.text_matches,
+            l.text_agreement.as_deref().unwrap_or_default(),
+            l.value_compared,
+            l.value_matches,
+            l.value_agreement.as_deref().unwrap_or_default(),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,6 +237,14 @@ impl Harness {
             .unwrap()
     }
 
+    /// Sends this server's routing state (cooldowns, headroom) to Redis and takes the
+    /// other replicas', as its sync task does every `routing.sync_interval`.
+    pub async fn sync_routing(&self) {
+        if let Some(running) = &self.running {
+            running.routing.sync_now().await;
+        }
+    }
+
     /// Metered exchanges still relaying or recording.
     pub fn in_flight(&self) -> usize {
         self.running.as_ref().map_or(0, Running::in_flight)

@@ -11,4 +11,5 @@ pub mod forwarder;
 pub mod harness;
 pub mod mock_upstream;
 pub mod redis;
+pub mod routed;
 pub mod webdriver;
