@@ -19,6 +19,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tollgate::config::{AuthMode, ShadowConfig};
+use tollgate::ledger::{Kind, LedgerRow, Outcome, RowPrice, RowRoute, ShadowMark};
+use tollgate::metering::{Usage, UsageSource};
+use tollgate::pricing::Catalog;
 
 /// A candidate whose first request waits for the test (which learns of its arrival),
 /// and whose later ones are answered at once; every answer says "Paris" and bills a
@@ -272,4 +275,143 @@ async fn streams_are_never_mirrored_and_a_sample_of_zero_mirrors_nothing() {
     assert_eq!(response.status(), 200);
     tollgate.flush().await;
     assert_eq!(*seen.lock().unwrap(), ["gpt-4.1-nano"]);
+}
+
+/// A priced row; `shadow`: (mirrored row id, text match, value match).
+fn row(
+    id: &str,
+    model: &str,
+    usage: Usage,
+    shadow: Option<(&str, Option<bool>, Option<bool>)>,
+) -> LedgerRow {
+    let price = Catalog::builtin()
+        .price(None, Some(model), &usage, false)
+        .map(|priced| RowPrice {
+            cost: priced.cost,
+            model: priced.model.to_owned(),
+            variant: priced.variant,
+            rates: priced.rates,
+        });
+    LedgerRow {
+        id: id.to_owned(),
+        request_id: format!("req-{}", id.split('.').next().unwrap()),
+        upstream_request_id: None,
+        ts_ms: tollgate::clock::now_ms() - 60_000,
+        caller: "fp:abc".to_owned(),
+        upstream: "openai".to_owned(),
+        endpoint: "chat.completions".to_owned(),
+        model_requested: Some(model.to_owned()),
+        model_answered: None,
+        streamed: false,
+        usage,
+        usage_source: UsageSource::Upstream,
+        status: 200,
+        outcome: Outcome::Ok,
+        latency_ms: 1,
+        ttfb_ms: Some(1),
+        price,
+        key_id: Some("fp:abc".to_owned()),
+        team_id: None,
+        kind: if shadow.is_some() {
+            Kind::Shadow
+        } else {
+            Kind::Realtime
+        },
+        route: RowRoute {
+            shadow: shadow.map(|(of, text_match, value_match)| ShadowMark {
+                of: of.to_owned(),
+                text_match,
+                value_match,
+            }),
+            ..RowRoute::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spend_shadow_reports_cost_per_request_and_agreement_on_each_backend() {
+    let million_in = Usage {
+        prompt_tokens: 1_000_000,
+        ..Usage::default()
+    };
+    for backend in backends().await {
+        let store = backend.open().await;
+        // Three mirrored gpt-4o-mini requests ($0.15 each) against gpt-4.1-nano ($0.10):
+        // two answers matched exactly, one differed in text but matched as JSON; one
+        // more mirror failed (nothing to compare).
+        store
+            .insert(&[
+                row("a", "gpt-4o-mini", million_in, None),
+                row("b", "gpt-4o-mini", million_in, None),
+                row("c", "gpt-4o-mini", million_in, None),
+                row(
+                    "a.s0",
+                    "gpt-4.1-nano",
+                    million_in,
+                    Some(("a", Some(true), None)),
+                ),
+                row(
+                    "b.s0",
+                    "gpt-4.1-nano",
+                    million_in,
+                    Some(("b", Some(true), Some(true))),
+                ),
+                row(
+                    "c.s0",
+                    "gpt-4.1-nano",
+                    million_in,
+                    Some(("c", Some(false), Some(true))),
+                ),
+            ])
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tollgate.toml");
+        std::fs::write(&config, format!("[database]\nurl = \"{}\"\n", backend.url)).unwrap();
+        let run = |args: &[&str]| {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .env_remove("TOLLGATE_CONFIG")
+                .env_remove("TOLLGATE_DATABASE_URL")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap()
+        };
+        let report: Value =
+            serde_json::from_str(&run(&["spend", "--shadow", "--format", "json"])).unwrap();
+        let line = &report["data"][0];
+        assert_eq!(report["data"].as_array().unwrap().len(), 1, "{report}");
+        for (field, want) in [
+            ("model", json!("gpt-4o-mini")),
+            ("candidate", json!("gpt-4.1-nano")),
+            ("requests", json!(3)),
+            ("model_cost_per_request_usd", json!("0.15")),
+            ("candidate_cost_per_request_usd", json!("0.1")),
+            ("model_cost_usd", json!("0.45")),
+            ("candidate_cost_usd", json!("0.3")),
+            ("compared", json!(3)),
+            ("text_matches", json!(2)),
+            ("text_agreement", json!("0.6666")),
+            ("value_compared", json!(2)),
+            ("value_agreement", json!("1.0000")),
+        ] {
+            assert_eq!(line[field], want, "{field} on {}: {report}", backend.name);
+        }
+        let table = run(&["spend", "--shadow"]);
+        assert!(table.contains("0.6666 (2/3)"), "{table}");
+        // Spend itself leaves them out: three requests, $0.45.
+        let spend: Value =
+            serde_json::from_str(&run(&["spend", "--by", "model", "--format", "json"])).unwrap();
+        assert_eq!(spend["data"].as_array().unwrap().len(), 1, "{spend}");
+        assert_eq!(spend["data"][0]["requests"], 3);
+        assert_eq!(spend["data"][0]["cost_usd"], "0.45");
+    }
 }

@@ -383,8 +383,12 @@ async fn forward_metered(
             .key
             .as_ref()
             .and_then(|entry| entry.key.allowed_models.as_deref());
+        // A key allowed an alias is allowed what its operator routes it to.
+        let alias_allowed = plan
+            .alias()
+            .is_some_and(|alias| auth::model_allowed(allowed, Some(alias)));
         let downgrade = proxy.routing.downgrade(&team, &plan, requested, |model| {
-            auth::model_allowed(allowed, Some(model))
+            alias_allowed || auth::model_allowed(allowed, Some(model))
         });
         let ask = downgrade
             .as_ref()
@@ -424,19 +428,16 @@ async fn forward_metered(
     let tokens = prompt.map_or(0, |prompt| {
         proxy.limits.estimate(endpoint, prompt, request.max_output)
     });
-    let (first, debit) = match routed::first(&proxy.routing, &plan, requested, &team, tokens).await
-    {
-        Ok(first) => first,
-        Err(error) => {
-            if let Some(admission) = admission {
-                admission.cancel();
-            }
-            if reserved {
-                proxy.budgets.release(&proxy.tasks, row_id);
-            }
-            return Err(error);
-        }
+    // A wait for headroom may end in a refusal, or with the client gone (this handler
+    // dropped): either way the charge and the reservation are given back.
+    let mut held = Held {
+        proxy,
+        admission,
+        reservation: reserved.then(|| row_id.clone()),
     };
+    let (first, debit) = routed::first(&proxy.routing, &plan, requested, &team, tokens).await?;
+    let admission = held.admission.take();
+    held.reservation = None;
     let upstream = plan
         .target(first, requested)
         .and_then(|target| proxy.upstreams.get(target.upstream))
@@ -495,6 +496,26 @@ async fn forward_metered(
     let (reply, replied) = oneshot::channel();
     proxy.tasks.spawn(routed::run(attempts, exchange, reply));
     replied.await.map_err(|_| ApiError::Internal)
+}
+
+/// What a request holds between admission and its exchange: given back if it never
+/// gets that far.
+struct Held<'a> {
+    proxy: &'a Proxy,
+    admission: Option<Admission>,
+    /// The budget reservation's id.
+    reservation: Option<String>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            admission.cancel();
+        }
+        if let Some(id) = self.reservation.take() {
+            self.proxy.budgets.release(&self.proxy.tasks, id);
+        }
+    }
 }
 
 /// A request that never got an answer: nothing was billed upstream, so the row holds

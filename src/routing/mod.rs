@@ -124,17 +124,21 @@ impl Routing {
             .filter_map(|(name, team)| Some((name.clone(), team.share?)))
             .collect();
         let settings = headroom::Settings::new(&config.routing.headroom, shares);
-        let sync = if config.routing.share && config.limits.backend == LimitsBackend::Redis {
-            let sync = sync::Sync::new(
-                &config.limits.redis_url,
-                config.limits.redis_timeout,
-                names.clone(),
-            )
-            .map_err(RoutingError::Redis)?;
-            Some(sync)
-        } else {
-            None
-        };
+        // Cooldowns matter to routes, headroom to rationing: with neither there is
+        // nothing to share.
+        let useful = !config.routes.is_empty() || config.routing.headroom.rationing();
+        let sync =
+            if useful && config.routing.share && config.limits.backend == LimitsBackend::Redis {
+                let sync = sync::Sync::new(
+                    &config.limits.redis_url,
+                    config.limits.redis_timeout,
+                    names.clone(),
+                )
+                .map_err(RoutingError::Redis)?;
+                Some(sync)
+            } else {
+                None
+            };
         Ok(Self {
             table: Table::new(routes),
             cooldowns: Cooldowns::new(names.len()),
@@ -244,7 +248,17 @@ impl Routing {
         self.headroom
             .observe(target.upstream, model, report.as_ref(), debit);
         if Self::retryable(status) {
-            if let Some(wait) = signals::retry_after(headers) {
+            // Without a retry-after, a 429 whose report shows a limit used up names
+            // its reset instead.
+            let wait = signals::retry_after(headers).or_else(|| {
+                let report = report.filter(|_| status == 429)?;
+                [signals::REQUESTS, signals::TOKENS]
+                    .into_iter()
+                    .filter(|&d| report.remaining[d] == Some(0))
+                    .filter_map(|d| report.reset[d])
+                    .max()
+            });
+            if let Some(wait) = wait {
                 self.cooldowns
                     .set(target.upstream, model, wait.min(self.max_cooldown));
                 self.metrics
