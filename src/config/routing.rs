@@ -635,6 +635,35 @@ upstream = "nowhere"
     }
 
     #[test]
+    fn the_example_configs_routing_examples_parse_and_validate() {
+        let text = include_str!("../../config.example.toml");
+        let (_, examples) = text.split_once("# --- routing examples").unwrap();
+        let (examples, _) = examples
+            .split_once("# --- end of routing examples")
+            .unwrap();
+        let uncommented: String = examples
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.strip_prefix("# ").or(line.strip_prefix('#')))
+            // TOML lines only: tables and `key = value`; the rest is prose.
+            .filter(|line| {
+                line.starts_with('[')
+                    || line.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = Config::from_toml(&uncommented, "example")
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        config.validate().unwrap();
+        assert_eq!(config.routes[0].alias, "smart");
+        assert_eq!(config.teams["interactive"].share, Some(3));
+        assert_eq!(config.downgrades[0].threshold_percent, 80);
+        assert!((config.shadow[0].sample - 0.01).abs() < f64::EPSILON);
+    }
+
+    #[test]
     fn a_target_table_refuses_unknown_fields() {
         let error = Config::from_toml(
             "[[routes]]\nalias = \"x\"\ntargets = [{ model = \"m\", weight = 2 }]\n",

@@ -177,6 +177,7 @@ impl Refusal {
         let limit = match error {
             ApiError::RateLimited(limited) => Some(limited.kind.label()),
             ApiError::BudgetExceeded(_) => Some("budget"),
+            ApiError::RouteRefused(_) => Some("route"),
             _ => None,
         };
         let model = proxy.pricer.model_label(self.model.as_deref());
@@ -436,12 +437,12 @@ async fn forward_metered(
         reservation: reserved.then(|| row_id.clone()),
     };
     let (first, debit) = routed::first(&proxy.routing, &plan, requested, &team, tokens).await?;
-    let admission = held.admission.take();
-    held.reservation = None;
     let upstream = plan
         .target(first, requested)
         .and_then(|target| proxy.upstreams.get(target.upstream))
         .ok_or(ApiError::Internal)?;
+    let admission = held.admission.take();
+    held.reservation = None;
     let exchange = Exchange {
         id: row_id,
         pending: proxy.ledger.begin(),

@@ -244,9 +244,7 @@ impl Attempts {
         if !self.plan.routed() {
             return Some(self.body.clone());
         }
-        exchange
-            .upstream
-            .clone_from(&self.routing.upstream_name(target.upstream).to_owned());
+        exchange.upstream = self.routing.upstream_name(target.upstream).to_owned();
         exchange.model_requested = target.model.map(str::to_owned);
         exchange.route.downgraded_from = target.downgraded_from.map(str::to_owned);
         match target.model.filter(|model| Some(*model) != requested) {
@@ -298,10 +296,13 @@ impl Attempts {
 
 /// Tells the client which model answered and after how many calls.
 fn mark(headers: &mut HeaderMap, target: &TargetRef<'_>, number: u32) {
-    if let Some(value) = target
-        .model
-        .and_then(|model| HeaderValue::from_str(model).ok())
-    {
+    let value = match target.prepared.and_then(|p| p.header.clone()) {
+        Some(value) => Some(value),
+        None => target
+            .model
+            .and_then(|model| HeaderValue::from_str(model).ok()),
+    };
+    if let Some(value) = value {
         headers.insert(X_TOLLGATE_ROUTED_MODEL, value);
     }
     if number > 1 {

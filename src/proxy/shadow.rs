@@ -110,11 +110,7 @@ impl ShadowJob {
     pub fn launch(self, answer: Bytes) {
         let routing = &self.request.routing;
         for mirror in self.mirrors {
-            let target = TargetRef {
-                upstream: mirror.upstream,
-                model: Some(&mirror.candidate),
-                downgraded_from: None,
-            };
+            let target = TargetRef::new(mirror.upstream, &mirror.candidate);
             // Under the reserve the organisation's headroom is for real traffic.
             if routing.under_reserve(&target) {
                 routing.shadowed(&mirror, "skipped_headroom");
@@ -141,11 +137,7 @@ impl ShadowJob {
 impl Copy {
     async fn mirror(&self, mirror: Mirror, answer: Bytes, pending: PendingRow) {
         let started = Instant::now();
-        let target = TargetRef {
-            upstream: mirror.upstream,
-            model: Some(&mirror.candidate),
-            downgraded_from: None,
-        };
+        let target = TargetRef::new(mirror.upstream, &mirror.candidate);
         let Ok(debit) = self.routing.admit(&target, &self.team, 0, false).await else {
             self.routing.shadowed(&mirror, "skipped_headroom");
             return;

@@ -291,10 +291,27 @@ impl State {
 pub struct Pool {
     state: Mutex<State>,
     changed: Notify,
+    /// Requests waiting for room: while none is, a change wakes no one.
+    waiting: AtomicUsize,
     gauges: [Gauge; 2],
 }
 
+/// Counts a request among a pool's waiters while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Pool {
+    fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -321,7 +338,7 @@ impl Drop for Debit {
     fn drop(&mut self) {
         if self.cost != [0, 0] {
             self.pool.lock().answered(self.cost);
-            self.pool.changed.notify_waiters();
+            self.pool.wake();
         }
     }
 }
@@ -394,6 +411,7 @@ impl Headroom {
         let pool = Arc::new(Pool {
             state: Mutex::default(),
             changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
             gauges,
         });
         pools.insert(Box::from(model), pool.clone());
@@ -401,13 +419,24 @@ impl Headroom {
         Some(pool)
     }
 
-    /// Whether a request to `model` at `upstream` needs its tokens counted: rationing is
-    /// on and the upstream reports a token figure for it.
+    /// Whether a request to `model` at `upstream` needs its tokens counted: the
+    /// upstream reports tokens left for it, and they are under (or within twice) the
+    /// reserve. Far from it, a request's tokens change nothing and are not counted.
     pub fn needs_tokens(&self, upstream: usize, model: &str) -> bool {
-        self.settings.rationing
-            && self
-                .pool(upstream, model)
-                .is_some_and(|pool| pool.lock().view.remaining[TOKENS].is_some())
+        if !self.settings.rationing {
+            return false;
+        }
+        let Some(pool) = self.pool(upstream, model) else {
+            return false;
+        };
+        let state = pool.lock();
+        match (
+            state.view.remaining[TOKENS],
+            state.reserve(&self.settings, TOKENS),
+        ) {
+            (Some(remaining), Some(reserve)) => remaining < reserve.saturating_mul(2),
+            _ => false,
+        }
     }
 
     /// Whether the view of `model` at `upstream` is under its reserve now.
@@ -443,7 +472,7 @@ impl Headroom {
         let started = Instant::now();
         let deadline = started + self.settings.queue_timeout;
         let name = self.names.get(upstream).map_or("", String::as_str);
-        let mut queued = false;
+        let mut queued: Option<Waiting<'_>> = None;
         loop {
             let changed = pool.changed.notified();
             tokio::pin!(changed);
@@ -452,7 +481,7 @@ impl Headroom {
             let verdict = pool.lock().try_admit(&self.settings, team, cost, now);
             let blocked = match verdict {
                 Ok(rationed) => {
-                    if queued {
+                    if queued.is_some() {
                         self.metrics
                             .queue_wait
                             .with_label_values(&[name])
@@ -469,7 +498,7 @@ impl Headroom {
                 Err(blocked) => blocked,
             };
             if !wait || now >= deadline {
-                if queued {
+                if queued.is_some() {
                     self.metrics
                         .queue_wait
                         .with_label_values(&[name])
@@ -482,9 +511,13 @@ impl Headroom {
                     retry_after: left.max(Duration::from_secs(1)),
                 });
             }
-            if !queued {
-                queued = true;
+            if queued.is_none() {
+                // Counted among the waiters before looking again, so no change made
+                // after that look can pass without waking this request.
+                pool.waiting.fetch_add(1, Ordering::SeqCst);
+                queued = Some(Waiting(&pool.waiting));
                 self.metrics.queued.with_label_values(&[name, team]).inc();
+                continue;
             }
             let wake = blocked
                 .until
@@ -531,7 +564,7 @@ impl Headroom {
         state.observe(reported, Instant::now(), now_ms());
         pool.show(&state.view);
         drop(state);
-        pool.changed.notify_waiters();
+        pool.wake();
     }
 
     /// Views changed here since last taken, for Redis.
@@ -562,7 +595,7 @@ impl Headroom {
         if state.merge(wire, Instant::now(), now_ms()) {
             pool.show(&state.view);
             drop(state);
-            pool.changed.notify_waiters();
+            pool.wake();
         }
     }
 }

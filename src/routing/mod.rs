@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use tokio::task::JoinHandle;
 
 pub use agree::{Agreement, compare};
@@ -33,7 +33,7 @@ pub use cooldown::Cooldowns;
 pub use downgrade::Candidate;
 pub use headroom::{Debit, Headroom, Refused};
 pub use metrics::RoutingMetrics;
-pub use plan::{Plan, Target, TargetRef};
+pub use plan::{Plan, Prepared, Target, TargetRef};
 pub use shadow::Mirror;
 pub use signals::{Reported, go_duration, reported, retry_after};
 pub use sync::{COOLDOWNS_KEY, HEADROOM_KEY};
@@ -139,8 +139,19 @@ impl Routing {
             } else {
                 None
             };
+        let prepare = |upstream: usize, model: &str| {
+            let name = names.get(upstream).map_or("", String::as_str);
+            let count = |result| metrics.attempts.with_label_values(&[name, model, result]);
+            Some(Arc::new(plan::Prepared {
+                header: HeaderValue::from_str(model).ok(),
+                answered: count("answered"),
+                fell_back: count("fell_back"),
+                failed: count("failed"),
+            }))
+        };
+        let table = Table::new(routes, prepare);
         Ok(Self {
-            table: Table::new(routes),
+            table,
             cooldowns: Cooldowns::new(names.len()),
             headroom: Headroom::new(settings, names.clone(), metrics.clone()),
             downgrades: Downgrades::new(&config.downgrades, &config.upstreams),
@@ -208,8 +219,18 @@ impl Routing {
             .inc();
     }
 
-    /// Counts a routed request's upstream call by its result.
+    /// Counts a routed request's upstream call by its result (`answered`, `fell_back`,
+    /// `failed`).
     pub fn attempted(&self, target: &TargetRef<'_>, result: &'static str) {
+        if let Some(prepared) = target.prepared {
+            let counter = match result {
+                "answered" => &prepared.answered,
+                "fell_back" => &prepared.fell_back,
+                _ => &prepared.failed,
+            };
+            counter.inc();
+            return;
+        }
         self.metrics
             .attempts
             .with_label_values(&[

@@ -6,25 +6,54 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
+use prometheus::IntCounter;
+
 use crate::config::ResolvedRoute;
 
 /// One place to send a request: an upstream (index into `[[upstreams]]`) and the model
 /// to ask it for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub upstream: usize,
     pub model: Arc<str>,
     /// The model this one replaced under a budget downgrade.
     pub downgraded_from: Option<Arc<str>>,
+    /// Made once for a configured target, so a request takes no metric lookup.
+    pub prepared: Option<Arc<Prepared>>,
+}
+
+/// What every request to a configured target uses: its routed-model header value and
+/// its attempt counters.
+#[derive(Debug)]
+pub struct Prepared {
+    pub header: Option<HeaderValue>,
+    /// By result: answered, fell back, failed.
+    pub answered: IntCounter,
+    pub fell_back: IntCounter,
+    pub failed: IntCounter,
 }
 
 /// A target as the proxy uses it; `model` is `None` only for a direct request without
 /// a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct TargetRef<'a> {
     pub upstream: usize,
     pub model: Option<&'a str>,
     pub downgraded_from: Option<&'a str>,
+    pub prepared: Option<&'a Prepared>,
+}
+
+impl TargetRef<'_> {
+    /// A target made at run time (a shadow's candidate).
+    pub fn new(upstream: usize, model: &str) -> TargetRef<'_> {
+        TargetRef {
+            upstream,
+            model: Some(model),
+            downgraded_from: None,
+            prepared: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -39,7 +68,11 @@ struct Route {
 pub struct Table(HashMap<Box<str>, Route>);
 
 impl Table {
-    pub fn new(routes: Vec<ResolvedRoute>) -> Self {
+    /// `prepare` makes each target's header and counters once.
+    pub fn new(
+        routes: Vec<ResolvedRoute>,
+        prepare: impl Fn(usize, &str) -> Option<Arc<Prepared>>,
+    ) -> Self {
         let routes = routes
             .into_iter()
             .map(|route| {
@@ -49,6 +82,7 @@ impl Table {
                     .into_iter()
                     .map(|(upstream, model)| Target {
                         upstream,
+                        prepared: prepare(upstream, &model),
                         model: Arc::from(model),
                         downgraded_from: None,
                     })
@@ -149,11 +183,13 @@ impl Plan {
                 upstream: *upstream,
                 model: requested,
                 downgraded_from: None,
+                prepared: None,
             }),
             Targets::Listed(targets) => targets.get(i).map(|target| TargetRef {
                 upstream: target.upstream,
                 model: Some(&target.model),
                 downgraded_from: target.downgraded_from.as_deref(),
+                prepared: target.prepared.as_deref(),
             }),
         }
     }
@@ -205,6 +241,7 @@ impl Plan {
                         upstream,
                         model,
                         downgraded_from: target.model.map(Arc::from),
+                        prepared: None,
                     }
                 }
                 None => owned(&target),
@@ -233,6 +270,7 @@ fn owned(target: &TargetRef<'_>) -> Target {
         upstream: target.upstream,
         model: Arc::from(target.model.unwrap_or_default()),
         downgraded_from: target.downgraded_from.map(Arc::from),
+        prepared: None,
     }
 }
 
@@ -241,11 +279,14 @@ mod tests {
     use super::*;
 
     fn table() -> Table {
-        Table::new(vec![ResolvedRoute {
-            alias: "smart".to_owned(),
-            targets: vec![(0, "gpt-4.1".to_owned()), (1, "gpt-4o".to_owned())],
-            max_attempts: 2,
-        }])
+        Table::new(
+            vec![ResolvedRoute {
+                alias: "smart".to_owned(),
+                targets: vec![(0, "gpt-4.1".to_owned()), (1, "gpt-4o".to_owned())],
+                max_attempts: 2,
+            }],
+            |_, _| None,
+        )
     }
 
     #[test]
