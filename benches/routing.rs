@@ -4,6 +4,8 @@
 //! the answer's `x-ratelimit-*` report read into the headroom view, the attempt
 //! counted, the routed-model header, and the shadow sample.
 //!
+//! - `routing/unconfigured`: no routing configured at all: what every request pays
+//!   for the routing code being there.
 //! - `routing/direct`: routing configured (aliases, a headroom reserve, team shares,
 //!   a shadow rule, a downgrade), but the request names a model no alias covers: what
 //!   every plain request pays once routing is on.
@@ -138,6 +140,10 @@ fn bench(c: &mut Criterion) {
     let body = Bytes::from_static(BODY.as_bytes());
     let roomy = answer_headers(25_000_000);
     let row_id = uuid::Uuid::now_v7().to_string();
+    let plain = Routing::new(&Config::default(), vec![true], &Metrics::new().unwrap()).unwrap();
+    c.bench_function("routing/unconfigured", |b| {
+        b.iter(|| request(&plain, black_box("gpt-4o-mini"), &body, &roomy, &row_id));
+    });
     c.bench_function("routing/direct", |b| {
         b.iter(|| request(&routing, black_box("gpt-4o-mini"), &body, &roomy, &row_id));
     });
