@@ -9,6 +9,7 @@ mod limits;
 mod log;
 mod metrics;
 mod pricing;
+mod routes;
 mod routing;
 mod secret;
 mod server;
@@ -27,9 +28,10 @@ pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
+pub use routes::{ResolvedRoute, RouteConfig, TargetConfig, resolve_routes, upstream_for};
 pub use routing::{
-    DowngradeConfig, DowngradeScope, HeadroomConfig, ResolvedRoute, RouteConfig, RoutingConfig,
-    ShadowConfig, TargetConfig, TeamConfig, resolve_routes, shadow_upstream, upstream_for,
+    DowngradeConfig, DowngradeScope, HeadroomConfig, RoutingConfig, ShadowConfig, TeamConfig,
+    shadow_upstream,
 };
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};

@@ -4,6 +4,7 @@
 mod admit;
 mod buffered;
 mod exchange;
+mod planned;
 mod price;
 mod relay;
 mod request;
@@ -25,14 +26,14 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{self, Authenticator, Identity};
+use crate::auth::{Authenticator, Identity};
 use crate::budgets::Budgets;
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
 use crate::limits::{Admission, Limiter};
-use crate::metering::{Endpoint, Usage, UsageSource};
+use crate::metering::{Endpoint, UsageSource};
 use crate::metrics::{Caller, InFlight, Metrics};
 use crate::routing::{Plan, Routing};
 use exchange::{Exchange, Finish};
@@ -220,7 +221,7 @@ async fn admit_and_forward(
         .key
         .as_ref()
         .and_then(|entry| entry.key.allowed_models.as_deref());
-    let plan = allowed_plan(proxy, requested, allowed)?;
+    let plan = planned::allowed_plan(proxy, requested, allowed)?;
     // An alias is judged by the model it sends first: limits, counting and windows.
     let model = plan
         .as_ref()
@@ -299,34 +300,6 @@ async fn admit_and_forward(
     Ok(response)
 }
 
-/// The request's plan, with only the targets the key may use: an alias the key may
-/// use is its operator's to route; otherwise every target must be a model it may use.
-/// `Ok(None)`: no upstream serves the model (refused after the checks that come first).
-fn allowed_plan(
-    proxy: &Proxy,
-    requested: Option<&str>,
-    allowed: Option<&[String]>,
-) -> Result<Option<Plan>, ApiError> {
-    let plan = proxy
-        .routing
-        .plan(requested, || proxy.upstreams.position(requested));
-    let not_allowed = || ApiError::ModelNotAllowed {
-        model: requested.unwrap_or_default().to_owned(),
-    };
-    if auth::model_allowed(allowed, requested) {
-        return Ok(plan);
-    }
-    match plan {
-        Some(plan) if plan.routed() => plan
-            .retain(requested, |target| {
-                auth::model_allowed(allowed, target.model)
-            })
-            .map(Some)
-            .ok_or_else(not_allowed),
-        _ => Err(not_allowed()),
-    }
-}
-
 /// A request past its checks, on its way upstream.
 struct Admitted {
     identity: Identity,
@@ -338,8 +311,8 @@ struct Admitted {
     observed: Observed,
 }
 
-/// Reserves the budget (choosing a downgrade when one applies), picks the first target,
-/// then runs the attempts in a task of its own and waits for the answer.
+/// Reserves the budget (for a downgrade when one applies), picks the first target, then
+/// runs the attempts in a task of its own and waits for the answer.
 async fn forward_metered(
     proxy: &Proxy,
     admitted: Admitted,
@@ -350,7 +323,7 @@ async fn forward_metered(
     let Admitted {
         identity,
         endpoint,
-        mut plan,
+        plan,
         prompt,
         admission,
         ts_ms,
@@ -362,87 +335,30 @@ async fn forward_metered(
     // random pages of it.
     let row_id = uuid::Uuid::now_v7().to_string();
     let team = observed.caller.team.clone();
-    let mut reserved = false;
-    if let (true, Some(prompt)) = (Budgets::applies(&identity), prompt) {
-        // The worst case: the whole prompt uncached, and every output token allowed, at
-        // the dearest model the plan may send to.
-        let output = request
-            .max_output
-            .unwrap_or(proxy.budgets.config().default_max_tokens);
-        let worst = Usage {
-            prompt_tokens: prompt,
-            completion_tokens: output,
-            ..Usage::default()
-        };
-        let dearest = |plan: &Plan| {
-            plan.targets(requested)
-                .filter_map(|target| proxy.pricer.estimate(target.model, &worst))
-                .max()
-                .unwrap_or_default()
-        };
-        let allowed = identity
-            .key
-            .as_ref()
-            .and_then(|entry| entry.key.allowed_models.as_deref());
-        // A key allowed an alias is allowed what its operator routes it to.
-        let alias_allowed = plan
-            .alias()
-            .is_some_and(|alias| auth::model_allowed(allowed, Some(alias)));
-        let downgrade = proxy.routing.downgrade(&team, &plan, requested, |model| {
-            alias_allowed || auth::model_allowed(allowed, Some(model))
-        });
-        let ask = downgrade
-            .as_ref()
-            .map(|candidate| crate::budgets::Downgrade {
-                amount: dearest(&candidate.plan),
-                percent: candidate.percent,
-                scope: candidate.scope,
-            });
-        let reservation = proxy
-            .budgets
-            .reserve_or_downgrade(&identity, &row_id, dearest(&plan), ts_ms, ask)
-            .await;
-        match reservation {
-            Ok(reservation) => {
-                reserved = reservation.is_some();
-                if let (Some(candidate), true) = (
-                    downgrade,
-                    reservation.as_ref().is_some_and(|r| r.downgraded),
-                ) {
-                    for target in candidate.plan.targets(requested) {
-                        if let (Some(from), Some(to)) = (target.downgraded_from, target.model) {
-                            proxy.routing.downgraded(&team, from, to);
-                        }
-                    }
-                    plan = candidate.plan;
-                }
-            }
-            Err(error) => {
-                // Refused before forwarding: the rate limits get their charge back.
-                if let Some(admission) = admission {
-                    admission.cancel();
-                }
-                return Err(error);
-            }
-        }
-    }
+    // Until the exchange begins, a refusal (by the budget, or for want of headroom) or
+    // the client hanging up (this handler dropped) gives the charge and the
+    // reservation back.
+    let mut held = planned::Held::new(proxy, admission);
+    let plan = planned::reserve(
+        proxy,
+        &identity,
+        plan,
+        &request,
+        prompt,
+        (&row_id, ts_ms),
+        &team,
+        &mut held,
+    )
+    .await?;
     let tokens = prompt.map_or(0, |prompt| {
         proxy.limits.estimate(endpoint, prompt, request.max_output)
     });
-    // A wait for headroom may end in a refusal, or with the client gone (this handler
-    // dropped): either way the charge and the reservation are given back.
-    let mut held = Held {
-        proxy,
-        admission,
-        reservation: reserved.then(|| row_id.clone()),
-    };
     let (first, debit) = routed::first(&proxy.routing, &plan, requested, &team, tokens).await?;
     let upstream = plan
         .target(first, requested)
         .and_then(|target| proxy.upstreams.get(target.upstream))
         .ok_or(ApiError::Internal)?;
-    let admission = held.admission.take();
-    held.reservation = None;
+    let admission = held.release();
     let exchange = Exchange {
         id: row_id,
         pending: proxy.ledger.begin(),
@@ -497,26 +413,6 @@ async fn forward_metered(
     let (reply, replied) = oneshot::channel();
     proxy.tasks.spawn(routed::run(attempts, exchange, reply));
     replied.await.map_err(|_| ApiError::Internal)
-}
-
-/// What a request holds between admission and its exchange: given back if it never
-/// gets that far.
-struct Held<'a> {
-    proxy: &'a Proxy,
-    admission: Option<Admission>,
-    /// The budget reservation's id.
-    reservation: Option<String>,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if let Some(admission) = self.admission.take() {
-            admission.cancel();
-        }
-        if let Some(id) = self.reservation.take() {
-            self.proxy.budgets.release(&self.proxy.tasks, id);
-        }
-    }
 }
 
 /// A request that never got an answer: nothing was billed upstream, so the row holds

@@ -16,6 +16,7 @@ mod headroom;
 mod metrics;
 mod plan;
 mod shadow;
+mod share;
 mod signals;
 mod sync;
 
@@ -35,6 +36,7 @@ pub use headroom::{Debit, Headroom, Refused};
 pub use metrics::RoutingMetrics;
 pub use plan::{Plan, Prepared, Target, TargetRef};
 pub use shadow::Mirror;
+pub use share::Wire;
 pub use signals::{Reported, go_duration, reported, retry_after};
 pub use sync::{COOLDOWNS_KEY, HEADROOM_KEY};
 
@@ -123,7 +125,7 @@ impl Routing {
             .iter()
             .filter_map(|(name, team)| Some((name.clone(), team.share?)))
             .collect();
-        let settings = headroom::Settings::new(&config.routing.headroom, shares);
+        let settings = share::Settings::new(&config.routing.headroom, shares);
         // Cooldowns matter to routes, headroom to rationing: with neither there is
         // nothing to share.
         let useful = !config.routes.is_empty() || config.routing.headroom.rationing();

@@ -10,7 +10,8 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, Script};
 
 use super::cooldown::Cooldowns;
-use super::headroom::{Headroom, Wire};
+use super::headroom::Headroom;
+use super::share::Wire;
 use crate::clock::now_ms;
 
 /// The hashes, one per kind of state; `v1` is the script's value format.
