@@ -135,7 +135,10 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         // Load before listening, so the first request finds its key; if the database
         // is down the refresher keeps trying and requests get 503 until it answers.
         match cache.refresh(&store).await {
-            Ok(_) => check_tiers(&store, &config.limits.tier_names()).await?,
+            Ok(_) => {
+                check_tiers(&store, &config.limits.tier_names()).await?;
+                check_team_shares(&store, &config).await;
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot load keys; retrying in the background");
             }
@@ -270,6 +273,26 @@ async fn check_tiers(store: &Store, known: &[String]) -> Result<(), ServeError> 
         problems: problems.join("; "),
         known: known.join(", "),
     })
+}
+
+/// `[teams.<name>]` names teams of the database: a name none has is most likely a typo
+/// or a rename, and its share would silently go to no one. Warned, not refused: the
+/// team may be created later.
+async fn check_team_shares(store: &Store, config: &Config) {
+    if config.teams.is_empty() {
+        return;
+    }
+    let Ok(teams) = auth_store::list_teams(store).await else {
+        return;
+    };
+    for name in config.teams.keys() {
+        if !teams.iter().any(|team| &team.name == name) {
+            tracing::warn!(
+                team = %name,
+                "[teams.{name}] names no team in the database: its share applies to no one until one is created"
+            );
+        }
+    }
 }
 
 /// Opens the ledger's database. A SQLite file that cannot be opened is a
