@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Turns the raw runs of bench/load.sh (oha JSON + tollgate /proc samples) into the
-markdown report. Standard library only. Called by load.sh; not meant to be run alone."""
+"""Turns the raw runs of bench/load.sh (oha JSON + /proc samples of the mock, nginx and
+tollgate) into the markdown report. Standard library only. Called by load.sh; not meant
+to be run alone."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ CPU_STREAM_US = 60.0
 PLAIN_RPS = 20_000
 RSS_LOAD_MB = 40.0
 RSS_OPEN_MB = 60.0
+
+PATHS = {"direct": "straight to the mock", "nginx": "nginx, no logic", "tollgate": "**tollgate**"}
+PROXIES = ("nginx", "tollgate")
 
 
 def load_runs(work: Path, clock_ticks: int) -> dict[str, dict]:
@@ -44,10 +48,10 @@ def load_runs(work: Path, clock_ticks: int) -> dict[str, dict]:
             "wall_s": wall,
             "cpu_s": cpu_s,
         }
-        # Busy time of the machine that was not tollgate's, the mock's or oha's: other
-        # processes, as a share of one core.
+        # Busy time of the machine that was not tollgate's, nginx's, the mock's or
+        # oha's: other processes, as a share of one core.
         run["other_busy"] = other_busy(meta, clock_ticks)
-        if meta["path"] == "tollgate" and requests:
+        if meta["path"] in PROXIES and requests:
             run["cpu_us_per_req"] = cpu_s * 1e6 / requests
             run["busy"] = cpu_s / wall if wall else 0.0
         runs[meta["name"]] = run
@@ -55,8 +59,9 @@ def load_runs(work: Path, clock_ticks: int) -> dict[str, dict]:
 
 
 def other_busy(meta: dict, clock_ticks: int) -> float:
-    """CPU the machine spent on anything but tollgate, the mock and oha, per core-second."""
-    ours = meta["cpu_ticks"] + meta["mock_ticks"] + seconds(meta["oha_times"]) * clock_ticks
+    """CPU the machine spent on anything but the bench's own processes, per core-second."""
+    ours = (meta["tollgate_ticks"] + meta["nginx_ticks"] + meta["mock_ticks"]
+            + seconds(meta["oha_times"]) * clock_ticks)
     return max(0.0, (meta["machine_ticks"] - ours) / clock_ticks / (meta["wall_ms"] / 1000))
 
 
@@ -106,76 +111,115 @@ def ledger_summary(path: Path) -> tuple[int, dict[str, int]]:
     return sum(outcomes.values()), outcomes
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("work", type=Path)
-    for flag in ["cpu-model", "pinning", "duration", "hwm-reset", "oha-version", "commit"]:
-        parser.add_argument(f"--{flag}", required=True)
-    for flag in ["cores", "conns", "open-streams", "slow-delay-ms", "clock-ticks"]:
-        parser.add_argument(f"--{flag}", type=int, required=True)
-    parser.add_argument("--ledger", type=Path, required=True)
-    args = parser.parse_args()
+class Figures:
+    """The issue's summary figures for one path, each measured in this run."""
 
-    runs = load_runs(args.work, args.clock_ticks)
-    idle = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in args.work.glob("idle-*.json")}
-    stops = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in args.work.glob("stop-*.json")}
+    def __init__(self, runs: dict[str, dict], path: str, conns: int, open_streams: int):
+        get = lambda name: runs.get(f"{name}-{path}")  # noqa: E731
+        direct = lambda name: runs.get(f"{name}-direct")  # noqa: E731
+        self.path = path
+        self.p1, self.d1 = get("plain-1"), direct("plain-1")
+        self.s1, self.ds1 = get("stream-1"), direct("stream-1")
+        self.pn, self.sn = get(f"plain-{conns}"), get(f"stream-{conns}")
+        self.open = get(f"open-{open_streams}")
+
+    def added(self, which: str, kind: str = "plain") -> float | None:
+        run, direct = (self.p1, self.d1) if kind == "plain" else (self.s1, self.ds1)
+        if not run or not direct:
+            return None
+        if self.path == "direct":
+            return run[f"{which}_ms"]
+        return run[f"{which}_ms"] - direct[f"{which}_ms"]
+
+    def cpu(self, kind: str) -> float | None:
+        run = self.pn if kind == "plain" else self.sn
+        return run.get("cpu_us_per_req") if run else None
+
+    def peak_rss(self) -> float | None:
+        loaded = [r for r in (self.pn, self.sn, self.p1, self.s1) if r]
+        return max(mb(r["hwm_kb"]) for r in loaded) if loaded else None
+
+
+def summary(say, runs: dict[str, dict], args) -> None:
+    """The issue's table: each path side by side, and tollgate as a multiple of nginx."""
     c, n = args.conns, args.open_streams
-    out: list[str] = []
-    say = out.append
+    figures = {p: Figures(runs, p, c, n) for p in PATHS}
+    say(f"| path | added p50 / p99 at 1 conn, ms | req/s at {c} conn | CPU µs per plain / "
+        f"20-chunk stream request | peak RSS MB | RSS MB with {n} open streams |")
+    say("|---|--:|--:|--:|--:|--:|")
+    for path, label in PATHS.items():
+        f = figures[path]
+        if f.p1 is None and f.pn is None:
+            continue
+        sign = "" if path == "direct" else "+"
+        latency = (f"{sign}{fmt(f.added('p50'), 3)} / {sign}{fmt(f.added('p99'), 3)}"
+                   + (" (absolute)" if path == "direct" else ""))
+        rps = fmt(f.pn["rps"], 0) if f.pn else "–"
+        cpu = "—" if path == "direct" else f"{fmt(f.cpu('plain'), 1)} / {fmt(f.cpu('stream'), 1)}"
+        rss = fmt(f.peak_rss(), 1)
+        open_rss = fmt(mb(f.open["hwm_kb"]), 1) if f.open else "—"
+        say(f"| {label} | {latency} | {rps} | {cpu} | {rss} | {open_rss} |")
+    t, g = figures["tollgate"], figures["nginx"]
+    if t.pn and g.pn:
+        ratio = lambda a, b: f"{a / b:.2f}×" if a is not None and b else "–"  # noqa: E731
+        say(f"| tollgate ÷ nginx | {ratio(t.added('p50'), g.added('p50'))} / "
+            f"{ratio(t.added('p99'), g.added('p99'))} | {ratio(t.pn['rps'], g.pn['rps'])} | "
+            f"{ratio(t.cpu('plain'), g.cpu('plain'))} / {ratio(t.cpu('stream'), g.cpu('stream'))} | "
+            f"{ratio(t.peak_rss(), g.peak_rss())} | "
+            f"{ratio(mb(t.open['hwm_kb']) if t.open else None, mb(g.open['hwm_kb']) if g.open else None)} |")
+    say("")
+    say("Added latency is the path's p50 (p99) minus the mock's own at the same moment; the "
+        "mock's row is absolute. CPU is the proxy process's utime+stime over the run per request; "
+        "peak RSS the largest VmHWM of its plain and stream runs.")
+    say("")
 
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    say("# tollgate load bench")
-    say("")
-    say(f"- date: {now}; commit {args.commit}")
-    say(f"- machine: {args.cpu_model}, {args.cores} cores; {args.pinning}")
-    say(f"- command: `bench/load.sh` ({args.duration} per timed run; {args.oha_version}, "
-        "1 worker thread; mock upstream with 1 thread)")
-    say("- request: `POST /v1/chat/completions`, plain or `\"stream\":true` (20 content chunks, "
-        "usage-only chunk hidden by tollgate); tollgate release build, SQLite ledger in a temp dir, "
-        "log filter `warn`")
-    say("")
+
+def detail(say, runs: dict[str, dict], args) -> None:
+    c, n = args.conns, args.open_streams
     say("| scenario | path | conns | requests | failed | req/s | p50 ms | p99 ms "
-        "| tollgate CPU s / 1k req | tollgate CPU µs / req | tollgate core busy | tollgate peak RSS MB "
-        "| other load |")
-    say("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-    order = ["plain-1", f"plain-{c}", "stream-1", f"stream-{c}"]
-    rows = []
-    for base in order:
-        rows += [f"{base}-direct", f"{base}-tollgate"]
-    rows.append(f"open-{n}-tollgate")
-    for name in rows:
+        "| proxy CPU µs / req | proxy core busy | peak RSS MB | other load |")
+    say("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    names = []
+    for base in ["plain-1", f"plain-{c}", "stream-1", f"stream-{c}"]:
+        names += [f"{base}-{path}" for path in PATHS]
+    names += [f"open-{n}-{path}" for path in PROXIES]
+    for name in names:
         run = runs.get(name)
         if run is None:
             continue
-        tollgate = run["path"] == "tollgate"
-        if run["kind"] == "plain":
-            scenario = "plain chat"
-        elif name.startswith("open-"):
+        proxy = run["path"] in PROXIES
+        if name.startswith("open-"):
             scenario = f"{n} open slow streams (20 chunks, {args.slow_delay_ms} ms apart)"
+        elif run["kind"] == "plain":
+            scenario = "plain chat"
         else:
             scenario = "streaming chat (20 chunks)"
         say("| " + " | ".join([
             scenario,
-            "**tollgate**" if tollgate else "direct to mock",
+            PATHS[run["path"]],
             str(run["conns"]),
             f"{run['requests']:,}",
             str(run["failed"]) + (f" {run['error_kinds']}" if run["failed"] else ""),
             fmt(run["rps"], 0),
             fmt(run["p50_ms"], 3),
             fmt(run["p99_ms"], 3),
-            fmt(run["cpu_us_per_req"] / 1000, 4) if tollgate else "",
-            fmt(run["cpu_us_per_req"], 1) if tollgate else "",
-            f"{run['busy'] * 100:.0f}%" if tollgate else "",
-            fmt(mb(run["hwm_kb"]), 1) if tollgate else "",
+            fmt(run["cpu_us_per_req"], 1) if proxy else "",
+            f"{run['busy'] * 100:.0f}%" if proxy else "",
+            fmt(mb(run["hwm_kb"]), 1),
             f"{run['other_busy'] * 100:.0f}%",
         ]) + " |")
     say("")
+
+
+def notes(say, runs: dict[str, dict], args, idle, stops) -> None:
+    n = args.open_streams
     idle_mb = ", ".join(f"{mb(i['rss_kb']):.1f}" for _, i in sorted(idle.items()))
     say(f"- A fresh tollgate serves each group (plain, stream, open streams), after a short warm-up "
-        f"that is not in the table; its idle RSS 1 s after startup: {idle_mb} MB.")
-    say(f"- Peak RSS is VmHWM, reset before each run (reset possible: {args.hwm_reset}). CPU is "
-        "utime+stime of the whole tollgate process (all threads) from /proc/PID/stat over the "
-        "run, divided by the requests it served; core busy = that CPU time / wall time.")
+        f"that is not in the table; its idle RSS 1 s after startup: {idle_mb} MB. nginx and the "
+        "mock run throughout; peak RSS (the mock's for the direct rows) is reset before each run.")
+    say(f"- Peak RSS is VmHWM (reset possible: {args.hwm_reset}). CPU is utime+stime of the whole "
+        "proxy process (all threads) from /proc/PID/stat over the run, divided by the requests "
+        "it served; core busy = that CPU time / wall time.")
     say("- req/s counts 2xx answers; latency is oha's, to the last byte of the response.")
     open_run = runs.get(f"open-{n}-tollgate")
     if open_run:
@@ -187,10 +231,10 @@ def main() -> None:
     timed = [r for r in runs.values() if not r["name"].startswith("warm-")]
     noisiest = max(timed, key=lambda r: r["other_busy"], default=None)
     if noisiest is not None:
-        note = (" — **other work shared tollgate's core; rerun on a quiet machine**"
+        note = (" — **other work shared the machine; rerun on a quiet machine**"
                 if noisiest["other_busy"] > 0.10 else "")
-        say(f"- Other load: CPU used on the machine by anything but tollgate, the mock and oha, "
-            f"as a share of one core; at most {noisiest['other_busy'] * 100:.0f}% "
+        say(f"- Other load: CPU used on the machine by anything but tollgate, nginx, the mock "
+            f"and oha, as a share of one core; at most {noisiest['other_busy'] * 100:.0f}% "
             f"({noisiest['name']}){note}.")
     discarded = discarded_runs(args.work, args.clock_ticks)
     if discarded:
@@ -205,7 +249,9 @@ def main() -> None:
         f"(outcomes: {', '.join(f'{k} {v:,}' for k, v in outcomes.items()) or 'none'}).")
     say("")
 
-    # === against the targets ===
+
+def targets(say, runs: dict[str, dict], args, idle) -> None:
+    c, n = args.conns, args.open_streams
     say("## Against the targets")
     say("")
     say("| target | measured | verdict |")
@@ -238,14 +284,51 @@ def main() -> None:
             f"at 100%) | {verdict(run['rps'] >= PLAIN_RPS)} |")
     loaded = [runs[r] for r in (f"plain-{c}-tollgate", f"stream-{c}-tollgate") if r in runs]
     if loaded:
+        idle_mb = ", ".join(f"{mb(i['rss_kb']):.1f}" for _, i in sorted(idle.items()))
         peak = max(mb(r["hwm_kb"]) for r in loaded)
         say(f"| peak RSS under load ≤ {RSS_LOAD_MB:.0f} MB | {peak:.1f} MB "
             f"(idle {idle_mb} MB) | {verdict(peak <= RSS_LOAD_MB)} |")
+    open_run = runs.get(f"open-{n}-tollgate")
     if open_run:
         peak = mb(open_run["hwm_kb"])
         say(f"| peak RSS with {n} open streams ≤ {RSS_OPEN_MB:.0f} MB | {peak:.1f} MB "
             f"| {verdict(peak <= RSS_OPEN_MB)} |")
     say("")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work", type=Path)
+    for flag in ["cpu-model", "pinning", "duration", "hwm-reset", "oha-version", "commit",
+                 "nginx-version", "auth", "limits"]:
+        parser.add_argument(f"--{flag}", required=True)
+    for flag in ["cores", "conns", "open-streams", "slow-delay-ms", "clock-ticks", "body-bytes"]:
+        parser.add_argument(f"--{flag}", type=int, required=True)
+    parser.add_argument("--ledger", type=Path, required=True)
+    args = parser.parse_args()
+
+    runs = load_runs(args.work, args.clock_ticks)
+    idle = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in args.work.glob("idle-*.json")}
+    stops = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in args.work.glob("stop-*.json")}
+    out: list[str] = []
+    say = out.append
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    say("# tollgate load bench")
+    say("")
+    say(f"- date: {now}; commit {args.commit}")
+    say(f"- machine: {args.cpu_model}, {args.cores} cores; {args.pinning}")
+    say(f"- command: `bench/load.sh` ({args.duration} per timed run; {args.oha_version}, "
+        f"1 worker thread; mock upstream with 1 thread; nginx {args.nginx_version}, 1 worker)")
+    say(f"- request: `POST /v1/chat/completions`, a {args.body_bytes:,}-byte chat body, plain or "
+        "`\"stream\":true` (20 content chunks, usage-only chunk hidden by tollgate), HTTP/1.1 "
+        f"keep-alive; tollgate release build, {args.auth} mode, rate limits {args.limits} (a custom "
+        "tier no run reaches), SQLite ledger in a temp dir, metrics on, log filter `warn`")
+    say("")
+    summary(say, runs, args)
+    detail(say, runs, args)
+    notes(say, runs, args, idle, stops)
+    targets(say, runs, args, idle)
     print("\n".join(out))
 
 

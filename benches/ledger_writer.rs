@@ -199,6 +199,8 @@ fn make_row(n: u64, now_ms: i64, keys: &[BenchKey], catalog: &Catalog) -> Ledger
         endpoint: "/v1/chat/completions".to_owned(),
         model_requested: Some(model.to_owned()),
         model_answered: Some(model.to_owned()),
+        service_tier_requested: None,
+        service_tier: None,
         streamed: h % 2 == 0,
         usage,
         usage_source: UsageSource::Upstream,

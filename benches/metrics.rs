@@ -17,6 +17,7 @@ fn observation<'a>(caller: &'a Caller, usage: &'a Usage) -> Observation<'a> {
         caller,
         model: "gpt-4o-mini",
         endpoint: "chat.completions",
+        service_tier: "default",
         status: 200,
         usage,
         cost: Some(Cost::from_pico(4_275_000)),

@@ -11,6 +11,10 @@
 //!   open long enough to be abandoned halfway.
 //! - `x-mock-delay-ms: D`: sleep D ms before answering at all (any POST endpoint), to
 //!   hang up on, or time out, a request that has no answer yet.
+//!
+//! A chat request naming a `service_tier` other than `auto` or `default` is answered
+//! at that tier (its `service_tier` echoed, as OpenAI does for a tier it served);
+//! anything else is answered as `default`.
 
 // A test tool, not part of the proxy: panicking on a startup error and printing the
 // listening address to stdout are what it is for.
@@ -135,11 +139,13 @@ enum Kind {
 
 /// What the request asked for that changes the answer.
 #[derive(Debug, Clone, Copy)]
-struct Ask {
+struct Ask<'a> {
     stream: bool,
     include_usage: bool,
     chunks: usize,
     delay: Option<Duration>,
+    /// A tier to answer at instead of `default` (chat only).
+    tier: Option<&'a [u8]>,
 }
 
 /// Every answer body at the default chunk count, rendered once.
@@ -203,13 +209,14 @@ impl Answers {
             chunks: header_number(&parts.headers, &X_MOCK_CHUNKS)
                 .map_or(DEFAULT_CHUNKS, |n| n.clamp(1, MAX_CHUNKS)),
             delay: millis(&parts.headers, &X_MOCK_CHUNK_DELAY),
+            tier: (kind == Kind::Chat).then(|| served_tier(&body)).flatten(),
         };
         if let Some(delay) = millis(&parts.headers, &X_MOCK_DELAY) {
             tokio::time::sleep(delay).await;
         }
         if !ask.stream {
             let body = match kind {
-                Kind::Chat => self.chat.clone(),
+                Kind::Chat => at_tier(&self.chat, ask.tier),
                 Kind::Completion => self.completion.clone(),
                 Kind::Embedding => self.embedding.clone(),
                 Kind::Responses => self.responses.clone(),
@@ -220,16 +227,20 @@ impl Answers {
         let include_usage = ask.include_usage && kind != Kind::Responses;
         let body = match (ask.delay, ask.chunks == DEFAULT_CHUNKS) {
             (None, true) => MockBody::full(match (kind, include_usage) {
-                (Kind::Chat, false) => self.chat_stream.clone(),
-                (Kind::Chat, true) => self.chat_stream_usage.clone(),
+                (Kind::Chat, false) => at_tier(&self.chat_stream, ask.tier),
+                (Kind::Chat, true) => at_tier(&self.chat_stream_usage, ask.tier),
                 (Kind::Completion, false) => self.completion_stream.clone(),
                 (Kind::Completion, true) => self.completion_stream_usage.clone(),
                 _ => self.responses_stream.clone(),
             }),
             (None, false) => {
-                MockBody::full(events(kind, ask.chunks, include_usage).concat().into())
+                let events: Bytes = events(kind, ask.chunks, include_usage).concat().into();
+                MockBody::full(at_tier(&events, ask.tier))
             }
-            (Some(delay), _) => MockBody::paced(events(kind, ask.chunks, include_usage), delay),
+            (Some(delay), _) => {
+                let events = events(kind, ask.chunks, include_usage);
+                MockBody::paced(events.iter().map(|e| at_tier(e, ask.tier)).collect(), delay)
+            }
         };
         respond(StatusCode::OK, EVENT_STREAM, body)
     }
@@ -280,6 +291,40 @@ fn flag(body: &[u8], key: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// The tier a request asks to be served at, when it names one other than `auto` or
+/// `default`: the string after `"service_tier":`, if it is plain lowercase letters (so it
+/// can be written back into JSON as is). A byte search, like `flag`.
+fn served_tier(body: &[u8]) -> Option<&[u8]> {
+    let at = find(body, b"\"service_tier\"")?;
+    let value = body[at + 14..].trim_ascii_start().strip_prefix(b":")?;
+    let value = value.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = value
+        .iter()
+        .position(|&b| !(b.is_ascii_lowercase() || b == b'_'))?;
+    let tier = &value[..end];
+    let plain = value.get(end) == Some(&b'"') && !tier.is_empty();
+    (plain && tier != b"auto" && tier != b"default").then_some(tier)
+}
+
+/// `body` with every `"service_tier":"default"` answering at `tier` instead.
+fn at_tier(body: &Bytes, tier: Option<&[u8]>) -> Bytes {
+    const DEFAULT: &[u8] = b"\"service_tier\":\"default\"";
+    let Some(tier) = tier else {
+        return body.clone();
+    };
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut rest = &body[..];
+    while let Some(at) = find(rest, DEFAULT) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"\"service_tier\":\"");
+        out.extend_from_slice(tier);
+        out.push(b'"');
+        rest = &rest[at + DEFAULT.len()..];
+    }
+    out.extend_from_slice(rest);
+    out.into()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -610,6 +655,35 @@ mod tests {
             br#"{"stream_options":{"include_usage": true},"stream":true}"#,
             b"\"include_usage\""
         ));
+    }
+
+    #[test]
+    fn a_named_tier_is_answered_at() {
+        let cases: [(&[u8], Option<&[u8]>); 6] = [
+            (br#"{"service_tier":"flex"}"#, Some(b"flex")),
+            (
+                br#"{"service_tier" : "priority","model":"m"}"#,
+                Some(b"priority"),
+            ),
+            (br#"{"service_tier":"auto"}"#, None),
+            (br#"{"service_tier":"default"}"#, None),
+            (br#"{"service_tier":"fl\"ex"}"#, None),
+            (br#"{"service_tier":5}"#, None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(served_tier(body), want, "{}", String::from_utf8_lossy(body));
+        }
+        let answers = Answers::render();
+        let flex: Value = serde_json::from_slice(&at_tier(&answers.chat, Some(b"flex"))).unwrap();
+        assert_eq!(flex["service_tier"], "flex");
+        let stream = at_tier(&answers.chat_stream_usage, Some(b"flex"));
+        let text = std::str::from_utf8(&stream).unwrap();
+        assert_eq!(
+            text.matches(r#""service_tier":"flex""#).count(),
+            DEFAULT_CHUNKS + 2
+        );
+        assert!(!text.contains(r#""service_tier":"default""#));
+        assert_eq!(at_tier(&answers.chat, None), answers.chat);
     }
 
     #[test]

@@ -37,6 +37,25 @@ fn price(c: &mut Criterion) {
         });
     }
     group.finish();
+    // At the tier the response named: its sheet, standard, or standard for want of one.
+    let mut group = c.benchmark_group("price_served");
+    for (case, answered, tier) in [
+        ("default", "gpt-5-2025-08-07", "default"),
+        ("flex", "gpt-5-2025-08-07", "flex"),
+        ("no_sheet", "gpt-5-nano-2025-08-07", "priority"),
+    ] {
+        group.bench_function(case, |b| {
+            b.iter(|| {
+                catalog.price_served(
+                    black_box(Some(answered)),
+                    black_box(Some("gpt-5")),
+                    black_box(&usage),
+                    black_box(tier),
+                )
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, price);

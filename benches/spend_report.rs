@@ -6,6 +6,7 @@
 //!
 //! `cargo bench --bench spend_report`; knobs: `TOLLGATE_BENCH_ROWS` (10000000),
 //! `TOLLGATE_BENCH_RUNS` (7), `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`),
+//! `TOLLGATE_BENCH_STEPS` (`rollups,http,reconcile`: which timings to run),
 //! `TOLLGATE_BENCH_KEEP=1` to keep the seeded databases (SQLite under
 //! `$TMPDIR/tollgate-spend-bench/`, Postgres schema `tg_spend_bench_<rows>`) and reuse
 //! them on the next run, `TOLLGATE_BENCH_SEED_JOBS` (Postgres seeding connections, 2).
@@ -32,6 +33,7 @@ use tollgate::ledger::report::SpendLine;
 use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend};
 use tollgate::metering::Usage;
 use tollgate::pricing::{Catalog, Cost};
+use tollgate::reconcile::{Days, ledger};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -55,6 +57,8 @@ async fn run() {
     let keep = std::env::var("TOLLGATE_BENCH_KEEP").is_ok_and(|v| v == "1");
     let backends =
         std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".to_owned());
+    let steps = std::env::var("TOLLGATE_BENCH_STEPS")
+        .unwrap_or_else(|_| "rollups,http,reconcile".to_owned());
     let postgres = common::postgres_base_url();
     for backend in backends.split(',') {
         let db = match (backend, &postgres, keep) {
@@ -78,8 +82,15 @@ async fn run() {
         let seed = ensure_seeded(&store, backend, rows).await;
         verify(&store, &seed).await;
         println!("\n### {backend}: {rows} rows, {}", describe(&store).await);
-        time_rollups(&store, &seed, runs).await;
-        time_http(&db, &seed, runs).await;
+        if steps.contains("rollups") {
+            time_rollups(&store, &seed, runs).await;
+        }
+        if steps.contains("http") {
+            time_http(&db, &seed, runs).await;
+        }
+        if steps.contains("reconcile") {
+            time_reconcile(&store, &seed, runs).await;
+        }
         close(&store).await;
         db.cleanup().await;
     }
@@ -555,6 +566,41 @@ async fn time_rollups(store: &Store, seed: &Seed, runs: usize) {
                 ms(timing.max)
             );
         }
+    }
+    println!(
+        "\nload avg after: {}; {}",
+        load_average(),
+        cpu_sample().since(&cpu)
+    );
+}
+
+/// Reconciliation's ledger side (`reconcile::ledger::read`: one grouped range scan of
+/// `requests`) over the last complete day, 7 days and 30 days of the seed.
+async fn time_reconcile(store: &Store, seed: &Seed, runs: usize) {
+    let last = seed.end_ms.div_euclid(DAY_MS) - 1;
+    let upstreams = ["openai".to_owned()];
+    println!(
+        "\nreconcile's ledger side, {runs} runs after a warm-up; load avg {}",
+        load_average()
+    );
+    let cpu = cpu_sample();
+    println!("\n| days | rows read | groups | median ms | min ms | max ms |");
+    println!("|--:|--:|--:|--:|--:|--:|");
+    for span in [1, 7, 30] {
+        let days = Days::new(last - span + 1, last).unwrap();
+        let groups = ledger::read(store, days, &upstreams).await.unwrap();
+        let rows: u64 = groups.iter().map(|g| g.requests).sum();
+        let timing = timed(runs, || async {
+            ledger::read(store, days, &upstreams).await.unwrap().len()
+        })
+        .await;
+        println!(
+            "| {span} | {rows} | {} | {} | {} | {} |",
+            timing.lines,
+            ms(timing.median),
+            ms(timing.min),
+            ms(timing.max)
+        );
     }
     println!(
         "\nload avg after: {}; {}",

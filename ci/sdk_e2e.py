@@ -2,10 +2,10 @@
 """End-to-end check of tollgate with the real `openai` Python SDK.
 
 Starts tollgate-mock-upstream and tollgate (temp dir, free port, temp SQLite ledger),
-creates a team and a tollgate key through the admin API, makes four chat completions
+creates a team and a tollgate key through the admin API, makes five chat completions
 through the SDK with that key (plain, stream, abandoned stream, stream with
-include_usage), checks that a spent budget's 429 is not retried by the SDK, stops
-tollgate with SIGTERM and checks the four ledger rows.
+include_usage, and one at service_tier="flex"), checks that a spent budget's 429 is not
+retried by the SDK, stops tollgate with SIGTERM and checks the five ledger rows.
 
     python ci/sdk_e2e.py --tollgate target/debug/tollgate \
         --mock target/debug/tollgate-mock-upstream
@@ -44,6 +44,10 @@ MOCK_TEXT = (
 MOCK_PROMPT_TOKENS = 9
 MOCK_COMPLETION_TOKENS = 20
 MOCK_MODEL = "gpt-4o-mini-2024-07-18"
+# gpt-4o-mini offers no flex tier in the built-in catalog; the config gives it a flex
+# sheet (micro-USD per 1M tokens), so the flex row is priced at it.
+FLEX_RATES = {"input_rate": 75_000, "cached_input_rate": 37_500, "output_rate": 300_000}
+STANDARD_RATES = {"input_rate": 150_000, "cached_input_rate": 75_000, "output_rate": 600_000}
 
 STARTUP_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 45.0
@@ -119,6 +123,13 @@ filter = "info"
 name = "mock"
 base_url = "http://127.0.0.1:{mock_port}/v1"
 models = ["*"]
+
+[pricing.models."gpt-4o-mini".flex]
+input = "0.075"
+cached_input = "0.0375"
+output = "0.30"
+as_of = "2026-12-02"
+source = "sdk_e2e"
 """
     )
     return config, db
@@ -197,7 +208,7 @@ def wait_healthy(port: int, tollgate: subprocess.Popen) -> None:
     raise RuntimeError(f"tollgate did not answer {url} within {STARTUP_TIMEOUT_S:.0f}s")
 
 
-# === the four SDK calls ===
+# === the five SDK calls ===
 
 
 def plain(client: openai.OpenAI, checks: Checks) -> None:
@@ -294,6 +305,17 @@ def include_usage(client: openai.OpenAI, checks: Checks) -> None:
     checks.equal("include_usage: text", text, MOCK_TEXT)
 
 
+def flex(client: openai.OpenAI, checks: Checks) -> None:
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        service_tier="flex",
+        extra_headers={"x-request-id": "e2e-flex"},
+    )
+    checks.equal("flex: content", completion.choices[0].message.content, MOCK_TEXT)
+    checks.equal("flex: the answer says which tier served it", completion.service_tier, "flex")
+
+
 # === the ledger ===
 
 
@@ -313,7 +335,7 @@ def check_ledger(db: Path, checks: Checks, key: dict) -> None:
     print("ledger rows:", flush=True)
     for row in rows:
         print("  " + json.dumps(row, default=str), flush=True)
-    checks.equal("ledger: exactly 4 rows", len(rows), 4)
+    checks.equal("ledger: exactly 5 rows", len(rows), 5)
     by_id = {row["request_id"]: row for row in rows}
 
     def row(name: str, request_id: str) -> dict | None:
@@ -329,10 +351,22 @@ def check_ledger(db: Path, checks: Checks, key: dict) -> None:
     common = {"endpoint": "chat.completions", "upstream": "mock", "status": 200,
               "key_id": key["id"], "team_id": key["team_id"], "caller": key["prefix"]}
     plain_row = row("ledger plain", "e2e-plain")
+    # 9 prompt tokens at $0.15 and 20 completion tokens at $0.60 per 1M: 13.35 µ$.
     fields("ledger plain: fields", plain_row, {
         **common, "streamed": 0, "usage_source": "upstream", "outcome": "ok",
         "prompt_tokens": MOCK_PROMPT_TOKENS, "completion_tokens": MOCK_COMPLETION_TOKENS,
         "model_answered": MOCK_MODEL, "upstream_request_id": "req_mock",
+        "service_tier_requested": None, "service_tier": "default",
+        "price_variant": "standard", **STANDARD_RATES, "cost_pico": 13_350_000,
+    })
+    flex_row = row("ledger flex", "e2e-flex")
+    # The same tokens at the flex sheet: 9 × 0.075 + 20 × 0.30 = 6.675 µ$.
+    fields("ledger flex: fields", flex_row, {
+        **common, "streamed": 0, "usage_source": "upstream", "outcome": "ok",
+        "prompt_tokens": MOCK_PROMPT_TOKENS, "completion_tokens": MOCK_COMPLETION_TOKENS,
+        "model_answered": MOCK_MODEL, "service_tier_requested": "flex",
+        "service_tier": "flex", "price_variant": "flex", **FLEX_RATES,
+        "cost_pico": 6_675_000,
     })
     stream_row = row("ledger stream", "e2e-stream")
     fields("ledger stream: fields", stream_row, {
@@ -407,7 +441,8 @@ def main() -> int:
                 timeout=30,
             )
             for name, step in [("plain", plain), ("stream", stream),
-                               ("abandoned", abandoned), ("include_usage", include_usage)]:
+                               ("abandoned", abandoned), ("include_usage", include_usage),
+                               ("flex", flex)]:
                 checks.run(f"{name}: request", lambda step=step: step(client, checks))
             checks.run("budget: request", lambda: budget_not_retried(port, checks))
             checks.run("rate limit: requests", lambda: rate_limit_backoff(port, checks))

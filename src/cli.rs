@@ -34,6 +34,9 @@ pub enum Command {
     Teams(TeamsArgs),
     /// tollgate's own API keys: create (the key is shown once), list, revoke.
     Keys(KeysArgs),
+    /// The ledger against OpenAI's own usage and cost export, per UTC day and model.
+    /// Exit status: 0 every line within the tolerance, 1 some not, 2 no report.
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,8 +98,12 @@ pub struct EstimateArgs {
     #[arg(long, default_value_t = 1)]
     pub requests: u64,
     /// Price at batch rates.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tier")]
     pub batch: bool,
+    /// Price at a service tier's rates (`flex`, `priority`; `default` is standard). A
+    /// model without that tier's sheet is priced at standard, as the proxy bills it.
+    #[arg(long, value_enum)]
+    pub tier: Option<EstimateTier>,
     /// A monthly volume, as requests per day (`10000/day`), per hour, per minute or per month.
     #[arg(long)]
     pub per_month: Option<String>,
@@ -114,8 +121,8 @@ pub struct SpendArgs {
     /// Period back from now (`30d`, `12h`) or a first day `YYYY-MM-DD` (UTC).
     #[arg(long, default_value = "30d")]
     pub since: String,
-    /// How to group the rows. `team`, `key` and `kind` read the hourly rollups, so for
-    /// them `--since` is rounded down to the start of its hour.
+    /// How to group the rows. `team`, `key`, `kind` and `tier` read the hourly rollups,
+    /// so for them `--since` is rounded down to the start of its hour.
     #[arg(long, value_enum, default_value = "model")]
     pub by: SpendGroup,
     /// Also re-price every row's tokens at this model's prices, side by side.
@@ -138,6 +145,27 @@ pub enum SpendGroup {
     Key,
     /// realtime, batch or training.
     Kind,
+    /// The service tier that served each request (`default`, `flex`, `priority`…;
+    /// `(none)` for batch and training rows and rows recorded before tiers were).
+    Tier,
+}
+
+/// The service tiers `tollgate estimate --tier` prices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EstimateTier {
+    Default,
+    Flex,
+    Priority,
+}
+
+impl EstimateTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Flex => "flex",
+            Self::Priority => "priority",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -145,6 +173,34 @@ pub enum OutputFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// First UTC day to compare, `YYYY-MM-DD` (or a span back from now, like `30d`).
+    #[arg(long)]
+    pub since: String,
+    /// Last UTC day to compare, included (default: yesterday, the last complete day;
+    /// OpenAI's figures for today are still arriving).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// One line per `day`, per `model`, or per model on each day (`day,model`).
+    #[arg(long, default_value = "model")]
+    pub by: String,
+    /// How far apart the sides may be, per figure, in percent (default:
+    /// reconcile.tolerance_percent, 0.5).
+    #[arg(long, value_name = "PERCENT")]
+    pub tolerance: Option<String>,
+    /// The ledger's upstreams whose requests OpenAI bills (comma-separated; default:
+    /// reconcile.upstreams, else every upstream at api.openai.com).
+    #[arg(long, value_delimiter = ',')]
+    pub upstream: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, Args)]

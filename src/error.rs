@@ -129,6 +129,14 @@ pub enum ApiError {
         requested: u64,
     },
 
+    /// Reconciliation is not set up: no admin key, or no upstream on OpenAI's bill.
+    #[error("{message}")]
+    ReconcileUnavailable { message: String },
+
+    /// OpenAI's usage or cost export could not be read (the message says why).
+    #[error("{message}")]
+    ReconcileProvider { message: String },
+
     #[error("The server had an error while processing your request. Sorry about that!")]
     Internal,
 }
@@ -247,7 +255,9 @@ impl ApiError {
             Self::KeysUnavailable
             | Self::BudgetUnavailable
             | Self::BudgetBusy
-            | Self::RateLimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::RateLimitsUnavailable
+            | Self::ReconcileUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReconcileProvider { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -281,6 +291,8 @@ impl ApiError {
             | Self::BudgetUnavailable
             | Self::BudgetBusy
             | Self::RateLimitsUnavailable
+            | Self::ReconcileUnavailable { .. }
+            | Self::ReconcileProvider { .. }
             | Self::Internal => "server_error",
         }
     }
@@ -322,6 +334,8 @@ impl ApiError {
             Self::RateLimitsUnavailable => Some("rate_limit_store_unavailable"),
             Self::NotYours { .. } => Some("forbidden"),
             Self::BatchQueueFull { .. } => Some("token_limit_exceeded"),
+            Self::ReconcileUnavailable { .. } => Some("reconcile_unavailable"),
+            Self::ReconcileProvider { .. } => Some("reconcile_provider_error"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -354,6 +368,8 @@ impl ApiError {
             Self::RateLimitsUnavailable => "rate_limits_unavailable",
             Self::NotYours { .. } => "not_yours",
             Self::BatchQueueFull { .. } => "batch_queue_full",
+            Self::ReconcileUnavailable { .. } => "reconcile_unavailable",
+            Self::ReconcileProvider { .. } => "reconcile_provider",
             Self::Internal => "internal",
         }
     }

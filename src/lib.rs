@@ -29,6 +29,8 @@ pub mod metrics;
 pub mod pricing;
 /// Upstream routing, request rewrite, SSE relay.
 pub mod proxy;
+/// The ledger against OpenAI's own usage and cost export.
+pub mod reconcile;
 /// Aliases, fallbacks, downgrades, fair shares of upstream limits, shadow comparisons.
 pub mod routing;
 /// Router, layers, accept loop and graceful shutdown.

@@ -18,12 +18,23 @@ use tracing_subscriber::EnvFilter;
 
 type Error = Box<dyn std::error::Error>;
 
+/// `tollgate reconcile`'s status when no report could be made (1 means drift).
+const NO_REPORT: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
+    let failed = if matches!(cli.command, Command::Reconcile(_)) {
+        ExitCode::from(NO_REPORT)
+    } else {
+        ExitCode::FAILURE
+    };
     let config = match Config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
-        Err(error) => return fail(&error),
+        Err(error) => {
+            fail(&error);
+            return failed;
+        }
     };
     init_tracing(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -31,15 +42,45 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => return fail(&error),
+        Err(error) => {
+            fail(&error);
+            return failed;
+        }
     };
     match runtime.block_on(run(cli.command, config, &env)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&*error),
+        Ok(code) => code,
+        Err(error) => {
+            fail(&*error);
+            failed
+        }
     }
 }
 
-async fn run(command: Command, config: Config, env: &HashMap<String, String>) -> Result<(), Error> {
+/// Runs a command; `Ok` carries its exit status (`reconcile` exits 1 on drift).
+async fn run(
+    command: Command,
+    config: Config,
+    env: &HashMap<String, String>,
+) -> Result<ExitCode, Error> {
+    if let Command::Reconcile(args) = &command {
+        let (report, within) = tollgate::reconcile::command::run(args, &config, env).await?;
+        print(&report)?;
+        return Ok(if within {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    run_other(command, config, env)
+        .await
+        .map(|()| ExitCode::SUCCESS)
+}
+
+async fn run_other(
+    command: Command,
+    config: Config,
+    env: &HashMap<String, String>,
+) -> Result<(), Error> {
     match command {
         Command::Serve => serve(config, env).await,
         Command::Migrate => {
@@ -71,6 +112,7 @@ async fn run(command: Command, config: Config, env: &HashMap<String, String>) ->
             let tiers = config.limits.tier_names();
             print(&auth_command::keys(&args.command, &store, &tiers, now_ms()).await?)
         }
+        Command::Reconcile(_) => Err("reconcile is run by `run`".into()),
     }
 }
 
@@ -178,8 +220,8 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         }
         Ok::<_, Error>(lines)
     };
-    // Team and key totals are the rollups' figures, the ones /admin/spend and the budgets
-    // read; the other groups keep reading the rows, to the millisecond.
+    // Team, key, kind and tier totals are the rollups' figures, the ones /admin/spend
+    // and the budgets read; the other groups keep reading the rows, to the millisecond.
     let lines = match args.by {
         SpendGroup::Caller => raw(Group::Caller).await?,
         SpendGroup::Model => raw(Group::Model).await?,
@@ -187,6 +229,7 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         SpendGroup::Team => rolled_up(RollupGroup::Team).await?,
         SpendGroup::Key => rolled_up(RollupGroup::Key).await?,
         SpendGroup::Kind => rolled_up(RollupGroup::Kind).await?,
+        SpendGroup::Tier => rolled_up(RollupGroup::Tier).await?,
     };
     match args.format {
         OutputFormat::Table => print(&report::render_table(&lines, args.what_if.as_deref())),
@@ -250,7 +293,6 @@ fn init_tracing(log: &LogConfig) {
     }
 }
 
-fn fail(error: &dyn std::error::Error) -> ExitCode {
+fn fail(error: &dyn std::error::Error) {
     let _ = writeln!(std::io::stderr(), "tollgate: {error}");
-    ExitCode::FAILURE
 }

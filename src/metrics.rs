@@ -6,10 +6,12 @@
 //! (dated snapshots and fine-tuned names fold into their family; names the catalog does
 //! not price become `other`), `team` is the team's name, `key` the key's prefix (or the
 //! caller's fingerprint in passthrough mode) and disappears with
-//! `metrics.per_key_labels = false`; histograms carry only endpoint and model.
+//! `metrics.per_key_labels = false`; `service_tier` (on spend) is one of OpenAI's tier
+//! names or `other`; histograms carry only endpoint and model.
 
 mod cost;
 mod ledger;
+mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
@@ -24,8 +26,9 @@ use crate::auth::Identity;
 use crate::config::MetricsConfig;
 use crate::ledger::LedgerWriter;
 use crate::metering::Usage;
-use crate::pricing::Cost;
+use crate::pricing::{Cost, tier};
 use cost::{CostCell, CostCounter};
+pub use reconcile::ReconcileMetrics;
 
 /// The `model` label of requests whose model the catalog does not price.
 pub const OTHER_MODEL: &str = "other";
@@ -69,6 +72,9 @@ pub struct Families {
     per_key: bool,
     /// Requests whose model no catalog prices, by model: what to add to the catalog.
     pub unpriced_requests: IntCounterVec,
+    /// Requests served at a tier their model has no sheet for (priced at standard), by
+    /// model (the catalog's name) and tier label.
+    pub unpriced_tiers: IntCounterVec,
     /// Budget thresholds crossed, by scope (key, team) and level (soft, exhausted).
     pub budget_alerts: IntCounterVec,
     /// Budget checks that could not reach the store, by what the policy did
@@ -92,6 +98,8 @@ pub struct Families {
     pub batch_poll_errors: IntCounterVec,
     /// Batch creates refused at admission, by reason (budget, enqueued_tokens).
     pub batch_admissions_refused: IntCounterVec,
+    /// What the last scheduled reconciliation with OpenAI's export found.
+    pub reconcile: ReconcileMetrics,
     requests: IntCounterVec,
     tokens: IntCounterVec,
     cost: CostCounter,
@@ -134,6 +142,8 @@ pub struct Observation<'a> {
     /// The model label (see [`OTHER_MODEL`]).
     pub model: &'a str,
     pub endpoint: &'static str,
+    /// The served tier's label (see [`tier::label`]).
+    pub service_tier: &'static str,
     pub status: u16,
     pub usage: &'a Usage,
     /// `None` when unpriced.
@@ -202,6 +212,13 @@ impl Metrics {
             "tollgate_unpriced_requests_total",
             "Requests recorded with an unknown cost because no catalog prices their model.",
             &["model"],
+        )?;
+        let unpriced_tiers = counter_vec(
+            r,
+            "tollgate_unpriced_tier_total",
+            "Requests served at a service tier their model has no rates for, priced at \
+             standard instead, by model and tier.",
+            &["model", "tier"],
         )?;
         let budget_alerts = counter_vec(
             r,
@@ -274,7 +291,7 @@ impl Metrics {
              (reasoning included), reasoning.",
             &keyed(per_key, &["team", "key", "model", "type"]),
         )?;
-        let cost = CostCounter::new(&keyed(per_key, &["team", "key", "model"]))?;
+        let cost = CostCounter::new(&keyed(per_key, &["team", "key", "model", "service_tier"]))?;
         registry.register(Box::new(cost.clone()))?;
         let request_duration = histogram_vec(
             r,
@@ -314,10 +331,12 @@ impl Metrics {
              pass-through ones until the upstream's response head.",
         )?;
         registry.register(Box::new(in_flight.clone()))?;
+        let reconcile = ReconcileMetrics::register(r)?;
         Ok(Self(Arc::new(Families {
             registry,
             per_key,
             unpriced_requests,
+            unpriced_tiers,
             budget_alerts,
             budget_check_errors,
             rate_limited_requests,
@@ -327,6 +346,7 @@ impl Metrics {
             batch_lost,
             batch_poll_errors,
             batch_admissions_refused,
+            reconcile,
             requests,
             tokens,
             cost,
@@ -376,7 +396,7 @@ impl Metrics {
             }
         }
         if let Some(cost) = seen.cost {
-            series.cost(self).add(cost);
+            series.cost(self, seen.service_tier).add(cost);
         }
         let timings = series.timings(self);
         timings.duration.observe(seen.duration.as_secs_f64());
@@ -464,7 +484,7 @@ impl Metrics {
             endpoint,
             requests: Default::default(),
             tokens: OnceLock::new(),
-            cost: OnceLock::new(),
+            cost: Default::default(),
             timings: OnceLock::new(),
         });
         self.series
@@ -484,7 +504,8 @@ struct Series {
     endpoint: &'static str,
     requests: [OnceLock<IntCounter>; 5],
     tokens: OnceLock<[IntCounter; 4]>,
-    cost: OnceLock<Arc<CostCell>>,
+    /// One cell per `service_tier` label, in the order of `tier::LABELS`.
+    cost: [OnceLock<Arc<CostCell>>; tier::LABELS.len()],
     timings: OnceLock<Timings>,
 }
 
@@ -525,9 +546,17 @@ impl Series {
         })
     }
 
-    fn cost(&self, metrics: &Metrics) -> &CostCell {
-        self.cost
-            .get_or_init(|| metrics.cost.cell(&self.values(metrics, &[])))
+    fn cost(&self, metrics: &Metrics, service_tier: &'static str) -> &CostCell {
+        // A label outside the list cannot come from `tier::label`; it would be `other`.
+        let at = tier::LABELS
+            .iter()
+            .position(|label| *label == service_tier)
+            .unwrap_or(tier::LABELS.len() - 1);
+        self.cost[at].get_or_init(|| {
+            metrics
+                .cost
+                .cell(&self.values(metrics, &[tier::LABELS[at]]))
+        })
     }
 
     fn timings(&self, metrics: &Metrics) -> &Timings {
@@ -558,6 +587,7 @@ mod tests {
             caller,
             model: "gpt-4o-mini",
             endpoint: "chat.completions",
+            service_tier: "default",
             status: 200,
             usage,
             cost,
@@ -598,27 +628,33 @@ mod tests {
         let cost = Some(Cost::from_pico(27_000_000));
         metrics.observe(&seen(&caller, &usage, cost));
         metrics.observe(&seen(&caller, &usage, cost));
+        // The same caller and model served at flex: a series of its own.
+        metrics.observe(&Observation {
+            service_tier: "flex",
+            ..seen(&caller, &usage, Some(Cost::from_pico(13_000_000)))
+        });
         metrics.refused(&caller, "gpt-4o-mini", "chat.completions", 429, Some("rpm"));
         let text = metrics.render().unwrap();
         let who = "key=\"tg-abc1234\",model=\"gpt-4o-mini\"";
         let team = "team=\"research\"";
         let requests = "tollgate_requests_total{endpoint=\"chat.completions\"";
         for line in [
-            format!("{requests},{who},status_class=\"2xx\",{team}}} 2"),
+            format!("{requests},{who},status_class=\"2xx\",{team}}} 3"),
             format!("{requests},{who},status_class=\"4xx\",{team}}} 1"),
-            format!("tollgate_tokens_total{{{who},{team},type=\"prompt\"}} 200"),
-            format!("tollgate_tokens_total{{{who},{team},type=\"cached\"}} 80"),
-            format!("tollgate_tokens_total{{{who},{team},type=\"completion\"}} 40"),
-            format!("tollgate_tokens_total{{{who},{team},type=\"reasoning\"}} 10"),
-            format!("tollgate_cost_usd_total{{{who},{team}}} 0.000054"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"prompt\"}} 300"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"cached\"}} 120"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"completion\"}} 60"),
+            format!("tollgate_tokens_total{{{who},{team},type=\"reasoning\"}} 15"),
+            format!("tollgate_cost_usd_total{{{who},service_tier=\"default\",{team}}} 0.000054"),
+            format!("tollgate_cost_usd_total{{{who},service_tier=\"flex\",{team}}} 0.000013"),
             "tollgate_rate_limited_requests_total{kind=\"rpm\",team=\"research\"} 1".to_owned(),
             "tollgate_request_duration_seconds_count{endpoint=\"chat.completions\",\
-             model=\"gpt-4o-mini\"} 2"
+             model=\"gpt-4o-mini\"} 3"
                 .to_owned(),
             "tollgate_upstream_time_to_first_byte_seconds_bucket{endpoint=\"chat.completions\",\
-             model=\"gpt-4o-mini\",le=\"0.25\"} 2"
+             model=\"gpt-4o-mini\",le=\"0.25\"} 3"
                 .to_owned(),
-            "tollgate_overhead_seconds_bucket{endpoint=\"chat.completions\",le=\"0.0005\"} 2"
+            "tollgate_overhead_seconds_bucket{endpoint=\"chat.completions\",le=\"0.0005\"} 3"
                 .to_owned(),
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
@@ -649,7 +685,7 @@ mod tests {
         assert!(!text.contains("key=\""), "{text}");
         assert!(
             text.contains(
-                "tollgate_cost_usd_total{model=\"gpt-4o-mini\",team=\"research\"} 0.000000000002"
+                "tollgate_cost_usd_total{model=\"gpt-4o-mini\",service_tier=\"default\",team=\"research\"} 0.000000000002"
             ),
             "{text}"
         );

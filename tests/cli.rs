@@ -518,6 +518,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, usage: Usage) -> Ledger
         endpoint: "chat.completions".to_owned(),
         model_requested: Some(model.to_owned()),
         model_answered: None,
+        service_tier_requested: None,
+        service_tier: None,
         streamed: false,
         usage,
         usage_source: UsageSource::Upstream,

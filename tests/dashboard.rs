@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use common::db::{Backend, backends};
 use common::harness::{ADMIN_KEY, Harness, assert_openai_error};
 use common::mock_upstream::{MockUpstream, chat_completion, json};
+use common::org_api;
 use common::webdriver::{Driver, Session};
 use futures_util::FutureExt as _;
 use reqwest::Method;
@@ -38,7 +39,8 @@ const DAY: i64 = 86_400_000;
 /// | 7   | initech/cli      | 6 d ago | mystery-model | 500 / 50      | unpriced|
 /// | 8   | acme/notebook    | 40 d ago| gpt-4o        | 100k / 10k    | $0.35   |
 ///
-/// (gpt-4o: $2.50 in, $10 out per 1M; gpt-4o-mini: $0.15 in, $0.60 out.) Budgets, all
+/// (gpt-4o: $2.50 in, $10 out per 1M; gpt-4o-mini: $0.15 in, $0.60 out.) Row 5 was
+/// served at flex, every other one at default. Budgets, all
 /// of period `total`: team acme $1, team globex $0.40, key acme/notebook $0.50.
 struct Seeded {
     tollgate: Harness,
@@ -51,11 +53,21 @@ struct Seeded {
 }
 
 async fn seeded(backend: &Backend) -> Seeded {
+    seeded_with(backend, &[], |_| {}).await
+}
+
+/// `seeded`, with more in tollgate's environment and config.
+async fn seeded_with(
+    backend: &Backend,
+    env: &[(&str, &str)],
+    tweak: impl FnOnce(&mut tollgate::config::Config),
+) -> Seeded {
     let upstream = MockUpstream::start(|_| json(StatusCode::OK, &chat_completion(1, 1))).await;
     let url = backend.url.clone();
-    let tollgate = Harness::start_with(&upstream.base_url, |config| {
+    let tollgate = Harness::start_with_env(&upstream.base_url, env, |config| {
         config.auth.mode = AuthMode::Keys;
         config.database.url = url;
+        tweak(config);
     })
     .await;
     for (team, budget) in [
@@ -102,19 +114,19 @@ async fn seeded(backend: &Backend) -> Seeded {
         spent(id, now - ago, &keys[key], model, input, output)
     };
     let store = backend.open().await;
-    store
-        .insert(&[
-            row("1", DAY, "notebook", "gpt-4o", 100_000, 10_000),
-            row("2", 3 * DAY, "notebook", "gpt-4o-mini", 1_000_000, 0),
-            row("3", 5 * DAY, "batch-jobs", "gpt-4o-mini", 100_000, 50_000),
-            row("4", 2 * DAY, "web", "gpt-4o", 100_000, 10_000),
-            row("5", 2 * DAY, "web", "gpt-4o-mini", 100_000, 50_000),
-            row("6", 60_000, "cli", "gpt-4o-mini", 100_000, 50_000),
-            row("7", 6 * DAY, "cli", "mystery-model", 500, 50),
-            row("8", 40 * DAY, "notebook", "gpt-4o", 100_000, 10_000),
-        ])
-        .await
-        .unwrap();
+    let mut rows = [
+        row("1", DAY, "notebook", "gpt-4o", 100_000, 10_000),
+        row("2", 3 * DAY, "notebook", "gpt-4o-mini", 1_000_000, 0),
+        row("3", 5 * DAY, "batch-jobs", "gpt-4o-mini", 100_000, 50_000),
+        row("4", 2 * DAY, "web", "gpt-4o", 100_000, 10_000),
+        row("5", 2 * DAY, "web", "gpt-4o-mini", 100_000, 50_000),
+        row("6", 60_000, "cli", "gpt-4o-mini", 100_000, 50_000),
+        row("7", 6 * DAY, "cli", "mystery-model", 500, 50),
+        row("8", 40 * DAY, "notebook", "gpt-4o", 100_000, 10_000),
+    ];
+    // Served at flex, which gpt-4o-mini does not offer: priced at standard all the same.
+    rows[4].service_tier = Some("flex".to_owned());
+    store.insert(&rows).await.unwrap();
     Seeded {
         tollgate,
         _upstream: upstream,
@@ -150,6 +162,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64
         endpoint: "chat.completions".to_owned(),
         model_requested: Some(model.to_owned()),
         model_answered: None,
+        service_tier_requested: None,
+        service_tier: Some("default".to_owned()),
         streamed: false,
         usage,
         usage_source: UsageSource::Upstream,
@@ -235,6 +249,11 @@ async fn the_data_route_totals_the_seeded_ledger_over_a_range() {
                 line("gpt-4o-mini", "0.285", 4),
                 line("mystery-model", "0", 1),
             ],
+            "{on}"
+        );
+        assert_eq!(
+            lines(&data["tiers"]),
+            [line("default", "0.94", 6), line("flex", "0.045", 1)],
             "{on}"
         );
         let top = &data["top_keys"];
@@ -502,6 +521,10 @@ async fn the_page_draws_the_seeded_ledger_in_headless_chromium() {
             json!([["gpt-4o", "$0.7"], ["gpt-4o-mini", "$0.285"], ["mystery-model", "$0"]])
         );
         assert_eq!(
+            shown["tiers"],
+            json!([["default", "$0.94"], ["flex", "$0.045"]])
+        );
+        assert_eq!(
             shown["topKey"],
             json!([seeded.prefix("notebook"), "notebook", "acme", "$0.5"])
         );
@@ -565,6 +588,159 @@ async fn the_page_draws_the_seeded_ledger_in_headless_chromium() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_compares_its_range_with_openais_export_in_headless_chromium() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // OpenAI reports row 1 (gpt-4o, a day ago: $0.35) and nothing else; the page's
+    // 30 days hold rows 1 to 5 and 7 (row 6 is today's, which is not compared).
+    let yesterday_s = (now_ms().div_euclid(DAY) - 1) * 86_400;
+    let export = org_api::Export::default()
+        .with(
+            "completions",
+            vec![org_api::page(
+                vec![org_api::bucket(
+                    yesterday_s,
+                    vec![org_api::usage("gpt-4o-2024-08-06", 1, 100_000, 0, 10_000)],
+                )],
+                None,
+            )],
+        )
+        .with(
+            "costs",
+            vec![org_api::page(
+                vec![org_api::bucket(
+                    yesterday_s,
+                    vec![
+                        org_api::cost("gpt-4o-2024-08-06, input", 0.25),
+                        org_api::cost("gpt-4o-2024-08-06, output", 0.1),
+                        org_api::cost("Vector storage", 0.02),
+                    ],
+                )],
+                None,
+            )],
+        );
+    let api = MockUpstream::start(move |received| export.answer(received)).await;
+    let backend = &backends().await[0];
+    let api_url = api.base_url.clone();
+    let seeded = seeded_with(
+        backend,
+        &[("OPENAI_ADMIN_KEY", "sk-admin-dash")],
+        |config| {
+            config.reconcile.base_url = api_url;
+            config.reconcile.upstreams = vec!["openai".to_owned()];
+        },
+    )
+    .await;
+    let page = format!("{}/dashboard", seeded.tollgate.url);
+    in_browser(&driver, |browser| async move {
+        browser.goto(&page).await;
+        browser
+            .wait_until(
+                "return document.body.dataset.state === 'signed-out'",
+                "the sign-in form",
+            )
+            .await;
+        browser.type_into("#admin-key", ADMIN_KEY).await;
+        browser.click("#open").await;
+        browser
+            .wait_until(
+                "return document.body.dataset.state === 'ready'",
+                "the charts",
+            )
+            .await;
+        assert_eq!(
+            browser
+                .script("return document.getElementById('reconcile-lines').hidden")
+                .await,
+            true,
+            "nothing is asked of OpenAI until the button is pressed"
+        );
+        browser.click("#reconcile-run").await;
+        browser
+            .wait_until(
+                "return document.getElementById('reconcile').dataset.state === 'ready'",
+                "the comparison",
+            )
+            .await;
+        let shown = browser
+            .script(
+                r#"
+const text = (node, css) => node.querySelector(css).textContent;
+return {
+  rows: Array.from(document.querySelectorAll('#reconcile-lines tbody tr')).map((r) =>
+    [text(r, '.name'), text(r, '.provider'), text(r, '.tollgate'), text(r, '.diff'),
+     text(r, '.percent'), text(r, '.tokens'), text(r, '.status')]),
+  summary: document.getElementById('reconcile-summary').textContent,
+  note: document.querySelector('#reconcile-lines tr[data-model="mystery-model"] .status').title,
+};"#,
+            )
+            .await;
+        assert_eq!(
+            shown["rows"],
+            json!([
+                [
+                    "gpt-4o", "$0.35", "$0.7", "+$0.35", "100.00%", "100.00%", "outside"
+                ],
+                [
+                    "gpt-4o-mini",
+                    "—",
+                    "$0.24",
+                    "+$0.24",
+                    "n/a",
+                    "n/a",
+                    "only in tollgate"
+                ],
+                [
+                    "mystery-model",
+                    "—",
+                    "$0",
+                    "+$0",
+                    "n/a",
+                    "n/a",
+                    "only in tollgate"
+                ],
+                [
+                    "Total", "$0.35", "$0.94", "+$0.59", "168.57%", "1282.32%", "outside"
+                ],
+            ])
+        );
+        let summary = shown["summary"].as_str().unwrap();
+        assert!(
+            summary.ends_with(
+                ": 3 lines of 3 outside 0.5% · $0.02 of OpenAI charges tollgate does not meter"
+            ),
+            "{summary}"
+        );
+        assert!(
+            shown["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("only in tollgate's ledger"),
+            "{shown}"
+        );
+        let png = browser.screenshot().await;
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("dashboard-reconcile.png"), &png).unwrap();
+    })
+    .await;
+    let asked = api.received();
+    let costs = asked
+        .iter()
+        .find(|r| org_api::endpoint(r) == "costs")
+        .unwrap();
+    assert_eq!(
+        org_api::query(costs)["end_time"],
+        (yesterday_s + 86_400).to_string(),
+        "up to yesterday, included"
+    );
+    for request in &asked {
+        assert_eq!(request.headers["authorization"], "Bearer sk-admin-dash");
+    }
+}
+
 /// What the page shows, read from the DOM as a reader sees it (text, bar widths).
 const READ_PAGE: &str = r#"
 const text = (node, css) => node.querySelector(css).textContent;
@@ -574,6 +750,7 @@ return {
   total: document.getElementById('total-cost').textContent,
   teams: rows('#teams tbody tr').map((r) => [text(r, '.name'), text(r, '.cost')]),
   models: rows('#models .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
+  tiers: rows('#tiers .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
   topKey: [text(top, '.prefix'), text(top, '.name'), text(top, '.team'), text(top, '.cost')],
   acmeBars: rows('#team-chart rect[data-team="acme"]').length,
   bucket: document.getElementById('bucket-label').textContent,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::db::{backends, count_and_completion};
+use common::db::{backends, count_and_completion, direct_totals};
 use tollgate::config::LedgerConfig;
 use tollgate::ledger::{Kind, LedgerRow, LedgerWriter, Outcome};
 use tollgate::metering::{Usage, UsageSource};
@@ -20,6 +20,8 @@ fn row(id: usize) -> LedgerRow {
         endpoint: "chat.completions".to_owned(),
         model_requested: Some("gpt-4o-mini".to_owned()),
         model_answered: None,
+        service_tier_requested: None,
+        service_tier: None,
         streamed: false,
         usage: Usage {
             prompt_tokens: 10,
@@ -194,45 +196,6 @@ async fn spend_and_reprice_agree_on_both_backends() {
     }
 }
 
-/// Totals straight from `requests` over `[from, to)` (Unix ms, `None` open) for one
-/// team or all: requests, prompt, completion, cost in pico-USD, unpriced rows.
-async fn direct_totals(
-    store: &tollgate::ledger::Store,
-    from: Option<i64>,
-    to: Option<i64>,
-    team: Option<&str>,
-) -> (u64, u64, u64, u128, u64) {
-    use tollgate::ledger::Store;
-    let sql = store.sql(
-        "SELECT count(*), CAST(coalesce(sum(prompt_tokens), 0) AS BIGINT), \
-         CAST(coalesce(sum(completion_tokens), 0) AS BIGINT), \
-         CAST(coalesce(sum(cost_pico), 0) AS BIGINT), count(*) - count(cost_pico) \
-         FROM requests WHERE ts_ms >= ? AND ts_ms < ? AND (? = '' OR team_id = ?)",
-    );
-    let team = team.unwrap_or("");
-    let bounds = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
-    let row: (i64, i64, i64, i64, i64) = match store {
-        Store::Sqlite(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(bounds.0)
-            .bind(bounds.1)
-            .bind(team)
-            .bind(team)
-            .fetch_one(ledger.pool())
-            .await
-            .unwrap(),
-        Store::Postgres(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(bounds.0)
-            .bind(bounds.1)
-            .bind(team)
-            .bind(team)
-            .fetch_one(ledger.pool())
-            .await
-            .unwrap(),
-    };
-    let u = |v: i64| u64::try_from(v).unwrap();
-    (u(row.0), u(row.1), u(row.2), u128::from(u(row.3)), u(row.4))
-}
-
 #[tokio::test]
 async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
     use tollgate::ledger::RowPrice;
@@ -295,8 +258,18 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
             };
             let model = if i % 4 == 0 { "mystery" } else { "gpt-4o-mini" };
             row.model_requested = Some(model.to_owned());
+            // Realtime rows served at three tiers (priced at each one's sheet, or at
+            // standard where gpt-4o-mini has none); batch rows have no tier.
+            row.service_tier = (row.kind == Kind::Realtime)
+                .then(|| ["default", "flex", "priority"][i % 3].to_owned());
+            let served = row
+                .service_tier
+                .clone()
+                .unwrap_or_else(|| "default".to_owned());
             row.price = (model != "mystery").then(|| {
-                let priced = catalog.price(None, Some(model), &row.usage, false).unwrap();
+                let priced = catalog
+                    .price_served(None, Some(model), &row.usage, &served)
+                    .unwrap();
                 RowPrice {
                     cost: priced.cost,
                     model: priced.model.to_owned(),
@@ -336,6 +309,7 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
                         RollupGroup::Hour,
                         RollupGroup::Team,
                         RollupGroup::Kind,
+                        RollupGroup::Tier,
                     ] {
                         let lines = rollup_spend(&store, group, &filter).await.unwrap();
                         assert_eq!(totals(&lines), want, "{case} by {group:?}");
@@ -346,6 +320,8 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
                         (RollupGroup::Team, RollupGroup::Day),
                         (RollupGroup::Team, RollupGroup::Hour),
                         (RollupGroup::Kind, RollupGroup::Team),
+                        (RollupGroup::Tier, RollupGroup::Day),
+                        (RollupGroup::Team, RollupGroup::Tier),
                     ] {
                         let nested = rollup_spend_nested(&store, outer, inner, &filter)
                             .await

@@ -172,6 +172,46 @@ async fn tpm_charges_the_estimate_then_the_real_usage_beyond_it() {
 }
 
 #[tokio::test]
+async fn a_prompt_is_charged_its_bound_when_it_fits_its_count_when_not_and_settles_to_usage() {
+    let upstream = scripted_usage().await;
+    let tollgate = limited(&upstream.base_url, |_| {}).await;
+    let key = tollgate.key("t", json!({"tpm": 100})).await;
+    // 180 bytes of English, ~40 tokens: at a byte a token the bound (~197 with the cap)
+    // is larger than the whole TPM, the count (~57) is not.
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(4);
+    let long = json!({"model": "gpt-4o-mini", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": text}]});
+    let first = tollgate
+        .chat(&key, &long)
+        .header("x-mock-prompt", "20")
+        .header("x-mock-completion", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200, "admitted on its count");
+    let left: u64 = header(&first, "x-ratelimit-remaining-tokens")
+        .parse()
+        .unwrap();
+    assert!(
+        (35..=50).contains(&left),
+        "charged the count plus the cap: {left}"
+    );
+    tollgate.flush().await;
+    // Settled to the upstream's 20 prompt tokens plus the 10 of the cap: 30 used. A
+    // short prompt is charged its bound (~9) and its cap.
+    let second = tollgate
+        .chat(&key, &ask("gpt-4o-mini", 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let left: u64 = header(&second, "x-ratelimit-remaining-tokens")
+        .parse()
+        .unwrap();
+    assert!((45..=55).contains(&left), "{left}");
+}
+
+#[tokio::test]
 async fn a_request_larger_than_the_whole_tpm_is_refused_at_once() {
     let upstream = scripted_usage().await;
     let tollgate = limited(&upstream.base_url, |_| {}).await;

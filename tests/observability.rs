@@ -20,9 +20,9 @@ use tollgate::pricing::Cost;
 const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/tollgate.json");
 const ALERTS: &str = include_str!("../deploy/prometheus/alerts.yml");
 
-/// Answers with the model it was asked for (so an unknown one stays unpriced) and the
-/// usage the client scripts with `x-mock-prompt` / `x-mock-completion`; streams (as
-/// `gpt-4o-mini-2024-07-18`) when asked to.
+/// Answers with the model it was asked for (so an unknown one stays unpriced), the
+/// service tier it was asked for, and the usage the client scripts with `x-mock-prompt`
+/// / `x-mock-completion`; streams (as `gpt-4o-mini-2024-07-18`) when asked to.
 async fn echo_upstream() -> MockUpstream {
     MockUpstream::start(|received| {
         let number = |name: &str| {
@@ -39,6 +39,9 @@ async fn echo_upstream() -> MockUpstream {
         }
         let mut body = chat_completion(prompt, completion);
         body["model"] = received.json()["model"].clone();
+        if let Some(tier) = received.json().get("service_tier") {
+            body["service_tier"] = tier.clone();
+        }
         json(StatusCode::OK, &body)
     })
     .await
@@ -157,14 +160,17 @@ fn deploy_queries() -> String {
     queries.join("\n")
 }
 
-/// Ledger spend by (team name, key prefix, priced model), in pico-USD.
-async fn ledger_spend(tollgate: &Harness) -> BTreeMap<(String, String, String), u128> {
+/// Ledger spend by (team name, key prefix, priced model, served tier), in pico-USD.
+type SpendKey = (String, String, String, String);
+
+async fn ledger_spend(tollgate: &Harness) -> BTreeMap<SpendKey, u128> {
     tollgate.flush().await;
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", tollgate.db.display()))
         .await
         .unwrap();
     let rows = sqlx::query(
-        "SELECT t.name AS team, r.caller, r.priced_model, r.cost_pico FROM requests r \
+        "SELECT t.name AS team, r.caller, r.priced_model, r.service_tier, r.cost_pico \
+         FROM requests r \
          JOIN teams t ON t.id = r.team_id WHERE r.cost_pico IS NOT NULL",
     )
     .fetch_all(&pool)
@@ -175,7 +181,12 @@ async fn ledger_spend(tollgate: &Harness) -> BTreeMap<(String, String, String), 
     for row in rows {
         let cost: i64 = row.get("cost_pico");
         *spend
-            .entry((row.get("team"), row.get("caller"), row.get("priced_model")))
+            .entry((
+                row.get("team"),
+                row.get("caller"),
+                row.get("priced_model"),
+                row.get("service_tier"),
+            ))
             .or_default() += u128::try_from(cost).unwrap();
     }
     spend
@@ -205,6 +216,20 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
         "rpm 1 per model"
     );
     assert_eq!(send(&tollgate, &bob, "gpt-4o-mini", 98_765).await, 200);
+    // Bob's gpt-4o-mini again, served at priority (its own sheet) and at flex (which
+    // gpt-4o-mini does not offer: standard rates, and counted).
+    for tier in ["priority", "flex"] {
+        let mut body = ask("gpt-4o-mini");
+        body["service_tier"] = json!(tier);
+        let response = tollgate
+            .chat(&bob, &body)
+            .header("x-mock-prompt", "4567")
+            .header("x-mock-completion", "13")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{tier}");
+    }
     assert_eq!(
         send(&tollgate, &bob, "house-llama", 50).await,
         200,
@@ -257,8 +282,8 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
         .collect();
     assert!(missing.is_empty(), "not exported: {missing:?}\n{text}");
 
-    // Cost per team, key and model equals the ledger's, exactly.
-    let scraped: BTreeMap<(String, String, String), u128> = samples
+    // Cost per team, key, model and served tier equals the ledger's, exactly.
+    let scraped: BTreeMap<SpendKey, u128> = samples
         .iter()
         .filter(|s| s.name == "tollgate_cost_usd_total")
         .map(|s| {
@@ -266,13 +291,26 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
             let cost =
                 Cost::from_decimal_str(&s.value).unwrap_or_else(|e| panic!("{}: {e:?}", s.value));
             (
-                (label("team"), label("key"), label("model")),
+                (
+                    label("team"),
+                    label("key"),
+                    label("model"),
+                    label("service_tier"),
+                ),
                 cost.as_pico(),
             )
         })
         .collect();
     assert_eq!(scraped, spend, "{text}");
-    assert_eq!(spend.len(), 4, "alice x2 models, bob, carol: {spend:?}");
+    assert_eq!(
+        spend.len(),
+        6,
+        "alice x2 models, bob at 3 tiers, carol: {spend:?}"
+    );
+    assert!(
+        text.contains("tollgate_unpriced_tier_total{model=\"gpt-4o-mini\",tier=\"flex\"} 1"),
+        "{text}"
+    );
     assert!(
         spend.values().any(|pico| pico % 1_000_000 != 0),
         "some cost has sub-micro digits: {spend:?}"
@@ -345,8 +383,8 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
                 ("type", "prompt")
             ]
         ),
-        ["103086"],
-        "98,765 buffered + 4,321 streamed"
+        ["112220"],
+        "98,765 buffered + 4,321 streamed + 4,567 at priority + 4,567 at flex"
     );
     assert_eq!(
         value(
@@ -377,12 +415,12 @@ async fn metrics_cover_the_dashboard_and_alerts_and_cost_equals_the_ledger() {
         ),
         ["0"]
     );
-    // Five forwarded priced requests (one streamed) and one unpriced, each timed once.
+    // Seven forwarded priced requests (one streamed) and one unpriced, each timed once.
     let timed: u64 = value("tollgate_request_duration_seconds_count", &[])
         .iter()
         .map(|v| v.parse::<u64>().unwrap())
         .sum();
-    assert_eq!(timed, 6);
+    assert_eq!(timed, 8);
 
     // No secret in any label: only the 11-character display prefix.
     for key in [&alice, &bob, &carol] {

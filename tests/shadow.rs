@@ -317,6 +317,8 @@ fn row(
         } else {
             Kind::Realtime
         },
+        service_tier_requested: None,
+        service_tier: Some("default".to_owned()),
         route: RowRoute {
             shadow: shadow.map(|(of, text_match, value_match)| ShadowMark {
                 of: of.to_owned(),

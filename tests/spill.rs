@@ -26,6 +26,8 @@ fn row(id: usize) -> LedgerRow {
         endpoint: "chat.completions".to_owned(),
         model_requested: Some("gpt-4o-mini".to_owned()),
         model_answered: None,
+        service_tier_requested: None,
+        service_tier: None,
         streamed: false,
         usage: Usage {
             prompt_tokens: 10,

@@ -1,4 +1,5 @@
 //! The admin API under `/admin` (teams, keys, spend, shadow comparisons), authorised by the admin key, the
+//! The admin API under `/admin` (teams, keys, spend, reconciliation), authorised by the admin key, the
 //! `/dashboard` page that draws it, and `/v1/tollgate/me`, where a key reads its own
 //! standing.
 
@@ -6,6 +7,7 @@ mod body;
 mod dashboard;
 mod keys;
 mod me;
+mod reconcile;
 mod shadow;
 mod spend;
 
@@ -24,6 +26,7 @@ use crate::clock::now_ms;
 use crate::config::Secret;
 use crate::error::ApiError;
 use crate::ledger::Store;
+use crate::reconcile::Reconciler;
 
 pub use me::me;
 
@@ -35,6 +38,8 @@ pub struct Admin {
     admin_key: Option<[u8; 32]>,
     /// Tier names a key or team may name.
     pub tiers: Vec<String>,
+    /// `GET /admin/reconcile`; `None` answers 503.
+    reconciler: Option<Arc<Reconciler>>,
 }
 
 impl Admin {
@@ -52,7 +57,14 @@ impl Admin {
                 .filter(|key| !key.expose().is_empty())
                 .map(|key| auth::secret::hash(key.expose())),
             tiers,
+            reconciler: None,
         }
+    }
+
+    /// Serves `GET /admin/reconcile` with `reconciler`.
+    pub fn with_reconciler(mut self, reconciler: Arc<Reconciler>) -> Self {
+        self.reconciler = Some(reconciler);
+        self
     }
 
     /// Reloads this replica's key cache after a change made through it, so the change
@@ -137,6 +149,7 @@ pub fn routes() -> Vec<AdminRoute> {
         route(Method::POST, "/admin/keys/{key}/revoke", keys::revoke_key),
         route(Method::GET, "/admin/spend", spend::spend),
         route(Method::GET, "/admin/shadow", shadow::shadow),
+        route(Method::GET, "/admin/reconcile", reconcile::reconcile),
         route(Method::GET, "/admin/dashboard/data", dashboard::data),
     ]
 }

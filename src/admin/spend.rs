@@ -1,5 +1,5 @@
-//! `GET /admin/spend`: spend grouped by team, key, model, day, hour or kind, over a
-//! time range, as JSON or CSV, read from the hourly rollups.
+//! `GET /admin/spend`: spend grouped by team, key, model, day, hour, kind or service
+//! tier, over a time range, as JSON or CSV, read from the hourly rollups.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub async fn spend(
     let group = RollupGroup::parse(group_by).ok_or_else(|| {
         bad(
             "group_by",
-            format!("`{group_by}` is not one of team, key, model, day, hour, kind"),
+            format!("`{group_by}` is not one of team, key, model, day, hour, kind, tier"),
         )
     })?;
     let csv = match query.get("format").map(String::as_str) {

@@ -277,6 +277,8 @@ impl<'a> Biller<'a> {
             endpoint: self.endpoint.clone(),
             model_requested: tracked.model.clone(),
             model_answered: model,
+            service_tier_requested: None,
+            service_tier: None,
             streamed: false,
             usage,
             usage_source: UsageSource::Upstream,

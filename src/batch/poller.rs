@@ -248,6 +248,8 @@ impl Tracker {
             endpoint: "fine_tuning.jobs".to_owned(),
             model_requested: Some(base.to_owned()),
             model_answered: None,
+            service_tier_requested: None,
+            service_tier: None,
             streamed: false,
             usage: Usage {
                 prompt_tokens: trained,

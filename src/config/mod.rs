@@ -9,6 +9,7 @@ mod limits;
 mod log;
 mod metrics;
 mod pricing;
+mod reconcile;
 mod routes;
 mod routing;
 mod secret;
@@ -28,6 +29,7 @@ pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
+pub use reconcile::{OPENAI_HOST, ReconcileConfig, Tolerance};
 pub use routes::{ResolvedRoute, RouteConfig, TargetConfig, resolve_routes, upstream_for};
 pub use routing::{
     DowngradeConfig, DowngradeScope, HeadroomConfig, RoutingConfig, ShadowConfig, TeamConfig,
@@ -58,6 +60,7 @@ pub struct Config {
     pub teams: std::collections::BTreeMap<String, TeamConfig>,
     pub downgrades: Vec<DowngradeConfig>,
     pub shadow: Vec<ShadowConfig>,
+    pub reconcile: ReconcileConfig,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             teams: std::collections::BTreeMap::new(),
             downgrades: Vec::new(),
             shadow: Vec::new(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -257,6 +261,7 @@ impl Config {
         }
         self.limits.validate(&mut problems);
         self.batch.validate(&mut problems);
+        self.reconcile.validate(&self.upstreams, &mut problems);
         if self
             .metrics
             .bearer_token

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pricing::{Catalog, ModelPriceOverride, PricingError, PricingOverrides};
+use crate::pricing::{AutoTier, Catalog, ModelPriceOverride, PricingError, PricingOverrides};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +20,11 @@ pub struct PricingConfig {
     /// output cap exceeds the model's context window in the catalog. Costs a tokenizer
     /// pass over every request's prompt.
     pub enforce_context_window: bool,
+    /// The tier OpenAI serves `service_tier: "auto"` (and requests naming no tier) at
+    /// on this deployment's project: `default`, unless the project is opted into
+    /// priority processing. Budgets reserve such requests at this tier's rates; rows
+    /// are priced at the tier the response names whatever this says.
+    pub auto_service_tier: AutoTier,
     /// Per-model overrides or additions, per 1M tokens.
     pub models: BTreeMap<String, ModelPriceOverride>,
     /// Provider names (an Azure deployment, say) → catalog model.
@@ -56,5 +61,31 @@ impl PricingConfig {
             aliases: self.aliases.clone(),
         };
         catalog.merge(&config, "[pricing] in the config")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::pricing::AutoTier;
+
+    #[test]
+    fn the_auto_tier_is_default_or_priority_and_a_bad_one_is_named() {
+        let config = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(config.pricing.auto_service_tier, AutoTier::Default);
+        let config =
+            Config::from_toml("[pricing]\nauto_service_tier = \"priority\"\n", "t.toml").unwrap();
+        assert_eq!(config.pricing.auto_service_tier, AutoTier::Priority);
+        let error = Config::from_toml("[pricing]\nauto_service_tier = \"flex\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pricing.auto_service_tier"), "{error}");
+        let error = Config::from_toml(
+            "[pricing.models.\"gpt-5\".flex]\ninput = \"cheap\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("pricing.models.gpt-5.flex.input"), "{error}");
     }
 }

@@ -135,7 +135,7 @@ pub(super) fn file(
         source,
     };
     let column = |model: &str, at: Option<&Place>| -> Result<Column, EstimateError> {
-        let entry = Some(entry(catalog, model, args.batch, at)?);
+        let entry = Some(entry(catalog, model, args, at)?);
         let (tally, cost) = (Some(Tally::default()), BTreeMap::new());
         Ok(Column {
             model: model.to_owned(),

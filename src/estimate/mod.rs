@@ -128,6 +128,22 @@ pub fn run(args: &EstimateArgs, catalog: &Catalog) -> Result<String, EstimateErr
         Some(path) => file(args, catalog, &names, path, month.as_ref())?,
     };
     report.meta.insert("batch".into(), args.batch.into());
+    let tier = args.tier.map(crate::cli::EstimateTier::as_str);
+    report.meta.insert("tier".into(), tier.into());
+    if let Some(tier) = tier {
+        report.intro.push(format!("service tier: {tier}"));
+        let lacking: Vec<&str> = (report.columns.iter())
+            .filter(|c| c.entry.as_ref().is_some_and(|e| e.tier_unpriced))
+            .map(|c| c.model.as_str())
+            .collect();
+        if !lacking.is_empty() {
+            report.notes.push(format!(
+                "{} list no {tier} rates: priced at standard, as tollgate bills a request \
+                 served at a tier its model does not offer",
+                lacking.join(", ")
+            ));
+        }
+    }
     if let Some(Month { rate, requests }) = &month {
         let (days, grouped) = (DAYS_PER_MONTH, grouped(*requests));
         report.intro.push(format!(
@@ -199,14 +215,18 @@ impl Month {
 struct Entry {
     resolved: String,
     variant: Variant,
+    /// The date of the rates charged: the tier sheet's, when one was.
     as_of: Option<String>,
     rates_per_1m: UnitRates,
+    /// `--tier` asked for a tier the model has no sheet for: standard rates instead.
+    #[serde(skip)]
+    tier_unpriced: bool,
 }
 
 fn entry(
     catalog: &Catalog,
     name: &str,
-    batch: bool,
+    args: &EstimateArgs,
     at: Option<&Place>,
 ) -> Result<Entry, EstimateError> {
     let Some(resolved) = catalog.resolve(name) else {
@@ -222,21 +242,37 @@ fn entry(
             at,
         });
     };
-    let priced = catalog
-        .price(Some(name), None, &Usage::default(), batch)
-        .ok_or_else(|| {
-            let (model, base) = (name.to_owned(), resolved.key.to_owned());
-            EstimateError::NoFineTunedPrice {
-                model,
-                base,
-                at: at.cloned(),
-            }
-        })?;
+    let usage = Usage::default();
+    let priced = match args.tier {
+        Some(tier) => catalog.price_served(Some(name), None, &usage, tier.as_str()),
+        None => catalog.price(Some(name), None, &usage, args.batch),
+    };
+    let priced = priced.ok_or_else(|| {
+        let (model, base) = (name.to_owned(), resolved.key.to_owned());
+        EstimateError::NoFineTunedPrice {
+            model,
+            base,
+            at: at.cloned(),
+        }
+    })?;
+    let prices = resolved.prices;
+    let sheet = match priced.variant {
+        Variant::Flex => prices.flex.as_ref(),
+        Variant::Priority => prices.priority.as_ref(),
+        Variant::FineTunedFlex => prices.ft_flex.as_ref(),
+        Variant::FineTunedPriority => prices.ft_priority.as_ref(),
+        _ => None,
+    };
+    let as_of = match sheet {
+        Some(sheet) => sheet.as_of.clone(),
+        None => prices.as_of.clone(),
+    };
     Ok(Entry {
         resolved: priced.model.to_owned(),
         variant: priced.variant,
-        as_of: resolved.prices.as_of.clone(),
+        as_of,
         rates_per_1m: priced.rates,
+        tier_unpriced: priced.tier_unpriced,
     })
 }
 
@@ -303,7 +339,7 @@ fn workload(
     };
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
-        let entry = entry(catalog, name, args.batch, None)?;
+        let entry = entry(catalog, name, args, None)?;
         let one = entry.rates_per_1m.cost(&usage);
         let mut cost = BTreeMap::from([
             ("per_request", one),

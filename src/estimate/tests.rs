@@ -13,6 +13,7 @@ fn args(model: &str, input: u64, cached: u64, output: u64) -> EstimateArgs {
         output,
         requests: 1,
         batch: false,
+        tier: None,
         per_month: None,
         file: None,
         json: true,
@@ -405,4 +406,82 @@ fn division_rounds_half_up_and_says_so() {
     for (part, whole, want) in percents {
         assert_eq!(percent(Cost::from_pico(part), Cost::from_pico(whole)), want);
     }
+}
+
+#[test]
+fn a_service_tier_prices_at_its_sheet_or_says_it_could_not() {
+    use crate::cli::EstimateTier;
+    // 10,000 input (4,000 cached) and 1,000 output tokens per request, 1,000 requests.
+    let mut args = args("o3", 10_000, 4_000, 1_000);
+    args.requests = 1_000;
+    // (tier, variant, rates, per request): o3 flex 6,000 × 1 + 4,000 × 0.25 + 1,000 × 4
+    // = 6,000 + 1,000 + 4,000 µ$; priority 6,000 × 3.5 + 4,000 × 0.875 + 1,000 × 14
+    // = 21,000 + 3,500 + 14,000 µ$; default 6,000 × 2 + 4,000 × 0.5 + 1,000 × 8.
+    let table = [
+        (
+            EstimateTier::Flex,
+            "flex",
+            ["1", "0.25", "4"],
+            "0.011",
+            "11",
+        ),
+        (
+            EstimateTier::Priority,
+            "priority",
+            ["3.5", "0.875", "14"],
+            "0.0385",
+            "38.5",
+        ),
+        (
+            EstimateTier::Default,
+            "standard",
+            ["2", "0.5", "8"],
+            "0.022",
+            "22",
+        ),
+    ];
+    for (tier, variant, [input, cached, output], one, total) in table {
+        args.tier = Some(tier);
+        let json = json_of(&args);
+        let priced = &json["models"][0];
+        assert_eq!(priced["variant"], variant, "{tier:?}");
+        assert_eq!(
+            priced["rates_per_1m"],
+            json!({"input": input, "cached_input": cached, "output": output}),
+            "{tier:?}"
+        );
+        assert_eq!(priced["cost"]["per_request"], one, "{tier:?}");
+        assert_eq!(priced["cost"]["total"], total, "{tier:?}");
+        assert_eq!(json["tier"], tier.as_str());
+        assert_eq!(json["notes"], json!([]), "{tier:?}");
+    }
+    assert_eq!(
+        json_of(&args)["models"][0]["as_of"],
+        "2026-03-01",
+        "standard keeps the model's date"
+    );
+    args.tier = Some(EstimateTier::Flex);
+    assert_eq!(json_of(&args)["models"][0]["as_of"], "2026-12-02");
+
+    // Side by side, with a model that offers no flex: priced at standard, and noted.
+    args.compare = vec!["gpt-4o-mini".to_owned()];
+    let json = json_of(&args);
+    assert_eq!(json["models"][1]["variant"], "standard");
+    // 6,000 × 0.15 + 4,000 × 0.075 + 1,000 × 0.60 = 900 + 300 + 600 µ$
+    assert_eq!(json["models"][1]["cost"]["per_request"], "0.0018");
+    let notes = json["notes"].to_string();
+    assert!(
+        notes.contains("gpt-4o-mini list no flex rates: priced at standard"),
+        "{notes}"
+    );
+    let text = run(
+        &EstimateArgs {
+            json: false,
+            ..args
+        },
+        &Catalog::builtin(),
+    )
+    .unwrap();
+    assert!(text.contains("o3 → o3 (flex, as of 2026-12-02)"), "{text}");
+    assert!(text.contains("service tier: flex"), "{text}");
 }

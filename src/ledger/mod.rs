@@ -1,7 +1,7 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
-/// Binds one row's 34 columns, in `INSERT_COLUMNS` order, for either backend.
+/// Binds one row's 36 columns, in `INSERT_COLUMNS` order, for either backend.
 macro_rules! push_row {
     ($b:expr, $row:expr) => {{
         let row: &$crate::ledger::LedgerRow = $row;
@@ -38,6 +38,8 @@ macro_rules! push_row {
             .push_bind(&row.key_id)
             .push_bind(&row.team_id)
             .push_bind(row.kind.as_str())
+            .push_bind(&row.service_tier_requested)
+            .push_bind(&row.service_tier)
             .push_bind(&row.route.model_alias)
             .push_bind(i64::from(row.route.attempt))
             .push_bind(&row.route.downgraded_from)
@@ -129,6 +131,15 @@ macro_rules! embedded_migrations {
                 )),
             ),
             migration(
+                5,
+                "service_tiers",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0005_service_tiers.sql"
+                )),
+            ),
+            migration(
                 7,
                 "routing",
                 include_str!(concat!("../../migrations/", $backend, "/0007_routing.sql")),
@@ -160,10 +171,10 @@ const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, calle
     endpoint, model_requested, model_answered, streamed, prompt_tokens, cached_tokens, \
     completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
     cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate, \
-    key_id, team_id, kind, model_alias, attempt, downgraded_from, shadow_of, shadow_text_match, \
-    shadow_value_match)";
+    key_id, team_id, kind, service_tier_requested, service_tier, model_alias, attempt, \
+    downgraded_from, shadow_of, shadow_text_match, shadow_value_match)";
 
-// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 34 a row.
+// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 36 a row.
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
@@ -254,6 +265,13 @@ pub struct LedgerRow {
     pub endpoint: String,
     pub model_requested: Option<String>,
     pub model_answered: Option<String>,
+    /// `service_tier` as the request gave it; `None` when it named none.
+    #[serde(default)]
+    pub service_tier_requested: Option<String>,
+    /// The tier that served it and priced it; `None` on batch and training rows, which
+    /// bill at their own rates.
+    #[serde(default)]
+    pub service_tier: Option<String>,
     pub streamed: bool,
     pub usage: Usage,
     pub usage_source: UsageSource,
@@ -532,6 +550,8 @@ mod tests {
             endpoint: String::new(),
             model_requested: None,
             model_answered: None,
+            service_tier_requested: None,
+            service_tier: None,
             streamed: false,
             usage: crate::metering::Usage::default(),
             usage_source: crate::metering::UsageSource::Upstream,

@@ -158,7 +158,8 @@ pub struct Repriced {
 }
 
 /// Prices the unpriced rows of `model` (as requested or answered) since `since_ms`, at
-/// the catalog's current prices, in one transaction. Rows already priced keep theirs.
+/// the catalog's current prices (batch rows at batch rates, realtime rows at their
+/// served tier's), in one transaction. Rows already priced keep theirs.
 pub async fn reprice(
     store: &Store,
     catalog: &Catalog,
@@ -168,7 +169,7 @@ pub async fn reprice(
     let p = |n| placeholder(store, n);
     let select = sqlx::AssertSqlSafe(format!(
         "SELECT id, model_requested, model_answered, prompt_tokens, cached_tokens, \
-         completion_tokens, reasoning_tokens FROM requests \
+         completion_tokens, reasoning_tokens, kind, service_tier FROM requests \
          WHERE cost_pico IS NULL AND ts_ms >= {} AND (model_requested = {} OR model_answered = {})",
         p(1),
         p(2),
@@ -202,12 +203,15 @@ pub async fn reprice(
                 .map_err(LedgerError::Read)?;
             for row in &rows {
                 let row = unpriced(row)?;
-                let priced = catalog.price(
-                    row.answered.as_deref(),
-                    row.requested.as_deref(),
-                    &row.usage,
-                    false,
-                );
+                let (answered, requested) = (row.answered.as_deref(), row.requested.as_deref());
+                // As the row would have been priced when recorded: a batch line at batch
+                // rates, a realtime request at the tier that served it.
+                let priced = if row.kind == super::Kind::Batch.as_str() {
+                    catalog.price(answered, requested, &row.usage, true)
+                } else {
+                    let tier = row.service_tier.as_deref().unwrap_or("default");
+                    catalog.price_served(answered, requested, &row.usage, tier)
+                };
                 let Some(priced) = priced else {
                     outcome.still_unpriced += 1;
                     continue;
@@ -242,6 +246,8 @@ struct Unpriced {
     answered: Option<String>,
     requested: Option<String>,
     usage: Usage,
+    kind: String,
+    service_tier: Option<String>,
 }
 
 fn unpriced<R>(row: &R) -> Result<Unpriced, LedgerError>
@@ -259,6 +265,8 @@ where
         id: row.try_get("id").map_err(LedgerError::Read)?,
         answered: text("model_answered")?,
         requested: text("model_requested")?,
+        kind: row.try_get("kind").map_err(LedgerError::Read)?,
+        service_tier: text("service_tier")?,
         usage: Usage {
             prompt_tokens: count(row, "prompt_tokens")?,
             cached_tokens: count(row, "cached_tokens")?,

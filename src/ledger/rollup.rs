@@ -1,5 +1,5 @@
 //! Spend from the rollups (`spend_daily` for whole days, `spend_hourly` for the hours
-//! around them): what `/admin/spend`, `tollgate spend --by team|key` and
+//! around them): what `/admin/spend`, `tollgate spend --by team|key|kind|tier` and
 //! `/v1/tollgate/me` read. The rollups are kept by triggers in the same transaction as
 //! the rows, so these totals are the rows' totals, exactly, at hour grain.
 
@@ -18,9 +18,15 @@ pub enum RollupGroup {
     Day,
     Hour,
     Kind,
+    /// The service tier that served (and priced) the rows.
+    Tier,
     /// One line with everything that matched.
     All,
 }
+
+/// The label of rows without a served tier: batch and training rows, and rows recorded
+/// before tiers were.
+pub const NO_TIER: &str = "(none)";
 
 impl RollupGroup {
     pub fn parse(text: &str) -> Option<Self> {
@@ -31,6 +37,7 @@ impl RollupGroup {
             "day" => Self::Day,
             "hour" => Self::Hour,
             "kind" => Self::Kind,
+            "tier" => Self::Tier,
             _ => return None,
         })
     }
@@ -45,6 +52,7 @@ impl RollupGroup {
                 )
             }
             (Self::Key, _) => format!("coalesce(k_{c}.prefix, s.{c})"),
+            (Self::Tier, _) => format!("CASE WHEN s.{c} = '' THEN '{NO_TIER}' ELSE s.{c} END"),
             (Self::Model | Self::Kind, _) => format!("s.{c}"),
             (Self::All, _) => "'all'".to_owned(),
             (Self::Day, Store::Sqlite(_)) => format!("date(s.{c} / 1000, 'unixepoch')"),
@@ -67,6 +75,7 @@ impl RollupGroup {
             Self::Key => "key_id".to_owned(),
             Self::Model => "model".to_owned(),
             Self::Kind => "kind".to_owned(),
+            Self::Tier => "service_tier".to_owned(),
             Self::All => return None,
             Self::Day => format!("{time} - {time} % {DAY_MS}"),
             Self::Hour => time.to_owned(),

@@ -83,19 +83,20 @@ impl Standing {
     /// Writes the six headers (three per limit present). On every limited response:
     /// static names and integer values, so nothing is formatted or parsed but the reset.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        const REQUESTS: [&str; 3] = [
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
+        // Constants: `from_static` called at run time validates its name every time.
+        const REQUESTS: [HeaderName; 3] = [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
         ];
-        const TOKENS: [&str; 3] = [
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
+        const TOKENS: [HeaderName; 3] = [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
         ];
         for (names, line) in [(REQUESTS, self.requests), (TOKENS, self.tokens)] {
             let Some(line) = line else { continue };
-            let [limit, remaining, reset] = names.map(HeaderName::from_static);
+            let [limit, remaining, reset] = names;
             headers.insert(limit, HeaderValue::from(line.limit));
             headers.insert(remaining, HeaderValue::from(line.remaining));
             if let Ok(value) = HeaderValue::try_from(go_duration(line.reset)) {

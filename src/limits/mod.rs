@@ -281,7 +281,9 @@ impl Limiter {
             .permit(identity, model, Standing::default)
             .map_err(ApiError::RateLimited)?;
         let specs = Spec::all(identity, model, limits);
-        match shared.charge(&specs, tokens).await {
+        // Boxed: the Redis round trip's state would otherwise sit inline in every
+        // request handler's future, local limits or not.
+        match Box::pin(shared.charge(&specs, tokens)).await {
             Ok(verdict) => {
                 let standing = Standing::of_lines(&specs, &verdict.lines);
                 if let Some((index, retry_after, used)) = verdict.refused {
@@ -483,21 +485,39 @@ enum Charge {
 impl Admission {
     /// Charges the tokens used beyond the estimate (the unused rest is not refunded).
     pub fn settle(self, used: u64) {
-        let extra = used.saturating_sub(self.tokens);
-        if extra == 0 {
+        let total = used.max(self.tokens);
+        self.settle_to(total);
+    }
+
+    /// Settles the token charge to `total`: charges what the estimate fell short of
+    /// (possibly into debt), gives back what it took beyond. Requests are untouched.
+    pub fn settle_to(self, total: u64) {
+        let (more, back) = (
+            total.saturating_sub(self.tokens),
+            self.tokens.saturating_sub(total),
+        );
+        if more == 0 && back == 0 {
             return;
         }
         match self.charge {
             Charge::Local(sets) => {
                 for (_, set) in &sets {
                     for bucket in [&set.tpm, &set.tpd].into_iter().flatten() {
-                        bucket.force(extra);
+                        if more > 0 {
+                            bucket.force(more);
+                        } else {
+                            bucket.refund(back);
+                        }
                     }
                 }
             }
             Charge::Shared(shared, mut specs) => {
                 specs.retain(|spec| matches!(spec.kind, Kind::Tpm | Kind::Tpd));
-                shared.force(specs, extra);
+                if more > 0 {
+                    shared.force(specs, more);
+                } else {
+                    shared.refund(specs, back);
+                }
             }
         }
     }

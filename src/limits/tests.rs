@@ -106,6 +106,28 @@ fn tokens_beyond_the_estimate_are_charged_and_unused_estimate_is_kept() {
 }
 
 #[test]
+fn settling_to_the_real_usage_gives_back_an_overlarge_bound_and_charges_a_short_one() {
+    let (limiter, _clock, _) = limiter(&LimitsConfig::default());
+    let who = caller("k");
+    let limits = figures(Some(10), Some(1000), None, None);
+    // Charged a 300-token bound; the upstream counted 120.
+    let first = limiter.admit_local(&who, Some("m"), limits, 300).unwrap();
+    assert_eq!(first.standing.tokens.unwrap().remaining, 700);
+    first.settle_to(120);
+    let next = limiter.admit_local(&who, Some("m"), limits, 100).unwrap();
+    assert_eq!(next.standing.tokens.unwrap().remaining, 780);
+    // Requests are never given back: both still count against RPM.
+    assert_eq!(next.standing.requests.unwrap().remaining, 8);
+    // Short by 400: charged past the estimate, on every token bucket.
+    next.settle_to(500);
+    let refused = limiter
+        .admit_local(&who, Some("m"), limits, 500)
+        .err()
+        .unwrap();
+    assert_eq!((refused.kind, refused.used), (Kind::Tpm, 620));
+}
+
+#[test]
 fn reset_and_remaining_recover_as_time_passes() {
     let (limiter, clock, _) = limiter(&LimitsConfig::default());
     let who = caller("k");

@@ -1,13 +1,18 @@
 //! Metering a stream event by event: the usage the upstream reports, the model it
-//! answered with, and the generated text and tool-call arguments, kept so that a stream
-//! that ends without usage can still be counted.
+//! answered with, the service tier that served it (the last chunk that names one), and
+//! the generated text and tool-call arguments, kept so that a stream that ends without
+//! usage can still be counted.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::usage::{RawUsage, merge_max};
+use super::usage::{
+    RawUsage, TIER_KEY, TierField, find_tier_key, merge_max, tier_key_at, tier_value,
+};
 use super::{Endpoint, Usage};
 
 /// Deferred chunk bytes a stream may hold before they are parsed into text. A chunk is
@@ -35,6 +40,14 @@ pub struct StreamMeter {
     endpoint: Endpoint,
     usage: Option<Usage>,
     model: Option<String>,
+    service_tier: Option<String>,
+    /// Where the last deferred chunk had its `"service_tier"` key. OpenAI writes every
+    /// chunk of a stream with the same head (id, object, created, model, tier), so the
+    /// next chunk has the key at the same offset: a compare finds it there, and only a
+    /// chunk that moved it is searched.
+    tier_at: usize,
+    /// The bytes from that key through its value's closing quote, as last seen.
+    tier_seen: Vec<u8>,
     text: String,
     /// Content chunks not parsed yet, back to back; `deferred_ends` marks where each ends.
     deferred: Vec<u8>,
@@ -55,6 +68,7 @@ struct Chunk<'a> {
     #[serde(borrow)]
     choices: Option<Vec<Choice<'a>>>,
     usage: Option<RawUsage>,
+    service_tier: Option<TierField>,
     error: Option<IgnoredAny>,
 }
 
@@ -105,6 +119,7 @@ struct ResponsesEvent<'a> {
 struct ResponseObject {
     model: Option<String>,
     usage: Option<RawUsage>,
+    service_tier: Option<TierField>,
 }
 
 impl StreamMeter {
@@ -113,6 +128,9 @@ impl StreamMeter {
             endpoint,
             usage: None,
             model: None,
+            service_tier: None,
+            tier_at: 0,
+            tier_seen: Vec::new(),
             text: String::new(),
             deferred: Vec::new(),
             deferred_ends: Vec::new(),
@@ -154,6 +172,9 @@ impl StreamMeter {
         // `deferred_limit`. A chunk is read now when it is the first (the model),
         // carries usage, or may be an error.
         if self.seen_first && !carries_usage(data) && !may_be_error(data) {
+            // Every chat chunk repeats the tier; the last chunk to name it wins. It is
+            // read from the bytes: no parse, and no allocation while it stays put.
+            self.deferred_tier(data);
             self.deferred.extend_from_slice(data);
             self.deferred_ends.push(self.deferred.len());
             if self.deferred.len() > self.deferred_limit {
@@ -173,6 +194,9 @@ impl StreamMeter {
         if !self.seen_first {
             self.seen_first = true;
             self.model = chunk.model.map(Cow::into_owned);
+        }
+        if let Some(TierField(Some(tier))) = chunk.service_tier {
+            self.set_tier(&tier);
         }
         let choices = chunk.choices.unwrap_or_default();
         append_choices(&mut self.text, &choices);
@@ -200,6 +224,11 @@ impl StreamMeter {
             if let Some(usage) = response.usage {
                 self.add_usage(usage.to_usage());
             }
+            // `response.created` may echo the tier asked for; `response.completed`, the
+            // last, names the one that served it.
+            if let Some(TierField(Some(tier))) = response.service_tier {
+                self.set_tier(&tier);
+            }
         }
         match event.kind.as_ref() {
             "response.output_text.delta"
@@ -221,6 +250,46 @@ impl StreamMeter {
         }
     }
 
+    fn deferred_tier(&mut self, data: &[u8]) {
+        // The common case: the same key and value at the same offset as in the last
+        // chunk, one compare of ~25 bytes.
+        let same = data
+            .get(self.tier_at..)
+            .is_some_and(|rest| !self.tier_seen.is_empty() && rest.starts_with(&self.tier_seen));
+        if same {
+            return;
+        }
+        let at = if tier_key_at(data, self.tier_at) {
+            Some(self.tier_at)
+        } else {
+            find_tier_key(data)
+        };
+        let Some(at) = at else { return };
+        self.tier_at = at;
+        let after = &data[at + TIER_KEY.len()..];
+        let Some(tier) = tier_value(after) else {
+            return;
+        };
+        self.set_tier(&tier);
+        // Remember the bytes through the value's closing quote, when it has no escape.
+        self.tier_seen.clear();
+        if let Some(open) = after.iter().position(|&b| b == b'"') {
+            let value = &after[open + 1..];
+            if let Some(close) = value.iter().position(|&b| b == b'"' || b == b'\\') {
+                if value[close] == b'"' {
+                    let end = at + TIER_KEY.len() + open + 1 + close + 1;
+                    self.tier_seen.extend_from_slice(&data[at..end]);
+                }
+            }
+        }
+    }
+
+    fn set_tier(&mut self, tier: &str) {
+        if self.service_tier.as_deref() != Some(tier) {
+            self.service_tier = Some(tier.to_owned());
+        }
+    }
+
     fn add_usage(&mut self, usage: Usage) {
         match &mut self.usage {
             Some(total) => merge_max(total, usage),
@@ -236,6 +305,11 @@ impl StreamMeter {
     /// The model the upstream answered with.
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    /// The service tier the last chunk (or Responses event) that named one gave.
+    pub fn service_tier(&self) -> Option<&str> {
+        self.service_tier.as_deref()
     }
 
     /// Everything generated so far (text, refusals, tool-call names and arguments).
@@ -254,16 +328,17 @@ impl StreamMeter {
 
 /// Whether a chunk has a usage object (not `"usage":null`). Inside JSON strings quotes
 /// are escaped, so these byte patterns can only be structural.
+// Built once: building a finder costs more than a search of a chunk with it.
+static USAGE: LazyLock<[Finder<'static>; 2]> =
+    LazyLock::new(|| [Finder::new(b"\"usage\":{"), Finder::new(b"\"usage\": {")]);
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+
 fn carries_usage(data: &[u8]) -> bool {
-    contains(data, b"\"usage\":{") || contains(data, b"\"usage\": {")
+    USAGE.iter().any(|finder| finder.find(data).is_some())
 }
 
 fn may_be_error(data: &[u8]) -> bool {
-    contains(data, b"\"error\"")
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    ERROR.find(data).is_some()
 }
 
 /// Appends the text of deferred chunks, `ends` marking where each ends in `deferred`.
@@ -373,6 +448,74 @@ mod tests {
             Some((12, 2))
         );
         assert_eq!(meter.model(), Some("gpt-4.1-2025-04-14"));
+    }
+
+    #[test]
+    fn the_last_chunk_naming_a_tier_wins() {
+        let chunk = |tier: &str, usage: &str| {
+            format!(
+                r#"{{"id":"c1","object":"chat.completion.chunk","model":"gpt-5","service_tier":{tier},"choices":[{{"index":0,"delta":{{"content":"x"}}}}],"usage":{usage}}}"#
+            )
+        };
+        // (chunks, served): deferred content chunks and parsed first / usage chunks alike.
+        let usage = r#"{"prompt_tokens":1,"completion_tokens":3}"#;
+        let cases: [(Vec<String>, Option<&str>); 6] = [
+            // A value that only extends the last one is a new value.
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("\"flex\"", "null"),
+                    chunk("\"flexible\"", "null"),
+                ],
+                Some("flexible"),
+            ),
+            (
+                vec![chunk("\"flex\"", "null"), chunk("\"flex\"", "null")],
+                Some("flex"),
+            ),
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("\"default\"", "null"),
+                    chunk("\"default\"", "null"),
+                ],
+                Some("default"),
+            ),
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("\"flex\"", "null"),
+                    chunk("\"priority\"", usage),
+                ],
+                Some("priority"),
+            ),
+            // A chunk without the field, or with a non-string, leaves the last one.
+            (
+                vec![
+                    chunk("\"flex\"", "null"),
+                    chunk("null", "null"),
+                    chunk("7", usage),
+                ],
+                Some("flex"),
+            ),
+            (vec![CHAT[0].to_owned(), CHAT[1].to_owned()], None),
+        ];
+        for (chunks, want) in cases {
+            let mut meter = StreamMeter::new(Endpoint::ChatCompletions);
+            for chunk in &chunks {
+                meter.observe(chunk.as_bytes());
+            }
+            assert_eq!(meter.service_tier(), want, "{chunks:?}");
+        }
+        let mut meter = StreamMeter::new(Endpoint::Responses);
+        for event in [
+            r#"{"type":"response.created","response":{"model":"o3","service_tier":"auto","usage":null}}"#,
+            r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
+            r#"{"type":"response.completed","response":{"model":"o3","service_tier":"default","usage":{"input_tokens":2,"output_tokens":1}}}"#,
+        ] {
+            meter.observe(event.as_bytes());
+        }
+        assert_eq!(meter.service_tier(), Some("default"));
     }
 
     /// A chat stream of `n` chunks after the first, cycling through every kind of

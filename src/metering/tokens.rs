@@ -2,8 +2,9 @@
 //! is forwarded and stand in for usage when the upstream reports none; whenever the
 //! upstream's `usage` exists it wins, so everything here may be slightly off.
 //!
-//! One walk over the request body serves two tallies: tokens for [`count_prompt`] and
-//! bytes for [`prompt_text_len`], so the cheap size check can never drift from what the
+//! One walk over the request body serves three tallies: tokens for [`count_prompt`],
+//! an upper bound of that count for [`prompt_bound`] (no tokenizer needed), and bytes
+//! for [`prompt_text_len`], so the cheap figures can never drift from what the
 //! expensive count actually visits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +97,18 @@ pub fn count_prompt(endpoint: Endpoint, model: &str, body: &Value) -> u64 {
     };
     walk_prompt(endpoint, body, &Rules::for_model(model), &mut tally);
     // Negative constants (enum_init) could only win on absurd inputs; clamp anyway.
+    u64::try_from(tally.total).unwrap_or(0)
+}
+
+/// An upper bound of [`count_prompt`] that needs no tokenizer: each text counts its
+/// length in bytes, which its token count never exceeds (the tokenizer splits bytes
+/// into tokens of at least one byte each), and everything else (message framing,
+/// images, function definitions) counts exactly as in `count_prompt`. Cheap enough for
+/// every request, and it never loads a tokenizer table (tens of MB), so admission can
+/// reserve with it and count only when the bound does not fit.
+pub fn prompt_bound(endpoint: Endpoint, model: &str, body: &Value) -> u64 {
+    let mut tally = BoundTally { total: 0 };
+    walk_prompt(endpoint, body, &Rules::for_model(model), &mut tally);
     u64::try_from(tally.total).unwrap_or(0)
 }
 
@@ -314,6 +327,40 @@ struct TokenTally {
 impl Tally for TokenTally {
     fn text(&mut self, text: &str) {
         let n = to_i64(self.bpe.count_ordinary(text));
+        self.total = self.total.saturating_add(n);
+    }
+
+    fn tokens(&mut self, n: i64) {
+        self.total = self.total.saturating_add(n);
+    }
+
+    fn image(&mut self, rules: &Rules, url: Option<&str>, detail: Option<&str>) {
+        self.tokens(rules.image(url, detail));
+    }
+}
+
+/// Role names, one token each in both encodings (a test checks): a bound that counted
+/// their bytes would charge a short chat message twice its size.
+const ONE_TOKEN_ROLES: [&str; 6] = [
+    "system",
+    "user",
+    "assistant",
+    "developer",
+    "tool",
+    "function",
+];
+
+struct BoundTally {
+    total: i64,
+}
+
+impl Tally for BoundTally {
+    fn text(&mut self, text: &str) {
+        let n = if ONE_TOKEN_ROLES.contains(&text) {
+            1
+        } else {
+            to_i64(text.len())
+        };
         self.total = self.total.saturating_add(n);
     }
 
@@ -1114,6 +1161,89 @@ mod tests {
         ] {
             assert_eq!(encoding_for_model(model), want, "{model}");
             assert!(std::ptr::eq(bpe_for_model(model), want.bpe()), "{model}");
+        }
+    }
+
+    /// Every body the other tests count, and a few that stress the bound: non-ASCII
+    /// text, special-token markers, long words, images, tools and negative constants.
+    #[test]
+    fn the_bound_is_never_below_the_count() {
+        let hard =
+            "Straße 東京 🦊 <|endoftext|> supercalifragilisticexpialidocious 12345678 \n\t  x";
+        let bodies = [
+            (
+                Endpoint::ChatCompletions,
+                json!({"messages": cookbook_messages()}),
+            ),
+            (
+                Endpoint::ChatCompletions,
+                json!({"messages": weather_messages(), "functions": [weather_tool()]}),
+            ),
+            (
+                Endpoint::ChatCompletions,
+                json!({"messages": [{"role": "user", "content": hard}]}),
+            ),
+            (
+                Endpoint::ChatCompletions,
+                json!({"messages": [{"role": "user", "content": [
+                    {"type": "text", "text": hard},
+                    {"type": "image_url", "image_url": {"url": png_data_url(4096, 100), "detail": "high"}},
+                ]}]}),
+            ),
+            (
+                Endpoint::ChatCompletions,
+                json!({"messages": [], "tools": [{"type": "function", "function": {
+                "name": "f", "parameters": {"properties": {"a": {"type": "string", "enum": [1, "x", null]}}}}}]}),
+            ),
+            (
+                Endpoint::Completions,
+                json!({"prompt": [hard, [1, 2, 3], 7]}),
+            ),
+            (Endpoint::Embeddings, json!({"input": hard})),
+            (
+                Endpoint::Responses,
+                json!({"instructions": hard, "input": [
+                    {"role": "user", "content": hard},
+                    {"type": "function_call", "name": "f", "arguments": "{\"a\":1}"},
+                    {"type": "function_call_output", "output": hard},
+                ]}),
+            ),
+            (
+                Endpoint::ChatCompletions,
+                json!({"messages": "not an array"}),
+            ),
+        ];
+        for model in [
+            "gpt-4o-mini",
+            "gpt-4",
+            "gpt-3.5-turbo-0301",
+            "o3",
+            "house-model",
+        ] {
+            for (endpoint, body) in &bodies {
+                let count = count_prompt(*endpoint, model, body);
+                let bound = prompt_bound(*endpoint, model, body);
+                assert!(
+                    bound >= count,
+                    "{model} {endpoint:?}: bound {bound} < count {count}: {body}"
+                );
+            }
+        }
+        // English text is about four bytes a token: the bound is loose, never low.
+        let chat = json!({"messages": cookbook_messages()});
+        let (count, bound) = (
+            count_prompt(Endpoint::ChatCompletions, "gpt-4o", &chat),
+            prompt_bound(Endpoint::ChatCompletions, "gpt-4o", &chat),
+        );
+        assert!(count < bound && bound < 6 * count, "{count} {bound}");
+    }
+
+    #[test]
+    fn role_names_are_one_token_in_both_encodings() {
+        for model in ["gpt-4o", "gpt-4"] {
+            for role in ONE_TOKEN_ROLES {
+                assert_eq!(count_text(model, role), 1, "{model}: {role}");
+            }
         }
     }
 

@@ -1,12 +1,16 @@
 //! Reading usage from what the upstream sent. Field names differ by endpoint: chat,
 //! completions and embeddings say `prompt_tokens`/`completion_tokens`; responses (and
 //! batch-level usage) say `input_tokens`/`output_tokens`. Every field is optional:
-//! compatible providers omit details, and older snapshots omit whole objects.
+//! compatible providers omit details, and older snapshots omit whole objects. The
+//! `service_tier` that served the request is read in the same pass.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, IgnoredAny};
+use serde::{Deserialize, Deserializer};
+
+use crate::pricing::tier;
 
 use super::Usage;
 
@@ -61,12 +65,112 @@ impl RawUsage {
     }
 }
 
+/// A `service_tier` field: its text when it is a string (cut to what a row keeps),
+/// nothing for any other JSON, so an upstream writing a number there loses its tier,
+/// not the usage next to it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct TierField(pub Option<String>);
+
+impl<'de> Deserialize<'de> for TierField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = TierField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<TierField, E> {
+                Ok(TierField(Some(tier::recorded(text).to_owned())))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<TierField, E> {
+                Ok(TierField(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<TierField, E> {
+                Ok(TierField(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<TierField, E> {
+                Ok(TierField(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<TierField, E> {
+                Ok(TierField(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TierField, E> {
+                Ok(TierField(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<TierField, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TierField(None))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<TierField, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TierField(None))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// The key of the tier field, quotes included.
+pub(crate) const TIER_KEY: &[u8] = b"\"service_tier\"";
+
+/// Whether a `"service_tier"` key (not a string value of that text) starts at `at`.
+pub(crate) fn tier_key_at(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..).is_some_and(|rest| {
+        rest.starts_with(TIER_KEY)
+            && rest[TIER_KEY.len()..].trim_ascii_start().first() == Some(&b':')
+    })
+}
+
+/// Where the first `"service_tier"` key in `bytes` starts. Inside JSON strings quotes
+/// are escaped, so the key's byte pattern can only be structural. Steps from quote to
+/// quote rather than comparing every window: a chunk's key sits ~90 bytes in.
+pub(crate) fn find_tier_key(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(quote) = bytes.get(from..)?.iter().position(|&b| b == b'"') {
+        let at = from + quote;
+        if tier_key_at(bytes, at) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The tier value after a `"service_tier"` key (`after` starts right after the key):
+/// its text when it is a JSON string, cut to what a row keeps; nothing otherwise.
+pub(crate) fn tier_value(after: &[u8]) -> Option<Cow<'_, str>> {
+    let value = after
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    let text = value.strip_prefix(b"\"")?;
+    let end = text.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if text[end] == b'"' {
+        let plain = std::str::from_utf8(&text[..end]).ok()?;
+        return Some(Cow::Borrowed(tier::recorded(plain)));
+    }
+    // An escape inside the value: let the JSON parser read it.
+    let field = serde_json::Deserializer::from_slice(value)
+        .into_iter::<TierField>()
+        .next()?
+        .ok()?;
+    field.0.map(Cow::Owned)
+}
+
+/// The tier named by the last `"service_tier"` key in `bytes`: in a body's tail the
+/// top-level key comes after the payload, so the last one is the body's own.
+pub(crate) fn last_tier(bytes: &[u8]) -> Option<Cow<'_, str>> {
+    let at = bytes.windows(TIER_KEY.len()).rposition(|w| w == TIER_KEY)?;
+    tier_value(&bytes[at + TIER_KEY.len()..])
+}
+
 /// The parts of a non-streamed response body that metering reads.
 #[derive(Debug, Deserialize)]
 struct ResponseBody<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     usage: Option<RawUsage>,
+    service_tier: Option<TierField>,
     #[serde(rename = "error")]
     _error: Option<IgnoredAny>,
 }
@@ -76,6 +180,8 @@ struct ResponseBody<'a> {
 pub struct BodyUsage {
     pub model: Option<String>,
     pub usage: Option<Usage>,
+    /// The tier that served the request, as the response names it.
+    pub service_tier: Option<String>,
 }
 
 /// Reads model and usage from a complete JSON response body of any metered endpoint.
@@ -86,6 +192,7 @@ pub fn from_body(body: &[u8]) -> BodyUsage {
         Ok(parsed) => BodyUsage {
             model: parsed.model.map(Cow::into_owned),
             usage: parsed.usage.as_ref().map(RawUsage::to_usage),
+            service_tier: parsed.service_tier.and_then(|tier| tier.0),
         },
         Err(_) => BodyUsage::default(),
     }
@@ -96,7 +203,7 @@ pub fn from_body(body: &[u8]) -> BodyUsage {
 /// the last occurrence of each key in the tail is the top-level one.
 pub fn from_tail(tail: &[u8]) -> BodyUsage {
     let value_after = |key: &[u8]| -> Option<&[u8]> {
-        let at = tail.windows(key.len()).rposition(|w| w == key)?;
+        let at = memchr::memmem::rfind(tail, key)?;
         let rest = &tail[at + key.len()..];
         let colon = rest.iter().position(|&b| b == b':')?;
         Some(&rest[colon + 1..])
@@ -118,7 +225,12 @@ pub fn from_tail(tail: &[u8]) -> BodyUsage {
     let model = value_after(b"\"model\"")
         .and_then(first_value)
         .and_then(|v| v.as_str().map(str::to_owned));
-    BodyUsage { model, usage }
+    let service_tier = last_tier(tail).map(Cow::into_owned);
+    BodyUsage {
+        model,
+        usage,
+        service_tier,
+    }
 }
 
 /// The generated text of a whole response body (choices' content, text, refusals and
@@ -254,6 +366,76 @@ mod tests {
         assert_eq!(read.usage.map(|u| u.prompt_tokens), Some(8000));
         assert_eq!(from_tail(b"no keys here"), BodyUsage::default());
         assert_eq!(from_tail(br#""usage":"#).usage, None);
+    }
+
+    #[test]
+    fn the_served_tier_is_read_leniently_beside_the_usage() {
+        let read = |body: &str| from_body(body.as_bytes());
+        let chat = read(
+            r#"{"model":"gpt-5","usage":{"prompt_tokens":3,"completion_tokens":1},"service_tier":"flex","system_fingerprint":"fp"}"#,
+        );
+        assert_eq!(chat.service_tier.as_deref(), Some("flex"));
+        let responses = read(
+            r#"{"object":"response","service_tier":"priority","model":"o3","usage":{"input_tokens":3,"output_tokens":1}}"#,
+        );
+        assert_eq!(responses.service_tier.as_deref(), Some("priority"));
+        // Not a string: no tier, and the usage still counts.
+        for odd in ["5", "null", "true", "[\"flex\"]", "{\"tier\":\"flex\"}"] {
+            let body = format!(r#"{{"usage":{{"prompt_tokens":3}},"service_tier":{odd}}}"#);
+            let read = from_body(body.as_bytes());
+            assert_eq!(read.service_tier, None, "{odd}");
+            assert_eq!(read.usage.map(|u| u.prompt_tokens), Some(3), "{odd}");
+        }
+        let long = format!(r#"{{"service_tier":"{}"}}"#, "x".repeat(500));
+        assert_eq!(
+            read(&long).service_tier.map(|t| t.len()),
+            Some(tier::MAX_RECORDED_BYTES)
+        );
+        let tail = br#"0.2]}],"usage":{"prompt_tokens":8},"service_tier":"default"}"#;
+        assert_eq!(from_tail(tail).service_tier.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_tier_is_found_in_the_bytes_of_a_chunk() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (
+                br#"{"id":"c","service_tier":"flex","choices":[]}"#,
+                Some("flex"),
+            ),
+            (br#"{"service_tier" : "priority"}"#, Some("priority")),
+            (br#"{"service_tier":"a\"b"}"#, Some("a\"b")),
+            (br#"{"service_tier":null}"#, None),
+            (br#"{"service_tier":5}"#, None),
+            (br#"{"content":"say \"service_tier\":\"flex\""}"#, None),
+            (
+                br#"{"service_tier":"flex","x":{"service_tier":"default"}}"#,
+                Some("default"),
+            ),
+            (br#"{"service_tier":"unterminated"#, None),
+            (b"", None),
+        ];
+        for (bytes, want) in cases {
+            let shown = String::from_utf8_lossy(bytes);
+            assert_eq!(last_tier(bytes).as_deref(), *want, "{shown}");
+        }
+        // The first key, found from quote to quote: the top-level one of a chunk.
+        let chunk = br#"{"id":"c","model":"m","service_tier":"flex","choices":[{"delta":{"content":"\"service_tier\":\"x\""}}]}"#;
+        let at = find_tier_key(chunk).unwrap();
+        assert_eq!(at, 22);
+        assert_eq!(
+            tier_value(&chunk[at + TIER_KEY.len()..]).as_deref(),
+            Some("flex")
+        );
+        for none in [
+            &b""[..],
+            b"\"",
+            b"{\"service_tier",
+            b"{\"a\":\"service_tier\"}",
+        ] {
+            let found = find_tier_key(none).map(|at| &none[at..]);
+            let value = found.and_then(|rest| tier_value(&rest[TIER_KEY.len()..]));
+            assert_eq!(value, None, "{}", String::from_utf8_lossy(none));
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::PricingError;
 use super::money::Rate;
 use super::overrides::{ModelPriceOverride, PricingOverrides};
+use super::sheet::TierSheet;
 
 /// Where errors in the embedded catalog point.
 pub const BUILTIN_ORIGIN: &str = "prices/catalog.toml (built-in)";
@@ -18,7 +19,10 @@ const BUILTIN_TOML: &str = include_str!("../../prices/catalog.toml");
 /// Optional rates fall back when priced: no `cached_input` charges cached tokens at
 /// `input`; no `batch_*` rate is half the standard one; no `ft_cached_input` charges at
 /// `ft_input`. A model without `ft_input`/`ft_output` has no fine-tuned price, so its
-/// `ft:` models are unknown rather than guessed.
+/// `ft:` models are unknown rather than guessed. A model without a service tier's sheet
+/// (`flex`, `priority`) does not offer that tier: requests served at it are priced at
+/// standard, and counted. `ft:` models have tier sheets only where `ft_flex` /
+/// `ft_priority` say so.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ModelPrices {
     pub input: Rate,
@@ -37,6 +41,14 @@ pub struct ModelPrices {
     pub as_of: Option<String>,
     /// Where the prices come from, e.g. `brief` or `openai-pricing-page`.
     pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flex: Option<TierSheet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<TierSheet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ft_flex: Option<TierSheet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ft_priority: Option<TierSheet>,
 }
 
 /// Prices by model name. Built once at start-up, then shared read-only.
@@ -65,12 +77,17 @@ impl ModelPrices {
             max_output_tokens: None,
             as_of: None,
             source: None,
+            flex: None,
+            priority: None,
+            ft_flex: None,
+            ft_priority: None,
         };
-        prices.apply(o);
+        prices.apply(o)?;
         Ok(prices)
     }
 
-    fn apply(&mut self, o: &ModelPriceOverride) {
+    /// Lays `o` over this entry; the error is a missing required field of a new sheet.
+    fn apply(&mut self, o: &ModelPriceOverride) -> Result<(), &'static str> {
         fn set<T: Clone>(slot: &mut T, value: Option<&T>) {
             if let Some(value) = value {
                 slot.clone_from(value);
@@ -94,13 +111,52 @@ impl ModelPrices {
         set_opt(&mut self.max_output_tokens, &o.max_output_tokens);
         set_opt(&mut self.as_of, &o.as_of);
         set_opt(&mut self.source, &o.source);
+        for (slot, given, name) in [
+            (&mut self.flex, &o.flex, "flex"),
+            (&mut self.priority, &o.priority, "priority"),
+            (&mut self.ft_flex, &o.ft_flex, "ft_flex"),
+            (&mut self.ft_priority, &o.ft_priority, "ft_priority"),
+        ] {
+            if let Some(given) = given {
+                TierSheet::apply(slot, given, name)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Checks that need the merged entry: a fine-tuned price is both rates or neither.
+    /// Checks that need the merged entry: a fine-tuned price is both rates or neither,
+    /// and a fine-tuned tier sheet needs the fine-tuned price it is a tier of.
     fn check(&self) -> Result<(), (&'static str, String)> {
-        if let Some(as_of) = &self.as_of {
-            if !is_date(as_of) {
-                return Err(("as_of", format!("`{as_of}` is not a YYYY-MM-DD date")));
+        let dates = [
+            ("as_of", self.as_of.as_ref()),
+            (
+                "flex.as_of",
+                self.flex.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+            (
+                "priority.as_of",
+                self.priority.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+            (
+                "ft_flex.as_of",
+                self.ft_flex.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+            (
+                "ft_priority.as_of",
+                self.ft_priority.as_ref().and_then(|s| s.as_of.as_ref()),
+            ),
+        ];
+        for (field, as_of) in dates {
+            if let Some(as_of) = as_of.filter(|as_of| !is_date(as_of)) {
+                return Err((field, format!("`{as_of}` is not a YYYY-MM-DD date")));
+            }
+        }
+        for (field, sheet) in [
+            ("ft_flex", &self.ft_flex),
+            ("ft_priority", &self.ft_priority),
+        ] {
+            if sheet.is_some() && self.ft_input.is_none() {
+                return Err((field, "needs ft_input and ft_output as well".into()));
             }
         }
         match (self.ft_input, self.ft_output) {
@@ -142,19 +198,18 @@ impl Catalog {
     ) -> Result<Self, PricingError> {
         for (name, entry) in &overrides.models {
             check_model_name(origin, name)?;
+            let missing = |field| PricingError::MissingField {
+                origin: origin.to_owned(),
+                model: name.clone(),
+                field,
+            };
             let prices = match self.models.get_mut(name) {
                 Some(prices) => {
-                    prices.apply(entry);
+                    prices.apply(entry).map_err(missing)?;
                     prices
                 }
                 None => {
-                    let prices = ModelPrices::from_override(entry).map_err(|field| {
-                        PricingError::MissingField {
-                            origin: origin.to_owned(),
-                            model: name.clone(),
-                            field,
-                        }
-                    })?;
+                    let prices = ModelPrices::from_override(entry).map_err(missing)?;
                     self.models.entry(name.clone()).or_insert(prices)
                 }
             };
@@ -237,7 +292,7 @@ fn check_model_name(origin: &str, name: &str) -> Result<(), PricingError> {
 }
 
 /// `YYYY-MM-DD` naming a real day of the Gregorian calendar.
-fn is_date(text: &str) -> bool {
+pub(super) fn is_date(text: &str) -> bool {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| {
         b.get(range.clone())

@@ -5,12 +5,16 @@
 //! Reasoning tokens are part of `completion` and are never added again. The variants
 //! only choose the three unit rates: batch charges its input rate for every prompt token
 //! (cached ones too: no further discount), fine-tuned models use the base model's `ft_*`
-//! rates, and a fine-tuned batch request pays half the fine-tuned rates.
+//! rates, and a fine-tuned batch request pays half the fine-tuned rates. The flex and
+//! priority service tiers charge their own sheets (`ft_flex` / `ft_priority` for `ft:`
+//! models); a model without the sheet of the tier that served it pays standard.
 
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, ModelPrices};
 use super::money::{Cost, Rate};
+use super::resolve::Resolved;
+use super::tier::ServiceTier;
 use crate::metering::Usage;
 
 /// Which price list a request was charged from.
@@ -23,6 +27,12 @@ pub enum Variant {
     FineTunedBatch,
     /// A fine-tuning job's trained tokens at the base model's training rate.
     Training,
+    /// Served by the flex service tier, at the model's flex sheet.
+    Flex,
+    /// Served by the priority service tier, at the model's priority sheet.
+    Priority,
+    FineTunedFlex,
+    FineTunedPriority,
 }
 
 impl Variant {
@@ -33,10 +43,26 @@ impl Variant {
             Self::FineTuned => "fine_tuned",
             Self::FineTunedBatch => "fine_tuned_batch",
             Self::Training => "training",
+            Self::Flex => "flex",
+            Self::Priority => "priority",
+            Self::FineTunedFlex => "fine_tuned_flex",
+            Self::FineTunedPriority => "fine_tuned_priority",
         }
     }
 
-    fn of(fine_tuned: bool, batch: bool) -> Self {
+    /// The variant of a realtime request served at `tier`, if that tier has a sheet of
+    /// its own (flex and priority); `None` means the standard (or fine-tuned) list.
+    pub(super) fn of_tier(fine_tuned: bool, tier: Option<ServiceTier>) -> Option<Self> {
+        Some(match (tier?, fine_tuned) {
+            (ServiceTier::Flex, false) => Self::Flex,
+            (ServiceTier::Flex, true) => Self::FineTunedFlex,
+            (ServiceTier::Priority, false) => Self::Priority,
+            (ServiceTier::Priority, true) => Self::FineTunedPriority,
+            _ => return None,
+        })
+    }
+
+    pub(super) fn of(fine_tuned: bool, batch: bool) -> Self {
         match (fine_tuned, batch) {
             (false, false) => Self::Standard,
             (false, true) => Self::Batch,
@@ -63,6 +89,9 @@ pub struct Priced<'a> {
     pub model: &'a str,
     pub variant: Variant,
     pub rates: UnitRates,
+    /// The tier that served the request has no sheet for this model (a tier it does
+    /// not offer, `scale`, or a name no one defines): it was charged at standard.
+    pub tier_unpriced: bool,
 }
 
 // === impl UnitRates ===
@@ -130,6 +159,11 @@ impl ModelPrices {
                     output: Rate::ZERO,
                 }
             }
+            Variant::Flex => self.flex.as_ref()?.rates(),
+            Variant::Priority => self.priority.as_ref()?.rates(),
+            // A fine-tuned tier is a tier of a fine-tuned price: without one, unknown.
+            Variant::FineTunedFlex => self.ft_input.and(self.ft_flex.as_ref())?.rates(),
+            Variant::FineTunedPriority => self.ft_input.and(self.ft_priority.as_ref())?.rates(),
         };
         Some(rates)
     }
@@ -148,17 +182,24 @@ impl Catalog {
         usage: &Usage,
         batch: bool,
     ) -> Option<Priced<'_>> {
-        let resolved = answered
+        let resolved = self.resolve_answered(answered, requested)?;
+        priced(
+            resolved,
+            Variant::of(resolved.fine_tuned, batch),
+            usage,
+            false,
+        )
+    }
+
+    /// The answered name when the catalog resolves it, else the requested one.
+    pub(super) fn resolve_answered(
+        &self,
+        answered: Option<&str>,
+        requested: Option<&str>,
+    ) -> Option<Resolved<'_>> {
+        answered
             .and_then(|name| self.resolve(name))
-            .or_else(|| requested.and_then(|name| self.resolve(name)))?;
-        let variant = Variant::of(resolved.fine_tuned, batch);
-        let rates = resolved.prices.rates(variant)?;
-        Some(Priced {
-            cost: rates.cost(usage),
-            model: resolved.key,
-            variant,
-            rates,
-        })
+            .or_else(|| requested.and_then(|name| self.resolve(name)))
     }
 
     /// Cost of a fine-tuning job: `trained_tokens` (epochs included, as OpenAI reports
@@ -182,8 +223,25 @@ impl Catalog {
             model: resolved.key,
             variant: Variant::Training,
             rates,
+            tier_unpriced: false,
         })
     }
+}
+
+pub(super) fn priced<'a>(
+    resolved: Resolved<'a>,
+    variant: Variant,
+    usage: &Usage,
+    tier_unpriced: bool,
+) -> Option<Priced<'a>> {
+    let rates = resolved.prices.rates(variant)?;
+    Some(Priced {
+        cost: rates.cost(usage),
+        model: resolved.key,
+        variant,
+        rates,
+        tier_unpriced,
+    })
 }
 
 #[cfg(test)]

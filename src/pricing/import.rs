@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::PricingError;
 use super::money::{COST_DECIMALS, DecimalError, Rate, parse_scaled};
-use super::overrides::{ModelPriceOverride, PricingOverrides};
+use super::overrides::{ModelPriceOverride, PricingOverrides, TierSheetOverride};
 use super::resolve::fine_tuned_base;
 
 /// The key LiteLLM uses to document the format; not a model.
@@ -156,6 +156,30 @@ fn convert(entry: &Value, providers: &[&str]) -> Result<ModelPriceOverride, Skip
     ) else {
         return Err(SkipReason::MissingCost);
     };
+    // LiteLLM suffixes a service tier's costs with its name; a tier is imported only
+    // with both its input and output rates, as any sheet needs.
+    let sheet = |tier: &str| -> Result<Option<TierSheetOverride>, SkipReason> {
+        let field = |name: &str| -> &'static str {
+            match (name, tier) {
+                ("input", "flex") => "input_cost_per_token_flex",
+                ("output", "flex") => "output_cost_per_token_flex",
+                ("cached", "flex") => "cache_read_input_token_cost_flex",
+                ("input", _) => "input_cost_per_token_priority",
+                ("output", _) => "output_cost_per_token_priority",
+                _ => "cache_read_input_token_cost_priority",
+            }
+        };
+        let (Some(input), Some(output)) = (rate(field("input"))?, rate(field("output"))?) else {
+            return Ok(None);
+        };
+        Ok(Some(TierSheetOverride {
+            input: Some(input),
+            cached_input: rate(field("cached"))?,
+            output: Some(output),
+            source: Some("litellm".to_owned()),
+            ..TierSheetOverride::default()
+        }))
+    };
     Ok(ModelPriceOverride {
         input: Some(input),
         output: Some(output),
@@ -165,6 +189,8 @@ fn convert(entry: &Value, providers: &[&str]) -> Result<ModelPriceOverride, Skip
         context_window: entry.get("max_input_tokens").and_then(token_count),
         max_output_tokens: entry.get("max_output_tokens").and_then(token_count),
         source: Some("litellm".to_owned()),
+        flex: sheet("flex")?,
+        priority: sheet("priority")?,
         ..ModelPriceOverride::default()
     })
 }
@@ -255,8 +281,17 @@ mod tests {
             "mode": "chat",
             "output_cost_per_token": 1.2e-06
         },
+        "gpt-5": {
+            "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+            "cache_read_input_token_cost": 1.25e-07,
+            "input_cost_per_token_flex": 6.25e-07, "output_cost_per_token_flex": 5e-06,
+            "cache_read_input_token_cost_flex": 6.25e-08,
+            "input_cost_per_token_priority": 2.5e-06, "output_cost_per_token_priority": 2e-05,
+            "litellm_provider": "openai", "mode": "chat"
+        },
         "gpt-4o": {
             "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+            "input_cost_per_token_priority": 4.25e-06,
             "cache_read_input_token_cost": 1.25e-06, "max_input_tokens": 128e3,
             "litellm_provider": "openai", "mode": "chat"
         },
@@ -298,11 +333,26 @@ mod tests {
                 "bedrock/nova-pro",
                 "gpt-4o",
                 "gpt-4o-mini",
+                "gpt-5",
                 "text-embedding-3-small",
                 "thirds"
             ]
         );
-        assert_eq!(import.imported, 6, "five models and one ft: entry");
+        assert_eq!(import.imported, 7, "six models and one ft: entry");
+        // A tier comes with its input and output rates, or not at all.
+        let gpt5 = &models["gpt-5"];
+        let flex = gpt5.flex.as_ref().unwrap();
+        assert_eq!(
+            (flex.input, flex.cached_input, flex.output),
+            (rate("0.625"), rate("0.0625"), rate("5"))
+        );
+        let priority = gpt5.priority.as_ref().unwrap();
+        assert_eq!(
+            (priority.input, priority.cached_input, priority.output),
+            (rate("2.5"), None, rate("20"))
+        );
+        assert_eq!(models["gpt-4o"].priority, None, "no priority output rate");
+        assert_eq!(models["gpt-4o-mini"].flex, None);
         let mini = &models["gpt-4o-mini"];
         assert_eq!(
             (

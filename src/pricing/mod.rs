@@ -7,7 +7,10 @@
 //!   `built-in < prices file < config`.
 //! - [`overrides`]: the TOML shape of all three, as serde structs the config embeds.
 //! - [`resolve`]: model name → catalog entry: exact, alias, dated snapshot, `ft:` name.
-//! - [`cost`]: the priced variants (standard, batch, fine-tuned, fine-tuned batch).
+//! - [`cost`]: the priced variants (standard, batch, fine-tuned, fine-tuned batch, and
+//!   the flex and priority service tiers of either).
+//! - [`sheet`]: the flex and priority sheets, and pricing by the tier that served.
+//! - [`tier`]: which service tier a row is priced at, and a reservation reserved at.
 //! - [`import`]: LiteLLM's `model_prices_and_context_window.json` → catalog TOML.
 //!
 //! Start-up builds the catalog once:
@@ -43,14 +46,18 @@ pub mod import;
 pub mod money;
 pub mod overrides;
 pub mod resolve;
+pub mod sheet;
 pub mod table;
+pub mod tier;
 
 pub use catalog::{BUILTIN_ORIGIN, Catalog, ModelPrices};
 pub use cost::{Priced, UnitRates, Variant};
 pub use import::{LiteLlmImport, SkipReason, Skipped, import_litellm};
 pub use money::{Cost, DecimalError, Rate, exact_toml};
-pub use overrides::{ModelPriceOverride, PricingOverrides};
+pub use overrides::{ModelPriceOverride, PricingOverrides, TierSheetOverride};
 pub use resolve::Resolved;
+pub use sheet::TierSheet;
+pub use tier::{AutoTier, ServiceTier};
 
 /// A price catalog, prices file or override that cannot be used. Every variant names the
 /// file (`origin`) and, where there is one, the model and the field.
@@ -72,9 +79,10 @@ pub enum PricingError {
         field: String,
         reason: String,
     },
-    /// A model that is not in the catalog yet lacks a rate every model needs.
+    /// A model (or a model's tier sheet) that is not in the catalog yet lacks a rate
+    /// every model (or sheet) needs.
     #[error(
-        "{origin}: model `{model}`: `{field}` is required for a model the catalog does not have yet"
+        "{origin}: model `{model}`: `{field}` is required for a model or tier sheet the catalog does not have yet"
     )]
     MissingField {
         origin: String,

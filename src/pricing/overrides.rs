@@ -49,6 +49,35 @@ pub struct ModelPriceOverride {
     pub as_of: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// `[models."name".flex]`: the flex service tier's sheet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flex: Option<TierSheetOverride>,
+    /// `[models."name".priority]`: the priority service tier's sheet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<TierSheetOverride>,
+    /// The flex sheet of this base model's `ft:` models (none unless configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ft_flex: Option<TierSheetOverride>,
+    /// The priority sheet of this base model's `ft:` models (none unless configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ft_priority: Option<TierSheetOverride>,
+}
+
+/// A service tier's rates per 1M tokens, with their own date and source: any subset on
+/// a sheet the model already has; `input` and `output` at least for a new one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierSheetOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The `[pricing]` tables of the config, and the whole of a prices file.

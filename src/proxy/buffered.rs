@@ -83,6 +83,7 @@ pub(super) async fn relay(
         usage,
         source: Some(source),
         model_answered: read.model,
+        service_tier: read.service_tier,
         upstream_request_id: head.upstream_request_id.take(),
         ttfb,
         ..Finish::default()

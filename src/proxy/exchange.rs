@@ -13,6 +13,7 @@ use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice, RowRoute};
 use crate::limits::Admission;
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 use crate::metrics::{Caller, InFlight, Metrics, OTHER_MODEL, Observation};
+use crate::pricing::tier;
 
 pub struct Exchange {
     /// The ledger row's id, taken at admission: a budget reservation carries the same
@@ -32,6 +33,8 @@ pub struct Exchange {
     pub upstream: String,
     pub endpoint: Endpoint,
     pub model_requested: Option<String>,
+    /// `service_tier` as the client sent it (see `MeteredRequest::service_tier`).
+    pub service_tier_requested: Option<String>,
     pub streamed: bool,
     pub hide_usage: bool,
     /// The request body as sent upstream, for counting the prompt when the upstream
@@ -44,6 +47,9 @@ pub struct Exchange {
     pub forwarded: Instant,
     pub deadline: Instant,
     pub policy: DisconnectPolicy,
+    /// The output tokens the rate-limit charge reserved (the request's cap, or the
+    /// default): a request costs at least these, as at OpenAI.
+    pub reserved_output: u64,
     /// The rate-limit charge, settled with the real usage when the exchange ends;
     /// dropping it (however the exchange ends) frees the key's in-flight place.
     pub limits: Option<Admission>,
@@ -61,6 +67,8 @@ pub struct Finish {
     pub usage: Usage,
     pub source: Option<UsageSource>,
     pub model_answered: Option<String>,
+    /// The tier the upstream said served the request (a stream's last word on it).
+    pub service_tier: Option<String>,
     pub upstream_request_id: Option<String>,
     pub ttfb: Option<Duration>,
     /// tollgate's time after the upstream's last byte (pricing a buffered answer).
@@ -75,12 +83,22 @@ impl Exchange {
         self.finish_priced(finish, price).await;
     }
 
-    /// What the usage in `finish` costs, by the answered model, else the requested one.
+    /// What the usage in `finish` costs, by the answered model, else the requested one,
+    /// at the rates of the tier that served it.
     pub fn price(&self, finish: &Finish) -> Option<RowPrice> {
-        self.pricer.price(
+        self.pricer.price_served(
             finish.model_answered.as_deref(),
             self.model_requested.as_deref(),
             &finish.usage,
+            self.served_tier(finish),
+        )
+    }
+
+    /// The tier the row is priced at and records: see [`tier::served`].
+    fn served_tier<'a>(&'a self, finish: &'a Finish) -> &'a str {
+        tier::served(
+            finish.service_tier.as_deref(),
+            self.service_tier_requested.as_deref(),
         )
     }
 
@@ -88,16 +106,18 @@ impl Exchange {
     /// response's headers first).
     pub async fn finish_priced(mut self, finish: Finish, price: Option<RowPrice>) {
         if let Some(admission) = self.limits.take() {
+            // The prompt as the upstream counted it (the admission may have charged its
+            // bound), and at least the output reserved.
             let usage = &finish.usage;
-            admission.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+            let output = usage.completion_tokens.max(self.reserved_output);
+            admission.settle_to(usage.prompt_tokens.saturating_add(output));
         }
         let outcome = finish.outcome.unwrap_or(Outcome::Ok);
         let source = finish.source.unwrap_or(UsageSource::Estimated);
+        let served = self.served_tier(&finish).to_owned();
         let latency = self.started.elapsed();
-        let cost = price
-            .as_ref()
-            .map(|price| price.cost.to_decimal_string())
-            .unwrap_or_default();
+        // Formatted only when the line is logged: the default filter drops it.
+        let cost = tracing::field::display(CostText(price.as_ref()));
         tracing::info!(
             request_id = %self.request_id,
             caller = %self.caller,
@@ -107,6 +127,7 @@ impl Exchange {
             endpoint = self.endpoint.as_str(),
             model = self.model_requested.as_deref().unwrap_or(""),
             attempt = self.route.attempt,
+            service_tier = served.as_str(),
             status = finish.status,
             outcome = outcome.as_str(),
             prompt_tokens = finish.usage.prompt_tokens,
@@ -114,7 +135,7 @@ impl Exchange {
             completion_tokens = finish.usage.completion_tokens,
             reasoning_tokens = finish.usage.reasoning_tokens,
             usage_source = source.as_str(),
-            cost_usd = %cost,
+            cost_usd = cost,
             latency_ms = millis(latency),
             "request"
         );
@@ -125,6 +146,7 @@ impl Exchange {
                 .as_ref()
                 .map_or(OTHER_MODEL, |price| price.model.as_str()),
             endpoint: self.endpoint.as_str(),
+            service_tier: tier::label(&served),
             status: finish.status,
             usage: &finish.usage,
             cost: price.as_ref().map(|price| price.cost),
@@ -142,6 +164,8 @@ impl Exchange {
             endpoint: self.endpoint.as_str().to_owned(),
             model_requested: self.model_requested,
             model_answered: finish.model_answered,
+            service_tier_requested: self.service_tier_requested,
+            service_tier: Some(served),
             streamed: self.streamed,
             usage: finish.usage,
             usage_source: source,
@@ -189,6 +213,18 @@ pub(super) fn count(endpoint: Endpoint, model: &str, request: &[u8], generated: 
             tokens::count_text(model, generated)
         },
         ..Usage::default()
+    }
+}
+
+/// A row's cost as the log line shows it: exact decimal dollars, empty when unpriced.
+struct CostText<'a>(Option<&'a RowPrice>);
+
+impl std::fmt::Display for CostText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(price) => f.write_str(&price.cost.to_decimal_string()),
+            None => Ok(()),
+        }
     }
 }
 

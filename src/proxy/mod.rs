@@ -32,10 +32,11 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
-use crate::limits::{Admission, Limiter};
+use crate::limits::{Admission, Kind, Limiter, Limits};
 use crate::metering::{Endpoint, UsageSource};
 use crate::metrics::{Caller, InFlight, Metrics};
 use crate::routing::{Plan, Routing};
+use admit::Prompt;
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
 use upstream::{Upstreams, X_REQUEST_ID};
@@ -83,15 +84,21 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Respo
         Err(error) => return error.into_response(),
     };
     let path = path.to_owned();
+    // The other routes' futures are boxed: axum moves this handler's future into a box
+    // of its own on every request, and tokio copies it around, so every byte their
+    // state machines would add inline is paid by each metered request.
     let result = match Endpoint::from_path(&path) {
         Some(endpoint) if parts.method == Method::POST => {
             metered(&proxy, identity, endpoint, &path, parts, body).await
         }
         _ => match crate::batch::api::route(&parts.method, &path) {
             Some(route) => {
-                crate::batch::api::handle(&proxy, identity, route, &path, parts, body).await
+                Box::pin(crate::batch::api::handle(
+                    &proxy, identity, route, &path, parts, body,
+                ))
+                .await
             }
-            None => passthrough(&proxy, &path, parts, body).await,
+            None => Box::pin(passthrough(&proxy, &path, parts, body)).await,
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -235,23 +242,21 @@ async fn admit_and_forward(
         }
         _ => proxy.pricer.admit(model)?,
     }
-    let context_window = proxy.pricer.context_window(model);
-    let budgeted = Budgets::applies(&identity);
-    let figures = proxy.limits.figures(&identity, model);
+    let mut prompt = Prompt::new(endpoint, model, &request.body);
+    if let Some(limit) = proxy.pricer.context_window(model) {
+        let output = request.max_output.unwrap_or(0);
+        // A request within the window even at its prompt's bound needs no count.
+        if prompt.bound().await?.saturating_add(output) > limit {
+            check_context(prompt.count().await?, output, limit)?;
+        }
+    }
     let headroom = plan
         .as_ref()
         .is_some_and(|plan| proxy.routing.needs_tokens(plan, requested));
-    let prompt = if context_window.is_some()
-        || budgeted
-        || headroom
-        || Limiter::needs_tokens(figures.as_ref())
-    {
-        Some(admit::count_prompt(endpoint, model, &request.body).await?)
-    } else {
-        None
-    };
-    if let (Some(limit), Some(prompt)) = (context_window, prompt) {
-        check_context(prompt, request.max_output.unwrap_or(0), limit)?;
+    if Budgets::applies(&identity) || headroom {
+        // The reservation and the headroom ration are figured from the count: the
+        // bound would hold back several times what the prompt can cost.
+        prompt.count().await?;
     }
     if plan.is_none() {
         return Err(ApiError::NoUpstream {
@@ -259,20 +264,14 @@ async fn admit_and_forward(
         });
     }
     // Rate limits before the budget: a request they refuse never holds a reservation.
-    let admission = match figures {
+    let admission = match proxy.limits.figures(&identity, model) {
         Some(figures) => {
-            let tokens = prompt.map_or(0, |prompt| {
-                proxy.limits.estimate(endpoint, prompt, request.max_output)
-            });
-            Some(
-                proxy
-                    .limits
-                    .admit(&identity, model, figures, tokens)
-                    .await?,
-            )
+            let admit = (&identity, model, figures, request.max_output);
+            Some(admit_limits(proxy, endpoint, admit, &mut prompt).await?)
         }
         None => None,
     };
+    let prompt = prompt.counted();
     // Every answer from here on, success or error, tells the client where it stands.
     let standing = admission.as_ref().map(|admitted| admitted.standing.clone());
     let Some(plan) = plan else {
@@ -300,11 +299,37 @@ async fn admit_and_forward(
     Ok(response)
 }
 
+/// Charges the rate limits with the prompt's bound when it fits, and only when it does
+/// not, with the tokenizer's count: a request is refused only if its count does not fit
+/// either. The exchange settles the charge to the real usage when it ends.
+async fn admit_limits(
+    proxy: &Proxy,
+    endpoint: Endpoint,
+    (identity, model, figures, max_output): (&Identity, Option<&str>, Limits, Option<u64>),
+    prompt: &mut Prompt<'_>,
+) -> Result<Admission, ApiError> {
+    let limits = &proxy.limits;
+    if !Limiter::needs_tokens(Some(&figures)) {
+        return limits.admit(identity, model, figures, 0).await;
+    }
+    let tokens = limits.estimate(endpoint, prompt.bound().await?, max_output);
+    match limits.admit(identity, model, figures, tokens).await {
+        Err(ApiError::RateLimited(limited))
+            if matches!(limited.kind, Kind::Tpm | Kind::Tpd) && prompt.could_shrink() =>
+        {
+            let tokens = limits.estimate(endpoint, prompt.count().await?, max_output);
+            limits.admit(identity, model, figures, tokens).await
+        }
+        admitted => admitted,
+    }
+}
+
 /// A request past its checks, on its way upstream.
 struct Admitted {
     identity: Identity,
     endpoint: Endpoint,
     plan: Plan,
+    /// The prompt counted by the tokenizer, when a check needed the count.
     prompt: Option<u64>,
     admission: Option<Admission>,
     ts_ms: i64,
@@ -373,6 +398,7 @@ async fn forward_metered(
         upstream: upstream.name.clone(),
         endpoint,
         model_requested: request.model.clone(),
+        service_tier_requested: request.service_tier,
         streamed: request.stream,
         hide_usage: request.hide_usage,
         request: request.body.clone(),
@@ -381,6 +407,7 @@ async fn forward_metered(
         forwarded: Instant::now(),
         deadline: started + upstream.total_timeout,
         policy: proxy.server.on_client_disconnect,
+        reserved_output: proxy.limits.estimate(endpoint, 0, request.max_output),
         limits: admission,
         route: crate::ledger::RowRoute {
             model_alias: plan.alias().map(str::to_owned),
@@ -501,7 +528,8 @@ pub(crate) async fn passthrough(
         }
     };
     let status = response.status();
-    let headers = upstream::response_headers(response.headers());
+    let mut response = response;
+    let headers = upstream::response_headers_from(std::mem::take(response.headers_mut()));
     let mut client = Response::new(Body::from_stream(response.bytes_stream()));
     *client.status_mut() = status;
     *client.headers_mut() = headers;

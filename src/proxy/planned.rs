@@ -66,9 +66,11 @@ pub(super) async fn reserve(
             .unwrap_or(proxy.budgets.config().default_max_tokens),
         ..Usage::default()
     };
+    // At the dearest service tier each target can be billed at: see `tier::worst_case`.
+    let tier = request.service_tier.as_deref();
     let dearest = |plan: &Plan| {
         plan.targets(requested)
-            .filter_map(|target| proxy.pricer.estimate(target.model, &worst))
+            .filter_map(|target| proxy.pricer.estimate_reserve(target.model, tier, &worst))
             .max()
             .unwrap_or_default()
     };

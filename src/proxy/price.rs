@@ -1,5 +1,6 @@
-//! Pricing on the request path: the catalog, the unknown-model policy, and the
-//! once-per-model warning for models it cannot price.
+//! Pricing on the request path: the catalog, the unknown-model policy, the service
+//! tier a row is priced at, and the once-per-model (and per model and tier) warnings
+//! for what it cannot price.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -9,7 +10,7 @@ use crate::error::ApiError;
 use crate::ledger::RowPrice;
 use crate::metering::Usage;
 use crate::metrics::{Metrics, OTHER_MODEL};
-use crate::pricing::{Catalog, Cost};
+use crate::pricing::{AutoTier, Catalog, Cost, Priced, tier};
 
 /// Distinct unpriced model names given their own metric label (and warning); names
 /// beyond these are counted under `other`, so clients inventing names can grow
@@ -21,7 +22,11 @@ pub struct Pricer {
     metrics: Metrics,
     policy: UnknownModelPolicy,
     enforce_context_window: bool,
+    auto_tier: AutoTier,
     warned: Mutex<HashSet<String>>,
+    /// (catalog model, tier label) pairs warned about: bounded by the catalog's size
+    /// times the tier labels, whatever clients send.
+    warned_tiers: Mutex<HashSet<(String, &'static str)>>,
 }
 
 impl Pricer {
@@ -31,7 +36,9 @@ impl Pricer {
             metrics,
             policy: config.unknown_model,
             enforce_context_window: config.enforce_context_window,
+            auto_tier: config.auto_service_tier,
             warned: Mutex::default(),
+            warned_tiers: Mutex::default(),
         }
     }
 
@@ -75,6 +82,75 @@ impl Pricer {
         self.catalog
             .price(None, model, usage, false)
             .map(|priced| priced.cost)
+    }
+
+    /// What a budget reserves for `usage` on a request asking for `requested` tier:
+    /// the rates of the dearest tier it can be billed at ([`tier::worst_case`]), or
+    /// standard where the model lacks that tier's sheet. No warning or metric.
+    pub fn estimate_reserve(
+        &self,
+        model: Option<&str>,
+        requested: Option<&str>,
+        usage: &Usage,
+    ) -> Option<Cost> {
+        let tier = tier::worst_case(requested, self.auto_tier);
+        self.catalog
+            .price_served(None, model, usage, tier.as_str())
+            .map(|priced| priced.cost)
+    }
+
+    /// A realtime row's price at the tier that served it (see [`tier::served`]). A tier
+    /// the model has no sheet for is priced at standard, counted in
+    /// `tollgate_unpriced_tier_total` and warned about once per model and tier; a model
+    /// with no price at all is handled as by `price`.
+    pub fn price_served(
+        &self,
+        answered: Option<&str>,
+        requested: Option<&str>,
+        usage: &Usage,
+        served: &str,
+    ) -> Option<RowPrice> {
+        match self
+            .catalog
+            .price_served(answered, requested, usage, served)
+        {
+            Some(priced) => {
+                if priced.tier_unpriced {
+                    self.unpriced_tier(priced.model, served);
+                }
+                Some(row_price(&priced))
+            }
+            None => self.price_as(answered, requested, usage, false),
+        }
+    }
+
+    fn unpriced_tier(&self, model: &str, served: &str) {
+        let label = tier::label(served);
+        self.metrics
+            .unpriced_tiers
+            .with_label_values(&[model, label])
+            .inc();
+        let first = self
+            .warned_tiers
+            .lock()
+            .map(|mut warned| warned.insert((model.to_owned(), label)))
+            .unwrap_or(false);
+        if first {
+            let hint = match label {
+                "flex" | "priority" => {
+                    format!(
+                        "add [pricing.models.\"{model}\".{label}] if the tier bills differently"
+                    )
+                }
+                _ => "only flex and priority have sheets of their own".to_owned(),
+            };
+            tracing::warn!(
+                model,
+                service_tier = tier::recorded(served),
+                %hint,
+                "served at a service tier the model has no rates for: priced at standard"
+            );
+        }
     }
 
     /// The row's price: by the model the upstream answered with, else the one asked
@@ -121,12 +197,7 @@ impl Pricer {
                  tokens with an unknown cost; add `training` under [pricing.models]"
             );
         }
-        priced.map(|priced| RowPrice {
-            cost: priced.cost,
-            model: priced.model.to_owned(),
-            variant: priced.variant,
-            rates: priced.rates,
-        })
+        priced.as_ref().map(row_price)
     }
 
     fn price_as(
@@ -137,12 +208,7 @@ impl Pricer {
         batch: bool,
     ) -> Option<RowPrice> {
         if let Some(priced) = self.catalog.price(answered, requested, usage, batch) {
-            return Some(RowPrice {
-                cost: priced.cost,
-                model: priced.model.to_owned(),
-                variant: priced.variant,
-                rates: priced.rates,
-            });
+            return Some(row_price(&priced));
         }
         let model = answered.or(requested).unwrap_or("");
         let (known, first) = match self.warned.lock() {
@@ -167,6 +233,15 @@ impl Pricer {
             );
         }
         None
+    }
+}
+
+fn row_price(priced: &Priced<'_>) -> RowPrice {
+    RowPrice {
+        cost: priced.cost,
+        model: priced.model.to_owned(),
+        variant: priced.variant,
+        rates: priced.rates,
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::timeout_at;
 
 use super::exchange::{Exchange, Finish};
 use super::sse::{MAX_EVENT_BYTES, SseParser, strip_null_usage};
-use super::upstream::{X_UPSTREAM_REQUEST_ID, response_headers};
+use super::upstream::{X_UPSTREAM_REQUEST_ID, response_headers_from};
 use crate::config::DisconnectPolicy;
 use crate::error::ApiError;
 use crate::ledger::Outcome;
@@ -47,8 +47,12 @@ pub async fn run(
     upstream: reqwest::Response,
     reply: oneshot::Sender<Response<Body>>,
 ) {
+    let mut upstream = upstream;
     let status = upstream.status();
-    let mut headers = response_headers(upstream.headers());
+    let mut headers = response_headers_from(std::mem::take(upstream.headers_mut()));
+    // Room for the rate-limit and cost headers added later, so the map grows (and
+    // rehashes) at most once.
+    headers.reserve(10);
     let is_sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -61,7 +65,7 @@ pub async fn run(
         .get(X_UPSTREAM_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let head = Head {
+    let mut head = Head {
         status,
         headers,
         upstream_request_id,
@@ -101,10 +105,11 @@ pub(super) struct Head {
 }
 
 impl Head {
-    pub fn response(&self, body: Body) -> Response<Body> {
+    /// The client's response; the headers move into it (a head answers once).
+    pub fn response(&mut self, body: Body) -> Response<Body> {
         let mut response = Response::new(body);
         *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.clone();
+        *response.headers_mut() = std::mem::take(&mut self.headers);
         response
     }
 }
@@ -333,13 +338,19 @@ fn relay_events(
 /// unseen, says they may not cover the whole answer. Without a report, the text before
 /// the overlong event is counted.
 async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finish {
-    let (reported, model) = match &meter {
-        Meter::Sse(_, stream) | Meter::Unparsed(stream) => {
-            (stream.usage(), stream.model().map(str::to_owned))
-        }
+    let (reported, model, service_tier) = match &meter {
+        Meter::Sse(_, stream) | Meter::Unparsed(stream) => (
+            stream.usage(),
+            stream.model().map(str::to_owned),
+            stream.service_tier().map(str::to_owned),
+        ),
         Meter::Body(tee) => {
-            let BodyUsage { model, usage } = tee.usage();
-            (usage, model)
+            let BodyUsage {
+                model,
+                usage,
+                service_tier,
+            } = tee.usage();
+            (usage, model, service_tier)
         }
     };
     let (usage, source) = match reported {
@@ -362,6 +373,7 @@ async fn measure(exchange: &Exchange, meter: Meter, status: StatusCode) -> Finis
         usage,
         source: Some(source),
         model_answered: model,
+        service_tier,
         ..Finish::default()
     }
 }

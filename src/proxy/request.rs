@@ -1,5 +1,6 @@
 //! Reading a metered request: the few fields tollgate needs, and the one rewrite it
-//! makes (asking a stream to report usage). Everything else is forwarded as received.
+//! makes (asking a stream to report usage). Everything else is forwarded as received,
+//! `service_tier` included, whatever its value: the upstream decides what it means.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -7,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::metering::Endpoint;
+use crate::pricing::tier;
 
 #[derive(Debug)]
 pub struct MeteredRequest {
@@ -17,6 +19,9 @@ pub struct MeteredRequest {
     /// The output cap the client set (`max_completion_tokens`, `max_tokens` or
     /// `max_output_tokens`), for estimates before forwarding.
     pub max_output: Option<u64>,
+    /// `service_tier` as the client gave it (a string's text, or other JSON as JSON
+    /// text), cut to what a row keeps; `None` when absent or null.
+    pub service_tier: Option<String>,
     /// What goes upstream: the client's bytes, or the rewrite when one was needed. Also
     /// what is counted when the upstream reports no usage (the rewrite adds no prompt).
     pub body: Bytes,
@@ -32,6 +37,7 @@ struct Probe {
     max_completion_tokens: Option<Value>,
     max_tokens: Option<Value>,
     max_output_tokens: Option<Value>,
+    service_tier: Option<Value>,
 }
 
 impl MeteredRequest {
@@ -71,6 +77,11 @@ impl MeteredRequest {
         ]
         .into_iter()
         .find_map(|field| field.as_ref().and_then(Value::as_u64));
+        let service_tier = match probe.service_tier {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(tier::recorded(&text).to_owned()),
+            Some(other) => Some(tier::recorded(&other.to_string()).to_owned()),
+        };
         let body = if hide_usage {
             with_include_usage(&body)?
         } else {
@@ -81,6 +92,7 @@ impl MeteredRequest {
             stream,
             hide_usage,
             max_output,
+            service_tier,
             body,
         })
     }
@@ -169,6 +181,39 @@ mod tests {
         let request = parse(Endpoint::Responses, body).unwrap();
         assert!(request.stream && !request.hide_usage);
         assert_eq!(request.body, body.as_bytes());
+    }
+
+    #[test]
+    fn the_service_tier_is_read_as_given_and_forwarded_untouched() {
+        let cases = [
+            (r#"{"model":"m","service_tier":"flex"}"#, Some("flex")),
+            (r#"{"model":"m","service_tier":"FLEX"}"#, Some("FLEX")),
+            (r#"{"model":"m","service_tier":5}"#, Some("5")),
+            (
+                r#"{"model":"m","service_tier":{"a":[1]}}"#,
+                Some(r#"{"a":[1]}"#),
+            ),
+            (r#"{"model":"m","service_tier":null}"#, None),
+            (r#"{"model":"m"}"#, None),
+        ];
+        for (body, want) in cases {
+            for endpoint in [Endpoint::ChatCompletions, Endpoint::Responses] {
+                let request = parse(endpoint, body).unwrap();
+                assert_eq!(request.service_tier.as_deref(), want, "{body}");
+                assert_eq!(request.body, body.as_bytes(), "{body}");
+            }
+        }
+        let long = format!(r#"{{"service_tier":"{}"}}"#, "é".repeat(100));
+        let request = parse(Endpoint::ChatCompletions, &long).unwrap();
+        assert_eq!(request.service_tier.map(|t| t.chars().count()), Some(32));
+        // The stream rewrite keeps it too.
+        let request = parse(
+            Endpoint::ChatCompletions,
+            r#"{"model":"m","stream":true,"service_tier":"priority"}"#,
+        )
+        .unwrap();
+        let sent: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(sent["service_tier"], "priority");
     }
 
     #[test]

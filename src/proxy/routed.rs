@@ -29,6 +29,7 @@ use crate::config::AuthMode;
 use crate::error::{ApiError, HumanWait, RouteRefusal};
 use crate::ledger::{LedgerRow, LedgerWriter, Outcome};
 use crate::metering::{Usage, UsageSource, usage};
+use crate::pricing::tier;
 use crate::routing::{Debit, Failure, Plan, Routing, TargetRef};
 
 /// The model tollgate asked the upstream that answered for, when routing chose it.
@@ -145,15 +146,15 @@ pub(super) async fn run(
     let (mut index, mut debit, mut number) = (a.first, a.debit.take(), 1_u32);
     loop {
         let Some(target) = a.plan.target(index, requested) else {
-            fail_exchange(exchange, ApiError::Internal, reply).await;
+            Box::pin(fail_exchange(exchange, ApiError::Internal, reply)).await;
             return;
         };
         let Some(upstream) = a.upstreams.get(target.upstream) else {
-            fail_exchange(exchange, ApiError::Internal, reply).await;
+            Box::pin(fail_exchange(exchange, ApiError::Internal, reply)).await;
             return;
         };
         let Some(body) = a.body_for(&target, requested, &mut exchange) else {
-            fail_exchange(exchange, ApiError::Internal, reply).await;
+            Box::pin(fail_exchange(exchange, ApiError::Internal, reply)).await;
             return;
         };
         exchange.route.attempt = number;
@@ -162,10 +163,17 @@ pub(super) async fn run(
         let wait = upstream
             .first_byte_timeout
             .min(exchange.deadline.saturating_duration_since(Instant::now()));
+        // The last target the plan can try, with no shadow to copy them for: the
+        // client's headers are stripped in place instead of copied.
+        let headers = if index + 1 >= a.plan.len() && !a.routing.mirrors_any() {
+            upstream.request_headers_from(std::mem::take(&mut a.headers), true, a.mode)
+        } else {
+            upstream.request_headers(&a.headers, true, a.mode)
+        };
         let send = upstream
             .client
             .request(a.method.clone(), upstream.url(&a.path, a.query.as_deref()))
-            .headers(upstream.request_headers(&a.headers, true, a.mode))
+            .headers(headers)
             .body(body)
             .send();
         let (failure, error) = match tokio::time::timeout(wait, send).await {
@@ -193,7 +201,9 @@ pub(super) async fn run(
                 if ok {
                     exchange.shadow = ShadowJob::for_answer(&a, &target, &exchange);
                 }
-                relay::run(exchange, response, reply).await;
+                // Boxed, so the task's future stays small: tokio copies a task's whole
+                // future when it spawns it and when it finishes.
+                Box::pin(relay::run(exchange, response, reply)).await;
                 return;
             }
             Ok(Err(error)) if error.is_connect() => (Failure::Connect, Some(error)),
@@ -225,7 +235,7 @@ pub(super) async fn run(
         if a.plan.routed() {
             a.routing.attempted(&target, "failed");
         }
-        fail_exchange(exchange, api_error, reply).await;
+        Box::pin(fail_exchange(exchange, api_error, reply)).await;
         return;
     }
 }
@@ -386,10 +396,13 @@ fn attempt_row(
     ttfb: Option<Duration>,
     source: UsageSource,
 ) -> LedgerRow {
-    let price = exchange.pricer.price(
+    // An error answer names no tier: the requested one, as for any row without it.
+    let served = tier::served(None, exchange.service_tier_requested.as_deref());
+    let price = exchange.pricer.price_served(
         model_answered.as_deref(),
         exchange.model_requested.as_deref(),
         &usage,
+        served,
     );
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     LedgerRow {
@@ -414,6 +427,8 @@ fn attempt_row(
         key_id: Some(exchange.key_id.clone()),
         team_id: exchange.team_id.clone(),
         kind: crate::ledger::Kind::Realtime,
+        service_tier_requested: exchange.service_tier_requested.clone(),
+        service_tier: Some(served.to_owned()),
         route: exchange.route.clone(),
     }
 }

@@ -22,6 +22,7 @@ use super::upstream::{Upstreams, X_UPSTREAM_REQUEST_ID, response_headers};
 use crate::config::AuthMode;
 use crate::ledger::{Kind, LedgerRow, LedgerWriter, Outcome, PendingRow, RowRoute, ShadowMark};
 use crate::metering::{Endpoint, Usage, UsageSource, usage};
+use crate::pricing::tier;
 use crate::routing::{Mirror, Routing, TargetRef};
 
 /// A sampled request, ready to be mirrored once its answer is known.
@@ -52,6 +53,8 @@ struct Copy {
     key_id: String,
     team_id: Option<String>,
     team: String,
+    /// `service_tier` as the client sent it: the copy's body asks for it too.
+    service_tier: Option<String>,
 }
 
 /// How one shadow call went.
@@ -102,6 +105,7 @@ impl ShadowJob {
                 key_id: exchange.key_id.clone(),
                 team_id: exchange.team_id.clone(),
                 team: a.team.clone(),
+                service_tier: exchange.service_tier_requested.clone(),
             }),
         }))
     }
@@ -196,9 +200,16 @@ impl Copy {
                 value: None,
             }
         };
-        let price = self
-            .pricer
-            .price(read_usage.model.as_deref(), Some(&mirror.candidate), &usage);
+        // The copy asks for the client's tier (same body): priced at the one that served.
+        let requested = self.service_tier.clone();
+        let served = tier::served(read_usage.service_tier.as_deref(), requested.as_deref());
+        let price = self.pricer.price_served(
+            read_usage.model.as_deref(),
+            Some(&mirror.candidate),
+            &usage,
+            served,
+        );
+        let served = served.to_owned();
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let row = LedgerRow {
             // One per candidate rule: a replay of it is skipped, never counted twice.
@@ -222,6 +233,8 @@ impl Copy {
             key_id: Some(self.key_id.clone()),
             team_id: self.team_id.clone(),
             kind: Kind::Shadow,
+            service_tier_requested: requested,
+            service_tier: Some(served),
             route: RowRoute {
                 shadow: Some(ShadowMark {
                     of: self.row_id.clone(),

@@ -5,8 +5,10 @@
 //! ends can be given up, raw bytes and all.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 
 /// The most the parser holds for one unfinished event before it gives the event up
 /// (see `take_overlong`). Without a bound, an upstream that never ends a line, or never
@@ -93,10 +95,7 @@ impl SseParser {
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             let rest = &self.buf[self.scanned..];
-            let Some(found) = rest[self.searched..]
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-            else {
+            let Some(found) = memchr::memchr2(b'\n', b'\r', &rest[self.searched..]) else {
                 self.searched = rest.len();
                 return None;
             };
@@ -196,25 +195,25 @@ impl Fields {
 /// client that did not ask for usage sees the chunks it would have seen. Inside a JSON
 /// string a quote is always escaped, so these byte patterns can only be structural.
 pub fn strip_null_usage(raw: &Bytes) -> Bytes {
-    const PATTERNS: [&[u8]; 4] = [
-        b",\"usage\":null",
-        b", \"usage\": null",
-        b"\"usage\":null,",
-        b"\"usage\": null, ",
-    ];
-    for pattern in PATTERNS {
-        if let Some(at) = find(raw, pattern) {
-            let mut out = BytesMut::with_capacity(raw.len() - pattern.len());
+    // Built once: building a finder costs more than a search of an event with it.
+    static PATTERNS: LazyLock<[Finder<'static>; 4]> = LazyLock::new(|| {
+        [
+            Finder::new(b",\"usage\":null"),
+            Finder::new(b", \"usage\": null"),
+            Finder::new(b"\"usage\":null,"),
+            Finder::new(b"\"usage\": null, "),
+        ]
+    });
+    for pattern in PATTERNS.iter() {
+        if let Some(at) = pattern.find(raw) {
+            let len = pattern.needle().len();
+            let mut out = BytesMut::with_capacity(raw.len() - len);
             out.extend_from_slice(&raw[..at]);
-            out.extend_from_slice(&raw[at + pattern.len()..]);
+            out.extend_from_slice(&raw[at + len..]);
             return out.freeze();
         }
     }
     raw.clone()
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

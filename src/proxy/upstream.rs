@@ -163,7 +163,17 @@ impl Upstream {
     /// upstream's key in place of the client's bearer when one is configured. In keys
     /// mode the client's bearer is a tollgate key and never leaves tollgate.
     pub fn request_headers(&self, client: &HeaderMap, metered: bool, mode: AuthMode) -> HeaderMap {
-        let mut headers = without_hop_by_hop(client);
+        self.request_headers_from(client.clone(), metered, mode)
+    }
+
+    /// As `request_headers`, reusing the client's map rather than copying it.
+    pub fn request_headers_from(
+        &self,
+        mut headers: HeaderMap,
+        metered: bool,
+        mode: AuthMode,
+    ) -> HeaderMap {
+        strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         if mode == AuthMode::Keys {
             headers.remove(header::AUTHORIZATION);
@@ -191,7 +201,12 @@ impl Upstream {
 /// Headers for the client: the upstream's minus hop-by-hop ones. The upstream's request
 /// id moves to `x-upstream-request-id`: `x-request-id` is tollgate's.
 pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut headers = without_hop_by_hop(upstream);
+    response_headers_from(upstream.clone())
+}
+
+/// As `response_headers`, reusing the upstream's map rather than copying it.
+pub fn response_headers_from(mut headers: HeaderMap) -> HeaderMap {
+    strip_hop_by_hop(&mut headers);
     if let Some(id) = headers.remove(X_REQUEST_ID) {
         headers.insert(X_UPSTREAM_REQUEST_ID, id);
     }
@@ -202,7 +217,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// RFC 9110 §7.6.1: connection-specific headers, plus any the Connection header names.
-fn without_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
+/// Removed in place: every request and answer passes through here, and a copy of the
+/// map would cost an allocation and a hash per header.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     const HOP_BY_HOP: [HeaderName; 8] = [
         header::CONNECTION,
         HeaderName::from_static("keep-alive"),
@@ -220,13 +237,9 @@ fn without_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::try_from(name.trim()).ok())
         .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if !HOP_BY_HOP.contains(name) && !named.contains(name) {
-            out.append(name.clone(), value.clone());
-        }
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
     }
-    out
 }
 
 #[cfg(test)]

@@ -376,6 +376,12 @@ impl Routing {
         self.shadows.pick(model, endpoint, streamed, row_id)
     }
 
+    /// Whether any request can be mirrored (then the client's headers must outlive the
+    /// call to the upstream, for the copy).
+    pub fn mirrors_any(&self) -> bool {
+        !self.shadows.is_empty()
+    }
+
     /// A place for one shadow request, if one is free.
     pub fn shadow_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.shadow_permits).try_acquire_owned().ok()

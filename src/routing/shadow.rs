@@ -60,6 +60,11 @@ impl Shadows {
         Self(rules)
     }
 
+    /// No rule at all: no request is ever mirrored.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The candidates this request is mirrored to: a non-streamed request whose served
     /// model has a rule, when the row id falls in the sample.
     pub fn pick(

@@ -34,6 +34,8 @@ use crate::metrics::Metrics;
 use crate::pricing::PricingError;
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{Pricer, Proxy, UpstreamError};
+use crate::reconcile::Reconciler;
+use crate::reconcile::schedule::Scheduler;
 use crate::routing::{Routing, RoutingError};
 
 pub use routes::router;
@@ -74,6 +76,9 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Metrics,
     pub metrics_access: Arc<ScrapeAccess>,
+    /// Cancelled when draining starts: background loops on `proxy.tasks` (the
+    /// scheduled reconciliation) stop then, so the drain does not wait on them.
+    pub stopping: CancellationToken,
 }
 
 /// A running tollgate: its address, its ledger (tests flush it), and a way to stop it.
@@ -84,6 +89,9 @@ pub struct Running {
     pub batches: Arc<Tracker>,
     /// Routing state (tests sync it with Redis now instead of waiting an interval).
     pub routing: Arc<Routing>,
+    /// The scheduled reconciliation, when `[reconcile] schedule` is set (tests run it
+    /// now instead of waiting for its time of day).
+    pub reconcile: Option<Arc<Scheduler>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     relays: TaskTracker,
@@ -157,13 +165,34 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
     let budgets = Budgets::new(store.clone(), config.budgets.clone(), metrics.clone(), ttl);
     background.push(Budgets::spawn_sweeper(store.clone()));
     let admin_key = env.get(ENV_ADMIN_KEY).cloned().map(Secret::new);
-    let admin = Arc::new(Admin::new(
-        store.clone(),
-        cache.clone(),
-        admin_key.as_ref(),
-        config.limits.tier_names(),
-    ));
+    let reconciler = Arc::new(Reconciler::new(&config, config.pricing.catalog()?, env));
+    let admin = Arc::new(
+        Admin::new(
+            store.clone(),
+            cache.clone(),
+            admin_key.as_ref(),
+            config.limits.tier_names(),
+        )
+        .with_reconciler(Arc::clone(&reconciler)),
+    );
     let tasks = TaskTracker::new();
+    let stopping = CancellationToken::new();
+    let scheduled = config.reconcile.schedule_minutes().map(|minutes| {
+        if !reconciler.has_key() {
+            tracing::warn!(
+                variable = %config.reconcile.admin_key_env,
+                "reconcile.schedule is set but the admin key variable is unset: each run \
+                 will fail until it holds an OpenAI organization admin key"
+            );
+        }
+        let scheduler = Arc::new(Scheduler::new(reconciler, store.clone(), metrics.clone()));
+        Arc::clone(&scheduler).spawn(minutes, &tasks, stopping.clone());
+        tracing::info!(
+            schedule = config.reconcile.schedule.as_deref().unwrap_or_default(),
+            "reconciliation with OpenAI scheduled daily (UTC)"
+        );
+        scheduler
+    });
     let batches = Arc::new(Tracker::new(
         store.clone(),
         Upstreams::new(&config.upstreams, env)?,
@@ -220,6 +249,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         store,
         metrics,
         metrics_access: Arc::new(ScrapeAccess::new(config.metrics.bearer_token.as_ref())),
+        stopping,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -240,6 +270,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         ledger,
         batches,
         routing,
+        reconcile: scheduled,
         stop,
         task,
         relays,
@@ -384,6 +415,7 @@ async fn serve(
     let deadline = Instant::now() + config.drain_timeout;
     tracing::info!(drain_timeout = ?config.drain_timeout, "shutting down: draining connections");
     closing.cancel();
+    state.stopping.cancel();
     connections.close();
     if tokio::time::timeout_at(deadline.into(), connections.wait())
         .await

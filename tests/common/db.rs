@@ -81,3 +81,42 @@ pub async fn count_and_completion(store: &Store) -> (i64, i64) {
         Store::Postgres(ledger) => sqlx::query_as(sql).fetch_one(ledger.pool()).await.unwrap(),
     }
 }
+
+/// Totals straight from `requests` over `[from, to)` (Unix ms, `None` open) for one
+/// team or all: requests, prompt, completion, cost in pico-USD, unpriced rows.
+pub async fn direct_totals(
+    store: &tollgate::ledger::Store,
+    from: Option<i64>,
+    to: Option<i64>,
+    team: Option<&str>,
+) -> (u64, u64, u64, u128, u64) {
+    use tollgate::ledger::Store;
+    let sql = store.sql(
+        "SELECT count(*), CAST(coalesce(sum(prompt_tokens), 0) AS BIGINT), \
+         CAST(coalesce(sum(completion_tokens), 0) AS BIGINT), \
+         CAST(coalesce(sum(cost_pico), 0) AS BIGINT), count(*) - count(cost_pico) \
+         FROM requests WHERE ts_ms >= ? AND ts_ms < ? AND (? = '' OR team_id = ?)",
+    );
+    let team = team.unwrap_or("");
+    let bounds = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+    let row: (i64, i64, i64, i64, i64) = match store {
+        Store::Sqlite(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(bounds.0)
+            .bind(bounds.1)
+            .bind(team)
+            .bind(team)
+            .fetch_one(ledger.pool())
+            .await
+            .unwrap(),
+        Store::Postgres(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(bounds.0)
+            .bind(bounds.1)
+            .bind(team)
+            .bind(team)
+            .fetch_one(ledger.pool())
+            .await
+            .unwrap(),
+    };
+    let u = |v: i64| u64::try_from(v).unwrap();
+    (u(row.0), u(row.1), u(row.2), u128::from(u(row.3)), u(row.4))
+}

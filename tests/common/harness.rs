@@ -26,6 +26,8 @@ pub struct Row {
     pub endpoint: String,
     pub model_requested: Option<String>,
     pub model_answered: Option<String>,
+    pub service_tier_requested: Option<String>,
+    pub service_tier: Option<String>,
     pub streamed: bool,
     pub prompt_tokens: i64,
     pub cached_tokens: i64,
@@ -47,6 +49,15 @@ impl Harness {
     }
 
     pub async fn start_with(upstream_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_env(upstream_url, &[], tweak).await
+    }
+
+    /// As `start_with`, with more variables in tollgate's environment map.
+    pub async fn start_with_env(
+        upstream_url: &str,
+        extra_env: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.db");
         let mut config = Config::default();
@@ -73,7 +84,13 @@ impl Harness {
             ),
             ("TOLLGATE_ADMIN_KEY".to_owned(), ADMIN_KEY.to_owned()),
         ]
-        .into();
+        .into_iter()
+        .chain(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .collect();
         let running = tollgate::server::start(config, &env).await.unwrap();
         Self {
             url: format!("http://{}", running.addr),
@@ -189,6 +206,8 @@ impl Harness {
                 endpoint: r.get("endpoint"),
                 model_requested: r.get("model_requested"),
                 model_answered: r.get("model_answered"),
+                service_tier_requested: r.get("service_tier_requested"),
+                service_tier: r.get("service_tier"),
                 streamed: r.get("streamed"),
                 prompt_tokens: r.get("prompt_tokens"),
                 cached_tokens: r.get("cached_tokens"),
@@ -243,6 +262,18 @@ impl Harness {
         if let Some(running) = &self.running {
             running.routing.sync_now().await;
         }
+    }
+
+    /// Runs the scheduled reconciliation now, as its daily timer would.
+    pub async fn reconcile_now(
+        &self,
+    ) -> Result<tollgate::reconcile::Report, tollgate::reconcile::ReconcileError> {
+        let running = self.running.as_ref().unwrap();
+        let scheduler = running
+            .reconcile
+            .as_ref()
+            .expect("[reconcile] schedule set");
+        scheduler.run_once().await
     }
 
     /// Metered exchanges still relaying or recording.

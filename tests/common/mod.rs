@@ -10,6 +10,8 @@ pub mod db;
 pub mod forwarder;
 pub mod harness;
 pub mod mock_upstream;
+pub mod org_api;
 pub mod redis;
 pub mod routed;
+pub mod tiered;
 pub mod webdriver;

@@ -14,6 +14,8 @@ const DAY_MS = 86400000;
 
 const $ = (id) => document.getElementById(id);
 let range = { from: "30d", to: null };
+// The UTC days the board shows, for the reconciliation panel.
+let shownDays = null;
 
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
@@ -109,6 +111,7 @@ function render(data) {
   $("from").value = data.from.slice(0, 10);
   $("to").value = lastDay;
   $("range-label").textContent = data.from + " to " + data.to + " (UTC)";
+  shownDays = { since: data.from.slice(0, 10), until: lastDay };
   $("bucket-label").textContent = "per " + data.bucket;
   $("total-cost").textContent = usd(data.total.cost_usd);
   $("total-requests").textContent = count(data.total.requests);
@@ -118,6 +121,7 @@ function render(data) {
   drawTeamChart(data.series, colors, data.bucket);
   fillTeams(data.teams, colors);
   fillModels(data.models);
+  fillTiers(data.tiers);
   fillKeys(data.top_keys);
   fillBudgets(data.budgets);
   fillShadow(data.shadow || []);
@@ -238,6 +242,20 @@ function fillModels(models) {
   if (models.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
 }
 
+// Spend per service tier that served it: default, flex, priority… ("(none)": batch and
+// training rows, and rows recorded before tiers were).
+function fillTiers(tiers) {
+  const box = $("tiers");
+  box.replaceChildren();
+  const max = Math.max(0, ...tiers.map((t) => amount(t.cost_usd)));
+  for (const tier of tiers) {
+    const detail = `${plural(tier.requests, "request")} · ${plural(tokens(tier), "token")}`;
+    box.append(barRow({ "data-tier": tier.group }, tier.group,
+      max > 0 ? (100 * amount(tier.cost_usd)) / max : 0, usd(tier.cost_usd), detail));
+  }
+  if (tiers.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
+}
+
 function fillKeys(keys) {
   const body = $("keys").tBodies[0];
   body.replaceChildren();
@@ -301,6 +319,97 @@ function fillShadow(lines) {
   if (lines.length === 0) body.append(emptyRow(7));
 }
 
+// OpenAI's figures for today are still arriving: compare whole days up to yesterday.
+function reconcileDays() {
+  if (!shownDays) return null;
+  const yesterday = new Date(Date.now() - DAY_MS).toISOString().slice(0, 10);
+  const until = shownDays.until < yesterday ? shownDays.until : yesterday;
+  return until < shownDays.since ? null : { since: shownDays.since, until };
+}
+
+async function reconcile() {
+  const panel = $("reconcile");
+  const key = sessionStorage.getItem(STORAGE_KEY);
+  const days = reconcileDays();
+  $("reconcile-error").textContent = "";
+  $("reconcile-summary").textContent = "";
+  $("reconcile-lines").hidden = true;
+  if (!key) return showSignIn();
+  if (!days) {
+    $("reconcile-error").textContent = "Pick a range with a whole day before today.";
+    panel.dataset.state = "error";
+    return;
+  }
+  panel.dataset.state = "loading";
+  const params = new URLSearchParams({ since: days.since, until: days.until, by: "model" });
+  let response, body = null;
+  try {
+    response = await fetch("/admin/reconcile?" + params.toString(), {
+      headers: { Authorization: "Bearer " + key },
+      cache: "no-store",
+      credentials: "omit",
+    });
+    body = await response.json();
+  } catch (error) {
+    $("reconcile-error").textContent = "Cannot reach tollgate: " + error.message;
+    panel.dataset.state = "error";
+    return;
+  }
+  if (response.status === 401 || response.status === 403) return showSignIn(body.error.message);
+  if (!response.ok) {
+    $("reconcile-error").textContent = body && body.error ? body.error.message : "HTTP " + response.status;
+    panel.dataset.state = "error";
+    return;
+  }
+  fillReconcile(body);
+  panel.dataset.state = "ready";
+}
+
+const percent = (p) => (p === null ? "n/a" : parseFloat(p).toFixed(2) + "%");
+const money = (exact) => (exact === null ? "—" : usd(exact));
+
+// Input plus output tokens of each side, as a percentage of OpenAI's.
+function tokensPercent(line) {
+  const sum = (side) => (line.input_tokens[side] || 0) + (line.output_tokens[side] || 0);
+  const provider = sum("provider");
+  if (provider === 0) return "n/a";
+  return ((100 * (sum("tollgate") - provider)) / provider).toFixed(2) + "%";
+}
+
+function reconcileRow(line, name, total) {
+  const status = line.only === "provider" ? "only in OpenAI's export"
+    : line.only === "tollgate" ? "only in tollgate"
+    : line.within_tolerance ? "within" : "outside";
+  const row = el("tr", { class: (total ? "total " : "") + (line.within_tolerance ? "within" : "outside"),
+    "data-model": name });
+  const diff = line.usd.diff.startsWith("-") ? "-$" + line.usd.diff.slice(1) : "+$" + line.usd.diff;
+  const state = el("td", { class: "status" }, status);
+  if (line.note) state.title = line.note.message;
+  row.append(el("td", { class: "name" }, name),
+    el("td", { class: "num provider" }, money(line.usd.provider)),
+    el("td", { class: "num tollgate" }, money(line.usd.tollgate)),
+    el("td", { class: "num diff" }, diff),
+    el("td", { class: "num percent" }, percent(line.usd.diff_percent)),
+    el("td", { class: "num tokens" }, tokensPercent(line)), state);
+  return row;
+}
+
+function fillReconcile(report) {
+  const body = $("reconcile-lines").tBodies[0];
+  body.replaceChildren();
+  for (const line of report.lines) body.append(reconcileRow(line, line.model || "(no model)", false));
+  body.append(reconcileRow(report.total, "Total", true));
+  $("reconcile-lines").hidden = false;
+  const outside = report.lines_out_of_tolerance;
+  let summary = `${report.since} to ${report.until}: ` + (outside === 0
+    ? `every line within ${report.tolerance_percent}%`
+    : `${plural(outside, "line")} of ${report.lines.length} outside ${report.tolerance_percent}%`);
+  if (amount(report.unmetered_usd) !== 0) {
+    summary += ` · ${usd(report.unmetered_usd)} of OpenAI charges tollgate does not meter`;
+  }
+  $("reconcile-summary").textContent = summary;
+}
+
 // The date pickers name whole UTC days; `to` is inclusive, so ask up to the next midnight.
 function applyDates() {
   const from = $("from").value, to = $("to").value;
@@ -330,5 +439,6 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   $("apply").addEventListener("click", applyDates);
+  $("reconcile-run").addEventListener("click", reconcile);
   load();
 });

@@ -1,8 +1,8 @@
 //! `GET /admin/dashboard/data?from&to&top`: every figure the dashboard draws for one
-//! range, in one answer: totals, spend per team and per model, the top keys, each
-//! team's spend per hour or day, where every budget stands now, and the shadow
-//! comparisons (cost per request and agreement of each model and candidate). Money is in exact
-//! decimal strings, as everywhere in the admin API.
+//! range, in one answer: totals, spend per team, per model and per service tier, the
+//! top keys, each team's spend per hour or day, where every budget stands now, and the
+//! shadow comparisons (cost per request and agreement of each model and candidate).
+//! Money is in exact decimal strings, as everywhere in the admin API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,8 +200,9 @@ pub async fn data(
         .unwrap_or_default();
     let mut teams = spend(RollupGroup::Team).await.map_err(|e| read(&e))?;
     let mut models = spend(RollupGroup::Model).await.map_err(|e| read(&e))?;
+    let mut tiers = spend(RollupGroup::Tier).await.map_err(|e| read(&e))?;
     let mut keys = spend(RollupGroup::Key).await.map_err(|e| read(&e))?;
-    for lines in [&mut teams, &mut models, &mut keys] {
+    for lines in [&mut teams, &mut models, &mut tiers, &mut keys] {
         by_cost(lines);
     }
     keys.truncate(range.top);
@@ -270,6 +271,7 @@ pub async fn data(
         "total": total,
         "teams": teams,
         "models": models,
+        "tiers": tiers,
         "top_keys": top_keys,
         "series": { "buckets": labels, "teams": series },
         "budgets": budgets,

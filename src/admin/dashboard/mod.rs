@@ -1,6 +1,6 @@
 //! The built-in dashboard: `/dashboard` serves a page (HTML, script and style compiled
 //! into the binary, no build step, nothing fetched from elsewhere) that draws spend
-//! per team over time, spend by model, top keys and budget bars from
+//! per team over time, spend by model and by service tier, top keys and budget bars from
 //! `GET /admin/dashboard/data`, which reads the ledger's rollups.
 //!
 //! Auth: the page itself carries no data and is served to anyone; every figure comes
