@@ -14,6 +14,7 @@
 # BENCH_OPEN_STREAMS (1000), BENCH_SLOW_DELAY_MS (250), BENCH_NOISE_LIMIT_PCT (10),
 # BENCH_RETRIES (3), BENCH_SKIP_BUILD=1 (use the binaries already built),
 # BENCH_LIMITS=off (rate limits disabled, to measure what checking them costs),
+# BENCH_EXTRA_CONFIG=FILE (TOML appended to tollgate's config, e.g. bench/routing.toml).
 # BENCH_AUTH=passthrough (callers' own upstream keys, fingerprinted, instead of
 # tollgate keys), BENCH_NGINX=off (leave nginx out).
 # Needs: cargo, taskset, curl, python3, oha (installed with `cargo install oha --locked`
@@ -222,6 +223,9 @@ name = "mock"
 base_url = "http://$MOCK_ADDR/v1"
 models = ["*"]
 EOF
+if [[ -n ${BENCH_EXTRA_CONFIG:-} ]]; then
+    cat "$BENCH_EXTRA_CONFIG" >>"$WORK/tollgate.toml" || die "cannot read $BENCH_EXTRA_CONFIG"
+fi
 
 # === measurements ===
 

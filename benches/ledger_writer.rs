@@ -212,6 +212,7 @@ fn make_row(n: u64, now_ms: i64, keys: &[BenchKey], catalog: &Catalog) -> Ledger
         key_id: Some(key.id.clone()),
         team_id: Some(key.team_id.clone()),
         kind: Kind::Realtime,
+        route: tollgate::ledger::RowRoute::default(),
     }
 }
 

@@ -128,6 +128,10 @@ pub struct SpendArgs {
     /// Also re-price every row's tokens at this model's prices, side by side.
     #[arg(long)]
     pub what_if: Option<String>,
+    /// The shadow comparisons instead (`[[shadow]]`): per model and candidate, cost per
+    /// request of each and how often their answers agreed. Shadow rows are never spend.
+    #[arg(long, conflicts_with_all = ["by", "what_if"])]
+    pub shadow: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
 }

@@ -80,6 +80,11 @@ pub enum ApiError {
     #[error("{0}")]
     RateLimited(Box<RateLimited>),
 
+    /// Routing refused the request before any upstream saw it: the team had its share
+    /// of an upstream's headroom, or every target asked to be left alone for now.
+    #[error("{0}")]
+    RouteRefused(Box<RouteRefusal>),
+
     #[error("{message}")]
     Conflict { message: String },
 
@@ -150,6 +155,64 @@ pub struct BudgetRefusal {
     pub needed: String,
 }
 
+/// Why routing refused a request (boxed, as `BudgetRefusal`).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteRefusal {
+    #[error(
+        "Rate limit reached for {model} on {kind}: the organisation's limit at upstream `{upstream}` is nearly used up, and the rest is shared by team weight; team {team} (share {share}) has had its share. Please try again in {retry}."
+    )]
+    Headroom {
+        model: String,
+        upstream: String,
+        /// `requests` or `tokens`.
+        kind: &'static str,
+        team: String,
+        share: u32,
+        retry: HumanWait,
+        retry_after: std::time::Duration,
+    },
+    #[error(
+        "Rate limit reached for {model}: every upstream serving it asked to be left alone for now (retry-after). Please try again in {retry}."
+    )]
+    CoolingDown {
+        model: String,
+        retry: HumanWait,
+        retry_after: std::time::Duration,
+    },
+}
+
+impl RouteRefusal {
+    pub fn retry_after(&self) -> std::time::Duration {
+        match self {
+            Self::Headroom { retry_after, .. } | Self::CoolingDown { retry_after, .. } => {
+                *retry_after
+            }
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::Headroom { kind, .. } => kind,
+            Self::CoolingDown { .. } => "requests",
+        }
+    }
+}
+
+/// A wait as OpenAI words it in messages: `644ms`, `20s`.
+#[derive(Debug, Clone, Copy)]
+pub struct HumanWait(pub std::time::Duration);
+
+impl std::fmt::Display for HumanWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if ms < 1000 {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms.div_ceil(1000))
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: ErrorObject<'a>,
@@ -183,9 +246,10 @@ impl ApiError {
             Self::ModelNotAllowed { .. } | Self::AdminOnly | Self::NotYours { .. } => {
                 StatusCode::FORBIDDEN
             }
-            Self::BudgetExceeded(_) | Self::RateLimited(_) | Self::BatchQueueFull { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::BudgetExceeded(_)
+            | Self::RateLimited(_)
+            | Self::RouteRefused(_)
+            | Self::BatchQueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnknownObject { .. } => StatusCode::NOT_FOUND,
             Self::KeysUnavailable
@@ -220,6 +284,7 @@ impl ApiError {
             Self::BudgetExceeded(_) => "insufficient_quota",
             // OpenAI names the exhausted bucket: `tokens` or `requests`.
             Self::RateLimited(refusal) => refusal.kind.error_type(),
+            Self::RouteRefused(refusal) => refusal.error_type(),
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::KeysUnavailable
@@ -260,7 +325,7 @@ impl ApiError {
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::AdminOnly => Some("admin_only"),
             Self::BudgetExceeded(_) => Some("insufficient_quota"),
-            Self::RateLimited(_) => Some("rate_limit_exceeded"),
+            Self::RateLimited(_) | Self::RouteRefused(_) => Some("rate_limit_exceeded"),
             Self::Conflict { .. } => Some("conflict"),
             Self::UnknownObject { .. } => Some("not_found"),
             Self::KeysUnavailable => Some("key_store_unavailable"),
@@ -294,6 +359,7 @@ impl ApiError {
             Self::AdminOnly => "admin_only",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::RateLimited(_) => "rate_limited",
+            Self::RouteRefused(_) => "route_refused",
             Self::Conflict { .. } => "conflict",
             Self::UnknownObject { .. } => "unknown_object",
             Self::KeysUnavailable => "keys_unavailable",
@@ -341,6 +407,7 @@ impl IntoResponse for ApiError {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             Self::RateLimited(refusal) => rate_limit_headers(refusal, headers),
+            Self::RouteRefused(refusal) => retry_headers(refusal.retry_after(), headers),
             // Load passes; the SDKs honour the hint when they retry.
             Self::BudgetBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -357,17 +424,20 @@ impl IntoResponse for ApiError {
 fn rate_limit_headers(refusal: &RateLimited, headers: &mut axum::http::HeaderMap) {
     refusal.standing.apply(headers);
     match refusal.retry_after {
-        Some(wait) => {
-            let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000))
-                .unwrap_or(u64::MAX)
-                .max(1);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
-            headers.insert("retry-after-ms", HeaderValue::from(ms));
-        }
+        Some(wait) => retry_headers(wait, headers),
         None => {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
     }
+}
+
+/// `retry-after` in whole seconds (at least 1) and `retry-after-ms` exact.
+fn retry_headers(wait: std::time::Duration, headers: &mut axum::http::HeaderMap) {
+    let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1);
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+    headers.insert("retry-after-ms", HeaderValue::from(ms));
 }
 
 #[cfg(test)]
@@ -434,6 +504,20 @@ mod tests {
                 requested: 2,
                 retry_after: Some(std::time::Duration::from_millis(1200)),
                 standing: crate::limits::Standing::default(),
+            })),
+            ApiError::RouteRefused(Box::new(RouteRefusal::Headroom {
+                model: "gpt-4o".into(),
+                upstream: "openai".into(),
+                kind: "tokens",
+                team: "batch".into(),
+                share: 1,
+                retry: HumanWait(std::time::Duration::from_secs(3)),
+                retry_after: std::time::Duration::from_secs(3),
+            })),
+            ApiError::RouteRefused(Box::new(RouteRefusal::CoolingDown {
+                model: "smart".into(),
+                retry: HumanWait(std::time::Duration::from_millis(300)),
+                retry_after: std::time::Duration::from_millis(300),
             })),
             ApiError::Conflict {
                 message: "exists".into(),

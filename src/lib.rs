@@ -31,5 +31,7 @@ pub mod pricing;
 pub mod proxy;
 /// The ledger against OpenAI's own usage and cost export.
 pub mod reconcile;
+/// Aliases, fallbacks, downgrades, fair shares of upstream limits, shadow comparisons.
+pub mod routing;
 /// Router, layers, accept loop and graceful shutdown.
 pub mod server;

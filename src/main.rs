@@ -12,6 +12,7 @@ use tollgate::config::{AuthMode, Config, LogConfig, LogFormat};
 use tollgate::ledger::Store;
 use tollgate::ledger::report::{self, Group};
 use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend};
+use tollgate::ledger::shadow;
 use tollgate::pricing::{self, Catalog};
 use tracing_subscriber::EnvFilter;
 
@@ -183,6 +184,17 @@ async fn prices(args: PricesArgs, config: &Config) -> Result<(), Error> {
 
 async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
     let since_ms = parse_time(&args.since, now_ms())?;
+    if args.shadow {
+        let store = Store::open_with(&config.database.url, config.database.pool()).await?;
+        let lines = shadow::shadow_report(&store, since_ms, i64::MAX).await?;
+        return match args.format {
+            OutputFormat::Table => print(&shadow::render_shadow_table(&lines)),
+            OutputFormat::Csv => print(&shadow::render_shadow_csv(&lines)),
+            OutputFormat::Json => print(&serde_json::to_string_pretty(
+                &serde_json::json!({"data": lines}),
+            )?),
+        };
+    }
     let what_if = match &args.what_if {
         Some(model) => {
             let catalog = config.pricing.catalog()?;

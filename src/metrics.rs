@@ -365,6 +365,14 @@ impl Metrics {
             .register(Box::new(ledger::LedgerCollector::new(writer)?))
     }
 
+    /// Adds metrics defined by another module (routing's) to the scrape.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();

@@ -531,6 +531,7 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, usage: Usage) -> Ledger
         key_id: Some(key["id"].as_str().unwrap().to_owned()),
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
         kind: Kind::Realtime,
+        route: tollgate::ledger::RowRoute::default(),
     }
 }
 

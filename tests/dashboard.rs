@@ -175,6 +175,7 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64
         key_id: Some(key["id"].as_str().unwrap().to_owned()),
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
         kind: Kind::Realtime,
+        route: tollgate::ledger::RowRoute::default(),
     }
 }
 

@@ -38,6 +38,7 @@ fn row(id: usize) -> LedgerRow {
         key_id: Some(format!("key-{}", id % 3)),
         team_id: Some("team-a".to_owned()),
         kind: Kind::Realtime,
+        route: tollgate::ledger::RowRoute::default(),
     }
 }
 

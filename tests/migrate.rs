@@ -42,6 +42,7 @@ fn row(id: usize) -> LedgerRow {
         key_id: Some(format!("key-{}", id % 3)),
         team_id: Some("team-a".to_owned()),
         kind: Kind::Realtime,
+        route: Default::default(),
     }
 }
 

@@ -156,6 +156,7 @@ fn row(
         kind: Kind::Realtime,
         service_tier_requested: None,
         service_tier: None,
+        route: Default::default(),
     }
 }
 

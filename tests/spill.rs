@@ -44,6 +44,7 @@ fn row(id: usize) -> LedgerRow {
         key_id: Some("key-a".to_owned()),
         team_id: None,
         kind: Kind::Realtime,
+        route: tollgate::ledger::RowRoute::default(),
     }
 }
 

@@ -1,3 +1,4 @@
+//! The admin API under `/admin` (teams, keys, spend, shadow comparisons), authorised by the admin key, the
 //! The admin API under `/admin` (teams, keys, spend, reconciliation), authorised by the admin key, the
 //! `/dashboard` page that draws it, and `/v1/tollgate/me`, where a key reads its own
 //! standing.
@@ -7,6 +8,7 @@ mod dashboard;
 mod keys;
 mod me;
 mod reconcile;
+mod shadow;
 mod spend;
 
 use std::sync::Arc;
@@ -146,6 +148,7 @@ pub fn routes() -> Vec<AdminRoute> {
         route(Method::DELETE, "/admin/keys/{key}", keys::revoke_key),
         route(Method::POST, "/admin/keys/{key}/revoke", keys::revoke_key),
         route(Method::GET, "/admin/spend", spend::spend),
+        route(Method::GET, "/admin/shadow", shadow::shadow),
         route(Method::GET, "/admin/reconcile", reconcile::reconcile),
         route(Method::GET, "/admin/dashboard/data", dashboard::data),
     ]

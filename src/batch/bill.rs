@@ -290,6 +290,7 @@ impl<'a> Biller<'a> {
             key_id: Some(tracked.key_id.clone()),
             team_id: tracked.team_id.clone(),
             kind: Kind::Batch,
+            route: crate::ledger::RowRoute::default(),
         }
     }
 

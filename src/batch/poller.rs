@@ -264,6 +264,7 @@ impl Tracker {
             key_id: Some(tracked.key_id.clone()),
             team_id: tracked.team_id.clone(),
             kind: Kind::Training,
+            route: crate::ledger::RowRoute::default(),
         }
     }
 

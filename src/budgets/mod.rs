@@ -13,7 +13,7 @@ use crate::pricing::Cost;
 
 pub use alert::Alerts;
 pub use period::Period;
-pub use reserve::{Budgets, Reservation, Standing};
+pub use reserve::{Budgets, Downgrade, Reservation, Standing};
 
 /// Micro-USD in one USD, and pico-USD in one micro-USD.
 const PICO_PER_MICRO: u128 = 1_000_000;

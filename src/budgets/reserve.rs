@@ -14,7 +14,7 @@ use super::alert::{AlertEvent, Alerts, Level};
 use super::{Budget, PICO_PER_MICRO};
 use crate::auth::Identity;
 use crate::auth::store::{KeyRecord, TeamRecord};
-use crate::config::{BudgetConfig, StoreFailure};
+use crate::config::{BudgetConfig, DowngradeScope, StoreFailure};
 use crate::error::{ApiError, BudgetRefusal};
 use crate::ledger::Store;
 use crate::metrics::{Caller, Metrics};
@@ -51,6 +51,20 @@ pub struct Standing {
 pub struct Reservation {
     pub id: String,
     pub amount: Cost,
+    /// The request is to be served by its downgrade (see [`Downgrade`]).
+    pub downgraded: bool,
+}
+
+/// A cheaper way to serve a request, taken when one of the caller's budgets is at or
+/// past `percent` (spent plus reserved, before this request) of its limit. Decided in
+/// the same locked check as the reservation, so the request reserves what the model
+/// that will serve it can cost, never a figure read a moment earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downgrade {
+    /// The downgraded request's worst-case cost.
+    pub amount: Cost,
+    pub percent: u8,
+    pub scope: DowngradeScope,
 }
 
 pub struct Budgets {
@@ -133,6 +147,48 @@ impl Budgets {
         ts_ms: i64,
         ttl: Duration,
     ) -> Result<Option<Reservation>, ApiError> {
+        self.reserve_checked(identity, row_id, amount, ts_ms, ttl, None)
+            .await
+    }
+
+    /// As `reserve`, reserving `downgrade.amount` instead (and saying so) when a budget
+    /// it watches is past its percentage.
+    pub async fn reserve_or_downgrade(
+        &self,
+        identity: &Identity,
+        row_id: &str,
+        amount: Cost,
+        ts_ms: i64,
+        downgrade: Option<Downgrade>,
+    ) -> Result<Option<Reservation>, ApiError> {
+        self.reserve_checked(identity, row_id, amount, ts_ms, self.ttl, downgrade)
+            .await
+    }
+
+    /// Deletes a reservation whose request was refused before it was forwarded, off the
+    /// request path; if the delete fails, the reservation lapses at its expiry.
+    pub fn release(&self, tasks: &tokio_util::task::TaskTracker, id: String) {
+        let store = self.store.clone();
+        tasks.spawn(async move {
+            let sql = store.sql("DELETE FROM budget_reservations WHERE id = ?");
+            let result = crate::auth::store::on_pool!(&store, pool => {
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(pool).await.map(|_| ())
+            });
+            if let Err(error) = result {
+                tracing::debug!(%error, "cannot release a budget reservation; it lapses");
+            }
+        });
+    }
+
+    async fn reserve_checked(
+        &self,
+        identity: &Identity,
+        row_id: &str,
+        amount: Cost,
+        ts_ms: i64,
+        ttl: Duration,
+        downgrade: Option<Downgrade>,
+    ) -> Result<Option<Reservation>, ApiError> {
         let scopes = scopes(identity);
         if scopes.is_empty() {
             return Ok(None);
@@ -146,6 +202,7 @@ impl Budgets {
             ts_ms,
             expires_ms,
             threshold: self.config.soft_threshold_percent,
+            downgrade,
         };
         let started_ms = crate::clock::now_ms();
         let recently_failed = started_ms.saturating_sub(self.failed_at_ms.load(Ordering::Relaxed))
@@ -196,7 +253,8 @@ impl Budgets {
                     Some(error) => Err(error),
                     None => Ok(Some(Reservation {
                         id: row_id.to_owned(),
-                        amount,
+                        amount: decision.amount,
+                        downgraded: decision.downgraded,
                     })),
                 }
             }
@@ -396,9 +454,13 @@ struct Request<'a> {
     ts_ms: i64,
     expires_ms: i64,
     threshold: u8,
+    downgrade: Option<Downgrade>,
 }
 
 struct Decision {
+    /// What was reserved: the request's amount, or its downgrade's.
+    amount: Cost,
+    downgraded: bool,
     refused: Option<ApiError>,
     alerts: Vec<AlertEvent>,
     /// Each budget's scope, spend plus reservations (this request's if admitted),
@@ -407,21 +469,21 @@ struct Decision {
 }
 
 /// Committed spend (whole micro-USD, and the pico remainders) and open reservations
-/// of one budget's period, in ONE statement: under Postgres' read committed, separate
+/// of one budget's period, in ONE statement (shadow comparisons are never spend): under Postgres' read committed, separate
 /// statements see separate snapshots, and a row committed between them would move
 /// from "reserved" to "spent" unseen by both.
 const USAGE_KEY: &str = "SELECT \
     (SELECT CAST(coalesce(sum(cost_pico / 1000000), 0) AS BIGINT) FROM spend_hourly \
-     WHERE key_id = ? AND hour_ms >= ?), \
+     WHERE key_id = ? AND hour_ms >= ? AND kind <> 'shadow'), \
     (SELECT CAST(coalesce(sum(cost_pico % 1000000), 0) AS BIGINT) FROM spend_hourly \
-     WHERE key_id = ? AND hour_ms >= ?), \
+     WHERE key_id = ? AND hour_ms >= ? AND kind <> 'shadow'), \
     (SELECT CAST(coalesce(sum(amount_pico), 0) AS BIGINT) FROM budget_reservations \
      WHERE key_id = ? AND ts_ms >= ? AND expires_ms > ?)";
 const USAGE_TEAM: &str = "SELECT \
     (SELECT CAST(coalesce(sum(cost_pico / 1000000), 0) AS BIGINT) FROM spend_hourly \
-     WHERE team_id = ? AND hour_ms >= ?), \
+     WHERE team_id = ? AND hour_ms >= ? AND kind <> 'shadow'), \
     (SELECT CAST(coalesce(sum(cost_pico % 1000000), 0) AS BIGINT) FROM spend_hourly \
-     WHERE team_id = ? AND hour_ms >= ?), \
+     WHERE team_id = ? AND hour_ms >= ? AND kind <> 'shadow'), \
     (SELECT CAST(coalesce(sum(amount_pico), 0) AS BIGINT) FROM budget_reservations \
      WHERE team_id = ? AND ts_ms >= ? AND expires_ms > ?)";
 const INSERT_ALERT: &str = "INSERT INTO budget_alerts (scope, scope_id, period_start_ms, level, \
@@ -502,17 +564,40 @@ async fn decide(
 ) -> Result<Decision, sqlx::Error> {
     macro_rules! decide_in {
         ($tx:expr) => {{
+            let mut figures = Vec::with_capacity(scopes.len());
+            for scope in scopes {
+                let start = scope.budget.period.start(request.ts_ms);
+                let (spent, reserved) = usage_in!(store, $tx, scope, start, request.ts_ms);
+                figures.push((start, spent, reserved));
+            }
+            let downgrade = request.downgrade.filter(|downgrade| {
+                scopes
+                    .iter()
+                    .zip(&figures)
+                    .any(|(scope, (_, spent, reserved))| {
+                        let watched = match downgrade.scope {
+                            DowngradeScope::Any => true,
+                            DowngradeScope::Key => scope.kind == "key",
+                            DowngradeScope::Team => scope.kind == "team",
+                        };
+                        let used = spent.as_pico() + reserved.as_pico();
+                        watched
+                            && used * 100
+                                >= scope.budget.limit().as_pico() * u128::from(downgrade.percent)
+                    })
+            });
+            let amount = downgrade.map_or(request.amount, |downgrade| downgrade.amount);
             let mut decision = Decision {
+                amount,
+                downgraded: downgrade.is_some(),
                 refused: None,
                 alerts: Vec::new(),
                 standing: Vec::with_capacity(scopes.len()),
             };
-            for scope in scopes {
-                let start = scope.budget.period.start(request.ts_ms);
-                let (spent, reserved) = usage_in!(store, $tx, scope, start, request.ts_ms);
+            for (scope, &(start, spent, reserved)) in scopes.iter().zip(&figures) {
                 let limit = scope.budget.limit().as_pico();
                 let used = spent.as_pico() + reserved.as_pico();
-                let after = used.saturating_add(request.amount.as_pico());
+                let after = used.saturating_add(amount.as_pico());
                 let level = if after > limit {
                     Some(Level::Exhausted)
                 } else if after * 100 >= limit * u128::from(request.threshold) {
@@ -556,7 +641,7 @@ async fn decide(
                         limit: scope.budget.limit().to_decimal_string(),
                         spent: spent.to_decimal_string(),
                         reserved: reserved.to_decimal_string(),
-                        needed: request.amount.to_decimal_string(),
+                        needed: amount.to_decimal_string(),
                     })));
                 }
             }
@@ -565,7 +650,7 @@ async fn decide(
                     .bind(request.row_id)
                     .bind(request.key_id)
                     .bind(request.team_id)
-                    .bind(i64::try_from(request.amount.as_pico()).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(amount.as_pico()).unwrap_or(i64::MAX))
                     .bind(request.ts_ms)
                     .bind(request.expires_ms)
                     .execute(&mut *$tx)

@@ -10,6 +10,8 @@ mod log;
 mod metrics;
 mod pricing;
 mod reconcile;
+mod routes;
+mod routing;
 mod secret;
 mod server;
 mod upstream;
@@ -28,6 +30,11 @@ pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
 pub use pricing::{PricingConfig, UnknownModelPolicy};
 pub use reconcile::{OPENAI_HOST, ReconcileConfig, Tolerance};
+pub use routes::{ResolvedRoute, RouteConfig, TargetConfig, resolve_routes, upstream_for};
+pub use routing::{
+    DowngradeConfig, DowngradeScope, HeadroomConfig, RoutingConfig, ShadowConfig, TeamConfig,
+    shadow_upstream,
+};
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
 pub use upstream::UpstreamConfig;
@@ -46,6 +53,13 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub batch: BatchConfig,
+    /// Aliases and their targets (`[[routes]]`).
+    pub routes: Vec<RouteConfig>,
+    pub routing: RoutingConfig,
+    /// Routing settings of teams, by name (`[teams.<name>]`).
+    pub teams: std::collections::BTreeMap<String, TeamConfig>,
+    pub downgrades: Vec<DowngradeConfig>,
+    pub shadow: Vec<ShadowConfig>,
     pub reconcile: ReconcileConfig,
 }
 
@@ -63,6 +77,11 @@ impl Default for Config {
             pricing: PricingConfig::default(),
             upstreams: vec![UpstreamConfig::openai()],
             batch: BatchConfig::default(),
+            routes: Vec::new(),
+            routing: RoutingConfig::default(),
+            teams: std::collections::BTreeMap::new(),
+            downgrades: Vec::new(),
+            shadow: Vec::new(),
             reconcile: ReconcileConfig::default(),
         }
     }
@@ -311,6 +330,7 @@ impl Config {
                 }
             }
         }
+        routing::validate(self, &mut problems);
         if problems.0.is_empty() {
             Ok(())
         } else {

@@ -1,7 +1,7 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
-/// Binds one row's 30 columns, in `INSERT_COLUMNS` order, for either backend.
+/// Binds one row's 36 columns, in `INSERT_COLUMNS` order, for either backend.
 macro_rules! push_row {
     ($b:expr, $row:expr) => {{
         let row: &$crate::ledger::LedgerRow = $row;
@@ -39,7 +39,13 @@ macro_rules! push_row {
             .push_bind(&row.team_id)
             .push_bind(row.kind.as_str())
             .push_bind(&row.service_tier_requested)
-            .push_bind(&row.service_tier);
+            .push_bind(&row.service_tier)
+            .push_bind(&row.route.model_alias)
+            .push_bind(i64::from(row.route.attempt))
+            .push_bind(&row.route.downgraded_from)
+            .push_bind(row.route.shadow.as_ref().map(|s| s.of.clone()))
+            .push_bind(row.route.shadow.as_ref().and_then(|s| s.text_match))
+            .push_bind(row.route.shadow.as_ref().and_then(|s| s.value_match));
     }};
 }
 
@@ -133,6 +139,11 @@ macro_rules! embedded_migrations {
                     "/0005_service_tiers.sql"
                 )),
             ),
+            migration(
+                7,
+                "routing",
+                include_str!(concat!("../../migrations/", $backend, "/0007_routing.sql")),
+            ),
         ])
     }};
 }
@@ -141,6 +152,7 @@ mod pool;
 mod postgres;
 pub mod report;
 pub mod rollup;
+pub mod shadow;
 mod spill;
 mod sqlite;
 mod writer;
@@ -159,9 +171,10 @@ const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, calle
     endpoint, model_requested, model_answered, streamed, prompt_tokens, cached_tokens, \
     completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
     cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate, \
-    key_id, team_id, kind, service_tier_requested, service_tier)";
+    key_id, team_id, kind, service_tier_requested, service_tier, model_alias, attempt, \
+    downgraded_from, shadow_of, shadow_text_match, shadow_value_match)";
 
-// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 30 a row.
+// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 36 a row.
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
@@ -275,6 +288,49 @@ pub struct LedgerRow {
     pub team_id: Option<String>,
     #[serde(default)]
     pub kind: Kind,
+    /// How routing served it: alias, attempt, downgrade, shadow comparison.
+    #[serde(default)]
+    pub route: RowRoute,
+}
+
+/// A row's routing columns. A request that fell back has one row per upstream call:
+/// the answer the client got keeps the request's row id, each earlier attempt gets
+/// `<row id>.<attempt>`, so a replay of any of them is skipped, never counted twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RowRoute {
+    /// The alias the client sent, when one chose the model.
+    pub model_alias: Option<String>,
+    /// This upstream call's number within its request, from 1.
+    pub attempt: u32,
+    /// The model asked for before a budget downgrade replaced it.
+    pub downgraded_from: Option<String>,
+    /// Set on rows of kind `shadow`.
+    pub shadow: Option<ShadowMark>,
+}
+
+impl Default for RowRoute {
+    fn default() -> Self {
+        Self {
+            model_alias: None,
+            attempt: 1,
+            downgraded_from: None,
+            shadow: None,
+        }
+    }
+}
+
+/// How a shadow answer compared with the answer the client got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowMark {
+    /// The row id of the request that was mirrored.
+    pub of: String,
+    /// Whether the first choice's text (and tool calls) matched exactly; `None` when
+    /// the candidate gave no answer to compare.
+    pub text_match: Option<bool>,
+    /// Whether the parsed value of a JSON or tool-call answer matched; `None` when the
+    /// answer the client got was neither.
+    pub value_match: Option<bool>,
 }
 
 /// A statement run in the transaction of an insert, after the rows.
@@ -290,7 +346,8 @@ pub enum Bind {
     Text(String),
 }
 
-/// What kind of spend a row is: billed at request time, by a batch job, or training.
+/// What kind of spend a row is: billed at request time, by a batch job, training, or a
+/// shadow comparison.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -298,6 +355,9 @@ pub enum Kind {
     Realtime,
     Batch,
     Training,
+    /// A mirrored request to a candidate model: recorded and reported on its own, never
+    /// counted in budgets, team spend or other reports.
+    Shadow,
 }
 
 impl Kind {
@@ -306,6 +366,7 @@ impl Kind {
             Self::Realtime => "realtime",
             Self::Batch => "batch",
             Self::Training => "training",
+            Self::Shadow => "shadow",
         }
     }
 }
@@ -502,6 +563,7 @@ mod tests {
             key_id: None,
             team_id: None,
             kind: Kind::Realtime,
+            route: RowRoute::default(),
         }
     }
 }

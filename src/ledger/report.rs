@@ -84,7 +84,8 @@ pub struct SpendLine {
     pub what_if_usd: Option<Cost>,
 }
 
-/// Spend since `since_ms` (Unix ms), grouped. With `what_if`, every row's tokens are
+/// Spend since `since_ms` (Unix ms), grouped; shadow comparisons are not spend and are
+/// left out (see `shadow`). With `what_if`, every row's tokens are
 /// also priced at that model's standard rates: cost is linear in the token sums, so
 /// pricing the sums is exact.
 pub async fn spend(
@@ -102,7 +103,8 @@ pub async fn spend(
          CAST(coalesce(sum(cost_pico), 0) AS BIGINT) AS cost, \
          count(*) - count(cost_pico) AS unpriced, \
          CAST(coalesce(sum(CASE WHEN cost_pico IS NULL THEN prompt_tokens + completion_tokens END), 0) AS BIGINT) \
-         AS unpriced_tokens FROM requests WHERE ts_ms >= {p} GROUP BY grp ORDER BY grp",
+         AS unpriced_tokens FROM requests WHERE ts_ms >= {p} AND kind <> 'shadow' \
+         GROUP BY grp ORDER BY grp",
         g = group.sql(store),
         p = placeholder(store, 1),
     );

@@ -100,6 +100,7 @@ pub struct RollupFilter {
     pub to_ms: Option<i64>,
     pub team_id: Option<String>,
     pub key_id: Option<String>,
+    /// Only rows of this kind; without one, every kind but `shadow`.
     pub kind: Option<String>,
 }
 
@@ -245,6 +246,10 @@ async fn grouped(
                 conditions.push(format!("{column} = ?"));
                 binds.push(Bind::Text(value));
             }
+        }
+        // Shadow comparisons are not spend: they show only when asked for by kind.
+        if filter.kind.is_none() {
+            conditions.push("kind <> 'shadow'".to_owned());
         }
         let filter_sql = if conditions.is_empty() {
             String::new()

@@ -27,7 +27,7 @@ pub const X_TOLLGATE_COMPLETION_TOKENS: HeaderName =
     HeaderName::from_static("x-tollgate-completion-tokens");
 
 pub(super) async fn relay(
-    exchange: Exchange,
+    mut exchange: Exchange,
     mut body: UpstreamBody,
     mut head: Head,
     reply: oneshot::Sender<Response<Body>>,
@@ -91,7 +91,12 @@ pub(super) async fn relay(
     let price = exchange.price(&finish);
     add_cost_headers(&mut head, &usage, price.as_ref());
     let tail = body_done.elapsed();
-    let delivered = reply.send(head.response(Body::from(body))).is_ok();
+    let shadow = exchange.shadow.take();
+    let delivered = reply.send(head.response(Body::from(body.clone()))).is_ok();
+    // After the client has its answer: a shadow request never delays it.
+    if let Some(shadow) = shadow {
+        shadow.launch(body);
+    }
     let outcome = if delivered {
         Outcome::Ok
     } else {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::price::Pricer;
 use crate::config::DisconnectPolicy;
-use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice};
+use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice, RowRoute};
 use crate::limits::Admission;
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
 use crate::metrics::{Caller, InFlight, Metrics, OTHER_MODEL, Observation};
@@ -53,6 +53,10 @@ pub struct Exchange {
     /// The rate-limit charge, settled with the real usage when the exchange ends;
     /// dropping it (however the exchange ends) frees the key's in-flight place.
     pub limits: Option<Admission>,
+    /// How routing served it: alias, attempt number, downgrade.
+    pub route: RowRoute,
+    /// Candidates to mirror a successful non-streamed answer's request to.
+    pub shadow: Option<Box<super::shadow::ShadowJob>>,
 }
 
 /// How the exchange ended.
@@ -122,6 +126,7 @@ impl Exchange {
             upstream = %self.upstream,
             endpoint = self.endpoint.as_str(),
             model = self.model_requested.as_deref().unwrap_or(""),
+            attempt = self.route.attempt,
             service_tier = served.as_str(),
             status = finish.status,
             outcome = outcome.as_str(),
@@ -172,6 +177,7 @@ impl Exchange {
             key_id: Some(self.key_id),
             team_id: self.team_id,
             kind: Kind::Realtime,
+            route: self.route,
         };
         self.pending.record(row).await;
     }
@@ -195,7 +201,7 @@ impl Exchange {
     }
 }
 
-fn count(endpoint: Endpoint, model: &str, request: &[u8], generated: &str) -> Usage {
+pub(super) fn count(endpoint: Endpoint, model: &str, request: &[u8], generated: &str) -> Usage {
     let prompt = serde_json::from_slice::<Value>(request)
         .map(|json| tokens::count_prompt(endpoint, model, &json))
         .unwrap_or(0);

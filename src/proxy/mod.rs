@@ -4,9 +4,12 @@
 mod admit;
 mod buffered;
 mod exchange;
+mod planned;
 mod price;
 mod relay;
 mod request;
+mod routed;
+mod shadow;
 pub mod sse;
 pub mod upstream;
 
@@ -23,21 +26,23 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{self, Authenticator, Identity};
+use crate::auth::{Authenticator, Identity};
 use crate::budgets::Budgets;
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
 use crate::limits::{Admission, Kind, Limiter, Limits};
-use crate::metering::{Endpoint, Usage, UsageSource};
+use crate::metering::{Endpoint, UsageSource};
 use crate::metrics::{Caller, InFlight, Metrics};
+use crate::routing::{Plan, Routing};
 use admit::Prompt;
 use exchange::{Exchange, Finish};
 use request::MeteredRequest;
-use upstream::{Upstream, Upstreams, X_REQUEST_ID};
+use upstream::{Upstreams, X_REQUEST_ID};
 
 pub use price::Pricer;
+pub use routed::{X_TOLLGATE_ATTEMPTS, X_TOLLGATE_ROUTED_MODEL};
 pub use upstream::UpstreamError;
 
 /// Bodies larger than this are parsed on a blocking thread, off the async workers.
@@ -48,7 +53,9 @@ pub struct Proxy {
     pub auth: Authenticator,
     pub budgets: Budgets,
     pub limits: Limiter,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
+    /// Aliases, fallbacks, downgrades, headroom shares and shadows.
+    pub routing: Arc<Routing>,
     pub pricer: Arc<Pricer>,
     pub ledger: LedgerWriter,
     /// Relay and recording tasks; shutdown waits for them.
@@ -178,6 +185,7 @@ impl Refusal {
         let limit = match error {
             ApiError::RateLimited(limited) => Some(limited.kind.label()),
             ApiError::BudgetExceeded(_) => Some("budget"),
+            ApiError::RouteRefused(_) => Some("route"),
             _ => None,
         };
         let model = proxy.pricer.model_label(self.model.as_deref());
@@ -215,18 +223,25 @@ async fn admit_and_forward(
             .await
             .map_err(|_| ApiError::Internal)??
     };
-    refusal.model.clone_from(&request.model);
-    let model = request.model.as_deref();
+    let requested = request.model.as_deref();
     let allowed = identity
         .key
         .as_ref()
         .and_then(|entry| entry.key.allowed_models.as_deref());
-    if !auth::model_allowed(allowed, model) {
-        return Err(ApiError::ModelNotAllowed {
-            model: model.unwrap_or_default().to_owned(),
-        });
+    let plan = planned::allowed_plan(proxy, requested, allowed)?;
+    // An alias is judged by the model it sends first: limits, counting and windows.
+    let model = plan
+        .as_ref()
+        .map_or(requested, |plan| plan.primary_model(requested));
+    refusal.model = model.map(str::to_owned);
+    match &plan {
+        Some(plan) if plan.routed() => {
+            for target in plan.targets(requested) {
+                proxy.pricer.admit(target.model)?;
+            }
+        }
+        _ => proxy.pricer.admit(model)?,
     }
-    proxy.pricer.admit(model)?;
     let mut prompt = Prompt::new(endpoint, model, &request.body);
     if let Some(limit) = proxy.pricer.context_window(model) {
         let output = request.max_output.unwrap_or(0);
@@ -235,17 +250,19 @@ async fn admit_and_forward(
             check_context(prompt.count().await?, output, limit)?;
         }
     }
-    if Budgets::applies(&identity) {
-        // The reservation is priced from the count: the bound would hold back several
-        // times what the prompt can cost.
+    let headroom = plan
+        .as_ref()
+        .is_some_and(|plan| proxy.routing.needs_tokens(plan, requested));
+    if Budgets::applies(&identity) || headroom {
+        // The reservation and the headroom ration are figured from the count: the
+        // bound would hold back several times what the prompt can cost.
         prompt.count().await?;
     }
-    let upstream = proxy
-        .upstreams
-        .route(model)
-        .ok_or_else(|| ApiError::NoUpstream {
-            model: model.unwrap_or_default().to_owned(),
-        })?;
+    if plan.is_none() {
+        return Err(ApiError::NoUpstream {
+            model: requested.unwrap_or_default().to_owned(),
+        });
+    }
     // Rate limits before the budget: a request they refuse never holds a reservation.
     let admission = match proxy.limits.figures(&identity, model) {
         Some(figures) => {
@@ -257,10 +274,13 @@ async fn admit_and_forward(
     let prompt = prompt.counted();
     // Every answer from here on, success or error, tells the client where it stands.
     let standing = admission.as_ref().map(|admitted| admitted.standing.clone());
+    let Some(plan) = plan else {
+        return Err(ApiError::Internal);
+    };
     let admitted = Admitted {
         identity,
         endpoint,
-        upstream,
+        plan,
         prompt,
         admission,
         ts_ms,
@@ -305,10 +325,10 @@ async fn admit_limits(
 }
 
 /// A request past its checks, on its way upstream.
-struct Admitted<'a> {
+struct Admitted {
     identity: Identity,
     endpoint: Endpoint,
-    upstream: &'a Upstream,
+    plan: Plan,
     /// The prompt counted by the tokenizer, when a check needed the count.
     prompt: Option<u64>,
     admission: Option<Admission>,
@@ -316,10 +336,11 @@ struct Admitted<'a> {
     observed: Observed,
 }
 
-/// Reserves the budget, then forwards in a task of its own and waits for the answer.
+/// Reserves the budget (for a downgrade when one applies), picks the first target, then
+/// runs the attempts in a task of its own and waits for the answer.
 async fn forward_metered(
     proxy: &Proxy,
-    admitted: Admitted<'_>,
+    admitted: Admitted,
     path: &str,
     parts: Parts,
     request: MeteredRequest,
@@ -327,42 +348,42 @@ async fn forward_metered(
     let Admitted {
         identity,
         endpoint,
-        upstream,
+        plan,
         prompt,
         admission,
         ts_ms,
         observed,
     } = admitted;
     let started = observed.started;
-    let model = request.model.as_deref();
+    let requested = request.model.as_deref();
     // Time-ordered, so inserts append to the primary-key index instead of landing at
     // random pages of it.
     let row_id = uuid::Uuid::now_v7().to_string();
-    if let (true, Some(prompt)) = (Budgets::applies(&identity), prompt) {
-        // The worst case: the whole prompt uncached, and every output token allowed.
-        let output = request
-            .max_output
-            .unwrap_or(proxy.budgets.config().default_max_tokens);
-        let worst = Usage {
-            prompt_tokens: prompt,
-            completion_tokens: output,
-            ..Usage::default()
-        };
-        // At the dearest service tier the request can be billed at: see `tier::worst_case`.
-        let amount = proxy
-            .pricer
-            .estimate_reserve(model, request.service_tier.as_deref(), &worst)
-            .unwrap_or_default();
-        // Boxed: a database transaction's state machine, on the path of budgeted keys only.
-        let reserved = Box::pin(proxy.budgets.reserve(&identity, &row_id, amount, ts_ms)).await;
-        if let Err(error) = reserved {
-            // Refused before forwarding: the rate limits get their charge back.
-            if let Some(admission) = admission {
-                admission.cancel();
-            }
-            return Err(error);
-        }
-    }
+    let team = observed.caller.team.clone();
+    // Until the exchange begins, a refusal (by the budget, or for want of headroom) or
+    // the client hanging up (this handler dropped) gives the charge and the
+    // reservation back.
+    let mut held = planned::Held::new(proxy, admission);
+    let plan = planned::reserve(
+        proxy,
+        &identity,
+        plan,
+        &request,
+        prompt,
+        (&row_id, ts_ms),
+        &team,
+        &mut held,
+    )
+    .await?;
+    let tokens = prompt.map_or(0, |prompt| {
+        proxy.limits.estimate(endpoint, prompt, request.max_output)
+    });
+    let (first, debit) = routed::first(&proxy.routing, &plan, requested, &team, tokens).await?;
+    let upstream = plan
+        .target(first, requested)
+        .and_then(|target| proxy.upstreams.get(target.upstream))
+        .ok_or(ApiError::Internal)?;
+    let admission = held.release();
     let exchange = Exchange {
         id: row_id,
         pending: proxy.ledger.begin(),
@@ -376,7 +397,7 @@ async fn forward_metered(
         team_id: identity.team_id,
         upstream: upstream.name.clone(),
         endpoint,
-        model_requested: request.model,
+        model_requested: request.model.clone(),
         service_tier_requested: request.service_tier,
         streamed: request.stream,
         hide_usage: request.hide_usage,
@@ -388,35 +409,36 @@ async fn forward_metered(
         policy: proxy.server.on_client_disconnect,
         reserved_output: proxy.limits.estimate(endpoint, 0, request.max_output),
         limits: admission,
+        route: crate::ledger::RowRoute {
+            model_alias: plan.alias().map(str::to_owned),
+            ..crate::ledger::RowRoute::default()
+        },
+        shadow: None,
     };
-    let url = upstream.url(path, parts.uri.query());
-    let headers = upstream.request_headers_from(parts.headers, true, proxy.auth.mode);
-    let send = upstream
-        .client
-        .request(parts.method, url)
-        .headers(headers)
-        .body(request.body)
-        .send();
+    let attempts = routed::Attempts {
+        plan,
+        routing: Arc::clone(&proxy.routing),
+        upstreams: Arc::clone(&proxy.upstreams),
+        ledger: proxy.ledger.clone(),
+        tasks: proxy.tasks.clone(),
+        pricer: Arc::clone(&proxy.pricer),
+        method: parts.method,
+        path: path.to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        mode: proxy.auth.mode,
+        body: request.body,
+        requested: request.model,
+        team,
+        tokens,
+        first,
+        debit,
+    };
     // From here the exchange lives in a task of its own: hyper drops this handler if
     // the client hangs up before the upstream answers, and that must not drop the row
     // of a request the upstream may already be billing.
     let (reply, replied) = oneshot::channel();
-    let (first_byte_timeout, name) = (upstream.first_byte_timeout, upstream.name.clone());
-    // The relay is boxed so the task's future stays small: tokio copies a task's whole
-    // future when it spawns it and when it finishes.
-    proxy.tasks.spawn(async move {
-        match tokio::time::timeout(first_byte_timeout, send).await {
-            Ok(Ok(response)) => Box::pin(relay::run(exchange, response, reply)).await,
-            Ok(Err(error)) => {
-                let error = upstream_failure(&name, &error);
-                Box::pin(fail_exchange(exchange, error, reply)).await;
-            }
-            Err(_elapsed) => {
-                let error = ApiError::UpstreamTimeout { upstream: name };
-                Box::pin(fail_exchange(exchange, error, reply)).await;
-            }
-        }
-    });
+    proxy.tasks.spawn(routed::run(attempts, exchange, reply));
     replied.await.map_err(|_| ApiError::Internal)
 }
 

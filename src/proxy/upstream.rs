@@ -73,10 +73,29 @@ impl Upstreams {
 
     /// The upstream for a model; a request without one routes as the empty name.
     pub fn route(&self, model: Option<&str>) -> Option<&Upstream> {
+        self.position(model).and_then(|i| self.0.get(i))
+    }
+
+    /// As `route`, the upstream's index (routing names upstreams by index).
+    pub fn position(&self, model: Option<&str>) -> Option<usize> {
         let model = model.unwrap_or("");
         self.0
             .iter()
-            .find(|upstream| upstream.patterns.iter().any(|p| p.matches(model)))
+            .position(|upstream| upstream.patterns.iter().any(|p| p.matches(model)))
+    }
+
+    /// The upstream at `index`, in config order.
+    pub fn get(&self, index: usize) -> Option<&Upstream> {
+        self.0.get(index)
+    }
+
+    /// Per upstream, in config order: whether tollgate holds its key (so its limits
+    /// are the organisation's, shared by every caller).
+    pub fn shared_keys(&self) -> Vec<bool> {
+        self.0
+            .iter()
+            .map(|upstream| upstream.key.is_some())
+            .collect()
     }
 }
 

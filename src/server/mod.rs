@@ -36,6 +36,7 @@ use crate::proxy::upstream::Upstreams;
 use crate::proxy::{Pricer, Proxy, UpstreamError};
 use crate::reconcile::Reconciler;
 use crate::reconcile::schedule::Scheduler;
+use crate::routing::{Routing, RoutingError};
 
 pub use routes::router;
 use scrape::ScrapeAccess;
@@ -63,6 +64,8 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("limits.redis_url: {0}")]
     Redis(redis::RedisError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
 }
 
 /// What the routes share.
@@ -84,6 +87,8 @@ pub struct Running {
     pub ledger: LedgerWriter,
     /// Tracked batches and jobs (tests poll them now instead of waiting an interval).
     pub batches: Arc<Tracker>,
+    /// Routing state (tests sync it with Redis now instead of waiting an interval).
+    pub routing: Arc<Routing>,
     /// The scheduled reconciliation, when `[reconcile] schedule` is set (tests run it
     /// now instead of waiting for its time of day).
     pub reconcile: Option<Arc<Scheduler>>,
@@ -138,7 +143,10 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         // Load before listening, so the first request finds its key; if the database
         // is down the refresher keeps trying and requests get 503 until it answers.
         match cache.refresh(&store).await {
-            Ok(_) => check_tiers(&store, &config.limits.tier_names()).await?,
+            Ok(_) => {
+                check_tiers(&store, &config.limits.tier_names()).await?;
+                check_team_shares(&store, &config).await;
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot load keys; retrying in the background");
             }
@@ -214,6 +222,11 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let relays = tasks.clone();
+    let upstreams = Arc::new(upstreams);
+    let routing = Arc::new(Routing::new(&config, upstreams.shared_keys(), &metrics)?);
+    if let Some(sync) = routing.spawn_sync() {
+        background.push(sync);
+    }
     let proxy = Arc::new(Proxy {
         auth: Authenticator {
             mode: config.auth.mode,
@@ -222,6 +235,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         budgets,
         limits,
         upstreams,
+        routing: Arc::clone(&routing),
         pricer,
         ledger: ledger.clone(),
         tasks,
@@ -255,6 +269,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         addr,
         ledger,
         batches,
+        routing,
         reconcile: scheduled,
         stop,
         task,
@@ -289,6 +304,26 @@ async fn check_tiers(store: &Store, known: &[String]) -> Result<(), ServeError> 
         problems: problems.join("; "),
         known: known.join(", "),
     })
+}
+
+/// `[teams.<name>]` names teams of the database: a name none has is most likely a typo
+/// or a rename, and its share would silently go to no one. Warned, not refused: the
+/// team may be created later.
+async fn check_team_shares(store: &Store, config: &Config) {
+    if config.teams.is_empty() {
+        return;
+    }
+    let Ok(teams) = auth_store::list_teams(store).await else {
+        return;
+    };
+    for name in config.teams.keys() {
+        if !teams.iter().any(|team| &team.name == name) {
+            tracing::warn!(
+                team = %name,
+                "[teams.{name}] names no team in the database: its share applies to no one until one is created"
+            );
+        }
+    }
 }
 
 /// Opens the ledger's database. A SQLite file that cannot be opened is a

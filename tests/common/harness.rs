@@ -256,6 +256,14 @@ impl Harness {
             .unwrap()
     }
 
+    /// Sends this server's routing state (cooldowns, headroom) to Redis and takes the
+    /// other replicas', as its sync task does every `routing.sync_interval`.
+    pub async fn sync_routing(&self) {
+        if let Some(running) = &self.running {
+            running.routing.sync_now().await;
+        }
+    }
+
     /// Runs the scheduled reconciliation now, as its daily timer would.
     pub async fn reconcile_now(
         &self,

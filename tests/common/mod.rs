@@ -12,5 +12,6 @@ pub mod harness;
 pub mod mock_upstream;
 pub mod org_api;
 pub mod redis;
+pub mod routed;
 pub mod tiered;
 pub mod webdriver;

@@ -179,6 +179,7 @@ fn row(id: usize) -> LedgerRow {
         key_id: None,
         team_id: None,
         kind: Kind::Realtime,
+        route: tollgate::ledger::RowRoute::default(),
     }
 }
 

@@ -124,6 +124,7 @@ function render(data) {
   fillTiers(data.tiers);
   fillKeys(data.top_keys);
   fillBudgets(data.budgets);
+  fillShadow(data.shadow || []);
 }
 
 // Stacked bars: one bar per hour or day, one segment per team.
@@ -291,6 +292,31 @@ function fillBudgets(budgets) {
       percent, budget.used_percent + "%", detail, level));
   }
   if (budgets.length === 0) box.append(el("p", { class: "muted" }, "No team or key has a budget."));
+}
+
+// Agreement as a percentage with its counts: "95.0% (19 / 20)", or a dash.
+function agreement(rate, matches, of) {
+  if (rate === null || rate === undefined) return "—";
+  return `${(parseFloat(rate) * 100).toFixed(1)}% (${count(matches)} / ${count(of)})`;
+}
+
+function fillShadow(lines) {
+  const body = $("shadow").tBodies[0];
+  body.replaceChildren();
+  for (const line of lines) {
+    const row = el("tr", { "data-model": line.model, "data-candidate": line.candidate });
+    row.append(el("td", { class: "name" }, line.model),
+      el("td", { class: "candidate" }, line.candidate),
+      el("td", { class: "num requests" }, count(line.requests)),
+      el("td", { class: "num model-cost" }, usd(line.model_cost_per_request_usd)),
+      el("td", { class: "num candidate-cost" }, usd(line.candidate_cost_per_request_usd)),
+      el("td", { class: "num text-agreement" },
+        agreement(line.text_agreement, line.text_matches, line.compared)),
+      el("td", { class: "num value-agreement" },
+        agreement(line.value_agreement, line.value_matches, line.value_compared)));
+    body.append(row);
+  }
+  if (lines.length === 0) body.append(emptyRow(7));
 }
 
 // OpenAI's figures for today are still arriving: compare whole days up to yesterday.

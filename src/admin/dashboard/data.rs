@@ -1,6 +1,7 @@
 //! `GET /admin/dashboard/data?from&to&top`: every figure the dashboard draws for one
 //! range, in one answer: totals, spend per team, per model and per service tier, the
-//! top keys, each team's spend per hour or day, and where every budget stands now.
+//! top keys, each team's spend per hour or day, where every budget stands now, and the
+//! shadow comparisons (cost per request and agreement of each model and candidate).
 //! Money is in exact decimal strings, as everywhere in the admin API.
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::clock::{self, format_ms, now_ms};
 use crate::error::ApiError;
 use crate::ledger::report::SpendLine;
 use crate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend, rollup_spend_nested};
+use crate::ledger::shadow::shadow_report;
 use crate::pricing::Cost;
 
 const PARAMS: [&str; 3] = ["from", "to", "top"];
@@ -255,6 +257,9 @@ pub async fn data(
     let budgets = budget_bars(&admin, &all_keys, now)
         .await
         .map_err(|e| read(&e))?;
+    let shadow = shadow_report(&admin.store, range.from_ms, range.to_ms)
+        .await
+        .map_err(|e| read(&e))?;
 
     let body = json!({
         "object": "tollgate.dashboard",
@@ -270,6 +275,7 @@ pub async fn data(
         "top_keys": top_keys,
         "series": { "buckets": labels, "teams": series },
         "budgets": budgets,
+        "shadow": shadow,
     });
     // Spend figures are for whoever holds the admin key, not for shared caches.
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
