@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::PoolSettings;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -38,6 +36,29 @@ impl DatabaseConfig {
         PoolSettings {
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,
+        }
+    }
+}
+
+/// Pool figures, from `[database]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Connections in the pool; `None` takes the backend's default.
+    pub max_connections: Option<u32>,
+    /// Longest wait for a connection, and (budget checks) for a lock.
+    pub acquire_timeout: Duration,
+}
+
+impl PoolSettings {
+    pub const SQLITE_CONNECTIONS: u32 = 4;
+    pub const POSTGRES_CONNECTIONS: u32 = 8;
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }

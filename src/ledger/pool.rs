@@ -5,30 +5,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
-/// Pool figures, from `[database]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSettings {
-    /// Connections in the pool; `None` takes the backend's default.
-    pub max_connections: Option<u32>,
-    /// Longest wait for a connection, and (budget checks) for a lock.
-    pub acquire_timeout: Duration,
-}
-
-impl PoolSettings {
-    pub const SQLITE_CONNECTIONS: u32 = 4;
-    pub const POSTGRES_CONNECTIONS: u32 = 8;
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: None,
-            acquire_timeout: Duration::from_secs(5),
-        }
-    }
-}
+// The figures are config (plain data); the pool that uses them is the ledger's.
+pub use crate::config::PoolSettings;
 
 /// When the database last answered anything (a result, or an error of its own such
 /// as a lock timeout), and when it was last found down; shared by every clone of a

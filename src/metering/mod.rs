@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod stream;
+pub mod tier;
 pub mod tokens;
 pub mod usage;
 

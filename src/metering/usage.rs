@@ -10,9 +10,7 @@ use std::fmt;
 use serde::de::{self, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
-use crate::pricing::tier;
-
-use super::Usage;
+use super::{Usage, tier};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawUsage {

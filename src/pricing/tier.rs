@@ -9,6 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
+// Metering cuts the raw value before anything prices it; the cut is re-exported here
+// beside the tier decisions that read it.
+pub use crate::metering::tier::{MAX_RECORDED_BYTES, recorded};
+
 /// A service tier as OpenAI names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,10 +35,6 @@ pub const LABELS: [&str; 6] = ["auto", "default", "flex", "priority", "scale", O
 /// The label of a tier name no one defines: a client sending made-up values, or an
 /// upstream answering with one, cannot create series.
 pub const OTHER: &str = "other";
-
-/// The longest tier value kept on a row. Real values are a few bytes; a client or an
-/// upstream sending a long one gets it cut here rather than stored whole.
-pub const MAX_RECORDED_BYTES: usize = 64;
 
 impl ServiceTier {
     /// The exact (lowercase) name OpenAI uses; anything else is not a tier tollgate
@@ -123,18 +123,6 @@ pub fn worst_case(requested: Option<&str>, auto: AutoTier) -> ServiceTier {
     }
 }
 
-/// `value` cut to at most [`MAX_RECORDED_BYTES`] on a character boundary.
-pub fn recorded(value: &str) -> &str {
-    if value.len() <= MAX_RECORDED_BYTES {
-        return value;
-    }
-    let mut end = MAX_RECORDED_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    &value[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,14 +185,5 @@ mod tests {
         for (requested, auto, want) in cases {
             assert_eq!(worst_case(requested, auto), want, "{requested:?} {auto:?}");
         }
-    }
-
-    #[test]
-    fn recorded_values_are_cut_on_a_character_boundary() {
-        assert_eq!(recorded("flex"), "flex");
-        let long = "é".repeat(40);
-        let cut = recorded(&long);
-        assert!(cut.len() <= MAX_RECORDED_BYTES && long.starts_with(cut));
-        assert_eq!(cut.chars().count(), 32);
     }
 }
