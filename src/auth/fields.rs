@@ -2,8 +2,8 @@
 //! CLI so both refuse the same values in the same words. Each caller names the field
 //! its own way: `budget_usd` in a JSON body, `--budget-usd` on the command line.
 
-use crate::budgets::{self, Budget, Period};
-use crate::clock;
+use super::budget::{self, Budget};
+use crate::clock::{self, Period};
 use crate::error::ApiError;
 
 /// A settable field of a key or team.
@@ -50,7 +50,7 @@ pub enum FieldError {
     Name,
     #[error("unknown tier `{tier}`; known tiers: {}", known.join(", "))]
     UnknownTier { tier: String, known: Vec<String> },
-    /// The amount, as `budgets::parse_usd` explains it (sign, exponent, too many places).
+    /// The amount, as `budget::parse_usd` explains it (sign, exponent, too many places).
     #[error("{reason}")]
     BudgetUsd { reason: String },
     #[error("`{period}` is not one of daily, weekly, monthly, total")]
@@ -129,7 +129,7 @@ pub fn budget(
         Some(None) => Ok(Some(None)),
         Some(Some(text)) => {
             let limit_micros =
-                budgets::parse_usd(text).map_err(|reason| FieldError::BudgetUsd { reason })?;
+                budget::parse_usd(text).map_err(|reason| FieldError::BudgetUsd { reason })?;
             Ok(Some(Some(Budget {
                 limit_micros,
                 period: period

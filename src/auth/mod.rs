@@ -1,6 +1,7 @@
 //! Who is calling: tollgate keys (hashed, cached in memory, reloaded on change) or, in
 //! passthrough mode, the caller's own upstream key, known only by its fingerprint.
 
+pub mod budget;
 mod cache;
 pub mod command;
 pub mod fields;

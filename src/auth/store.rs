@@ -6,7 +6,8 @@ use sqlx::Row;
 
 use super::AuthError;
 use super::secret::{self, NewKey};
-use crate::budgets::{Budget, Period};
+use super::budget::Budget;
+use crate::clock::Period;
 use crate::config::Secret;
 use crate::ledger::Store;
 

@@ -1,4 +1,4 @@
-//! Budget periods: UTC calendar days, ISO weeks (from Monday), calendar months, or all
+//! Calendar periods (a budget's, a spend window's): UTC calendar days, ISO weeks (from Monday), calendar months, or all
 //! time. Pure arithmetic on Unix milliseconds.
 
 use serde::{Deserialize, Serialize};
