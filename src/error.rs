@@ -2,11 +2,11 @@
 //! `{"error":{"message","type","param","code"}}` so every SDK surfaces it as it would
 //! an OpenAI error. Internal causes are logged where they happen, never returned.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-
-use crate::limits::RateLimited;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -78,7 +78,7 @@ pub enum ApiError {
 
     /// A rate limit (RPM, TPM, RPD, TPD) or the in-flight cap refused the request.
     #[error("{0}")]
-    RateLimited(Box<RateLimited>),
+    RateLimited(Box<RateRefusal>),
 
     /// Routing refused the request before any upstream saw it: the team had its share
     /// of an upstream's headroom, or every target asked to be left alone for now.
@@ -153,6 +153,24 @@ pub struct BudgetRefusal {
     pub spent: String,
     pub reserved: String,
     pub needed: String,
+}
+
+/// Why a rate limit refused a request, as the answer carries it (boxed, as
+/// `BudgetRefusal`). The limiter fills it in from its own refusal: this module knows
+/// the answer's shape, not how limits count.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RateRefusal {
+    pub message: String,
+    /// OpenAI's `type`: the kind of bucket exhausted (`requests` or `tokens`).
+    pub error_type: &'static str,
+    /// Which limit refused (`rpm`, `tpm`, ...), for the refusal metric's label.
+    pub limit: &'static str,
+    /// The key's `x-ratelimit-*` standing on the model.
+    pub standing: HeaderMap,
+    /// When a retry can succeed; `None` when none can (a limit of 0, or a request larger
+    /// than the whole limit).
+    pub retry_after: Option<Duration>,
 }
 
 /// Why routing refused a request (boxed, as `BudgetRefusal`).
@@ -283,7 +301,7 @@ impl ApiError {
             // What OpenAI sends for an exhausted quota; the SDKs key off it.
             Self::BudgetExceeded(_) => "insufficient_quota",
             // OpenAI names the exhausted bucket: `tokens` or `requests`.
-            Self::RateLimited(refusal) => refusal.kind.error_type(),
+            Self::RateLimited(refusal) => refusal.error_type,
             Self::RouteRefused(refusal) => refusal.error_type(),
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
@@ -421,8 +439,8 @@ impl IntoResponse for ApiError {
 /// What the SDKs read on a rate-limit 429: when to retry (`retry-after-ms`, else
 /// `retry-after` in whole seconds, at least 1), or not to (a limit of 0, a request
 /// larger than the whole limit), and the key's standing on the model.
-fn rate_limit_headers(refusal: &RateLimited, headers: &mut axum::http::HeaderMap) {
-    refusal.standing.apply(headers);
+fn rate_limit_headers(refusal: &RateRefusal, headers: &mut HeaderMap) {
+    headers.extend(refusal.standing.clone());
     match refusal.retry_after {
         Some(wait) => retry_headers(wait, headers),
         None => {
@@ -432,7 +450,7 @@ fn rate_limit_headers(refusal: &RateLimited, headers: &mut axum::http::HeaderMap
 }
 
 /// `retry-after` in whole seconds (at least 1) and `retry-after-ms` exact.
-fn retry_headers(wait: std::time::Duration, headers: &mut axum::http::HeaderMap) {
+fn retry_headers(wait: Duration, headers: &mut HeaderMap) {
     let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000))
         .unwrap_or(u64::MAX)
         .max(1);
@@ -494,16 +512,12 @@ mod tests {
                 reserved: "0".into(),
                 needed: "0.02".into(),
             })),
-            ApiError::RateLimited(Box::new(crate::limits::RateLimited {
-                kind: crate::limits::Kind::Tpm,
-                scope: crate::limits::Scope::Model,
-                holder: String::new(),
-                model: "gpt-4o".into(),
-                limit: 10,
-                used: 9,
-                requested: 2,
-                retry_after: Some(std::time::Duration::from_millis(1200)),
-                standing: crate::limits::Standing::default(),
+            ApiError::RateLimited(Box::new(RateRefusal {
+                message: "Rate limit reached for gpt-4o on tokens per min (TPM).".into(),
+                error_type: "tokens",
+                limit: "tpm",
+                standing: HeaderMap::new(),
+                retry_after: Some(Duration::from_millis(1200)),
             })),
             ApiError::RouteRefused(Box::new(RouteRefusal::Headroom {
                 model: "gpt-4o".into(),

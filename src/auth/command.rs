@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::budget::Budget;
 use super::fields::{self, FieldError};
 use super::store::{self, KeyRecord, TeamRecord};
 use super::{AuthError, KeyFields, TeamFields};
-use super::budget::Budget;
 use crate::cli::{KeyCreateArgs, KeysCommand, PlanArgs, RecordFormat, TeamsCommand};
 use crate::clock::format_ms;
 use crate::ledger::Store;

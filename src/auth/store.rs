@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::AuthError;
-use super::secret::{self, NewKey};
 use super::budget::Budget;
+use super::secret::{self, NewKey};
 use crate::clock::Period;
 use crate::config::Secret;
 use crate::ledger::Store;

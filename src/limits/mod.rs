@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::config::{LimitsConfig, RateFigures, StoreFailure};
-use crate::error::ApiError;
+use crate::error::{ApiError, RateRefusal};
 use crate::metering::Endpoint;
 use crate::metrics::Metrics;
 use redis::{RedisBuckets, Spec};
@@ -190,6 +190,40 @@ impl fmt::Display for RateLimited {
     }
 }
 
+/// Why `admit` refused: a limit, or a shared store that cannot answer under
+/// `on_redis_error = "fail_closed"`.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("{0}")]
+    RateLimited(Box<RateLimited>),
+    #[error("the shared rate-limit store is unreachable")]
+    Unavailable,
+}
+
+impl From<LimitsError> for ApiError {
+    fn from(error: LimitsError) -> Self {
+        match error {
+            LimitsError::RateLimited(limited) => ApiError::RateLimited(Box::new(limited.answer())),
+            LimitsError::Unavailable => ApiError::RateLimitsUnavailable,
+        }
+    }
+}
+
+impl RateLimited {
+    /// The refusal as the 429 carries it: message, `type`, and the headers the SDKs read.
+    fn answer(&self) -> RateRefusal {
+        let mut standing = axum::http::HeaderMap::new();
+        self.standing.apply(&mut standing);
+        RateRefusal {
+            message: self.to_string(),
+            error_type: self.kind.error_type(),
+            limit: self.kind.label(),
+            standing,
+            retry_after: self.retry_after,
+        }
+    }
+}
+
 /// Admission against every limit of a key: resolves its figures, charges its buckets.
 pub struct Limiter {
     enabled: bool,
@@ -270,16 +304,16 @@ impl Limiter {
         model: Option<&str>,
         limits: Limits,
         tokens: u64,
-    ) -> Result<Admission, ApiError> {
+    ) -> Result<Admission, LimitsError> {
         let Some(shared) = &self.shared else {
             return self
                 .admit_local(identity, model, limits, tokens)
-                .map_err(ApiError::RateLimited);
+                .map_err(LimitsError::RateLimited);
         };
         let model = model.unwrap_or_default();
         let permit = self
             .permit(identity, model, Standing::default)
-            .map_err(ApiError::RateLimited)?;
+            .map_err(LimitsError::RateLimited)?;
         let specs = Spec::all(identity, model, limits);
         // Boxed: the Redis round trip's state would otherwise sit inline in every
         // request handler's future, local limits or not.
@@ -289,7 +323,7 @@ impl Limiter {
                 if let Some((index, retry_after, used)) = verdict.refused {
                     let spec = &specs[index.min(specs.len().saturating_sub(1))];
                     let requested = spec.units(tokens);
-                    return Err(ApiError::RateLimited(self.refusal(
+                    return Err(LimitsError::RateLimited(self.refusal(
                         (spec.kind, spec.scope),
                         identity,
                         model,
@@ -315,11 +349,11 @@ impl Limiter {
                         errors.with_label_values(&["local"]).inc();
                         let sets = self.local_sets(identity, model, limits);
                         self.charge(identity, model, sets, tokens, permit)
-                            .map_err(ApiError::RateLimited)
+                            .map_err(LimitsError::RateLimited)
                     }
                     StoreFailure::FailClosed => {
                         errors.with_label_values(&["refused"]).inc();
-                        Err(ApiError::RateLimitsUnavailable)
+                        Err(LimitsError::Unavailable)
                     }
                 }
             }

@@ -32,7 +32,7 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::{LedgerWriter, Outcome};
-use crate::limits::{Admission, Kind, Limiter, Limits};
+use crate::limits::{Admission, Kind, Limiter, Limits, LimitsError};
 use crate::metering::{Endpoint, UsageSource};
 use crate::metrics::{Caller, InFlight, Metrics};
 use crate::routing::{Plan, Routing};
@@ -183,7 +183,7 @@ struct Refusal {
 impl Refusal {
     fn count(&self, proxy: &Proxy, error: &ApiError) {
         let limit = match error {
-            ApiError::RateLimited(limited) => Some(limited.kind.label()),
+            ApiError::RateLimited(refusal) => Some(refusal.limit),
             ApiError::BudgetExceeded(_) => Some("budget"),
             ApiError::RouteRefused(_) => Some("route"),
             _ => None,
@@ -310,17 +310,17 @@ async fn admit_limits(
 ) -> Result<Admission, ApiError> {
     let limits = &proxy.limits;
     if !Limiter::needs_tokens(Some(&figures)) {
-        return limits.admit(identity, model, figures, 0).await;
+        return Ok(limits.admit(identity, model, figures, 0).await?);
     }
     let tokens = limits.estimate(endpoint, prompt.bound().await?, max_output);
     match limits.admit(identity, model, figures, tokens).await {
-        Err(ApiError::RateLimited(limited))
+        Err(LimitsError::RateLimited(limited))
             if matches!(limited.kind, Kind::Tpm | Kind::Tpd) && prompt.could_shrink() =>
         {
             let tokens = limits.estimate(endpoint, prompt.count().await?, max_output);
-            limits.admit(identity, model, figures, tokens).await
+            Ok(limits.admit(identity, model, figures, tokens).await?)
         }
-        admitted => admitted,
+        admitted => Ok(admitted?),
     }
 }
 
