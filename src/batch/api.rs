@@ -4,6 +4,7 @@
 //! to the caller's own objects, and admits batch creates against budgets and the
 //! enqueued-token limit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -71,13 +72,13 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
 
 pub async fn handle(
     proxy: &Proxy,
+    tracker: &Arc<Tracker>,
     identity: Identity,
     route: Route<'_>,
     path: &str,
     mut parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, ApiError> {
-    let tracker = &*proxy.batches;
     let owner = owner(&identity);
     // Answers read here must arrive uncompressed.
     if !matches!(route, Route::Owned { .. }) {
@@ -91,9 +92,20 @@ pub async fn handle(
             check(tracker, &owner, what, id).await?;
             proxy::passthrough(proxy, path, parts, body).await
         }
-        Route::ListFiles => list(proxy, &owner, Object::File, path, parts, body).await,
-        Route::ListBatches => list(proxy, &owner, Object::Batch, path, parts, body).await,
-        Route::ListJobs => list(proxy, &owner, Object::FineTuningJob, path, parts, body).await,
+        Route::ListFiles => list(proxy, tracker, &owner, Object::File, path, parts, body).await,
+        Route::ListBatches => list(proxy, tracker, &owner, Object::Batch, path, parts, body).await,
+        Route::ListJobs => {
+            list(
+                proxy,
+                tracker,
+                &owner,
+                Object::FineTuningJob,
+                path,
+                parts,
+                body,
+            )
+            .await
+        }
         Route::RetrieveBatch(id) | Route::RetrieveJob(id) => {
             let what = if matches!(route, Route::RetrieveBatch(_)) {
                 "batch"
@@ -105,7 +117,7 @@ pub async fn handle(
             let (head, json) =
                 read_json(proxy::passthrough(proxy, path, parts, body).await?).await?;
             if head.status.is_success() {
-                retrieved(proxy, &identity, id, &json, auth).await;
+                retrieved(proxy, tracker, &identity, id, &json, auth).await;
             }
             Ok(rebuild(head, &json))
         }
@@ -119,8 +131,8 @@ pub async fn handle(
             }
             Ok(rebuild(head, &json))
         }
-        Route::CreateBatch => create_batch(proxy, &identity, path, parts, body).await,
-        Route::CreateJob => create_job(proxy, &identity, path, parts, body).await,
+        Route::CreateBatch => create_batch(proxy, tracker, &identity, path, parts, body).await,
+        Route::CreateJob => create_job(proxy, tracker, &identity, path, parts, body).await,
     }
 }
 
@@ -148,6 +160,7 @@ async fn check(
 /// upstream's: a page may hold fewer items than `limit` asked for.
 async fn list(
     proxy: &Proxy,
+    tracker: &Tracker,
     owner: &str,
     object: Object,
     path: &str,
@@ -158,7 +171,7 @@ async fn list(
     if !head.status.is_success() {
         return Ok(rebuild(head, &json));
     }
-    let owned = store::owned_ids(&proxy.batches.store, owner, object)
+    let owned = store::owned_ids(&tracker.store, owner, object)
         .await
         .map_err(|error| {
             tracing::error!(%error, "cannot read object ownership");
@@ -179,12 +192,12 @@ async fn list(
 /// the caller's own key: tollgate has no other.
 async fn retrieved(
     proxy: &Proxy,
+    tracker: &Arc<Tracker>,
     identity: &Identity,
     id: &str,
     json: &Value,
     auth: Option<HeaderValue>,
 ) {
-    let tracker = &proxy.batches;
     let files = ["output_file_id", "error_file_id"]
         .into_iter()
         .filter_map(|field| json.get(field).and_then(Value::as_str))
@@ -204,7 +217,7 @@ async fn retrieved(
     let (Some(auth), Ok(Some(tracked))) = (auth, store::get(&tracker.store, id).await) else {
         return;
     };
-    let tracker = std::sync::Arc::clone(&proxy.batches);
+    let tracker = Arc::clone(tracker);
     proxy.tasks.spawn(async move {
         tracker.poll_with_caller_key(&tracked, &auth).await;
     });
@@ -212,6 +225,7 @@ async fn retrieved(
 
 async fn create_batch(
     proxy: &Proxy,
+    tracker: &Tracker,
     identity: &Identity,
     path: &str,
     parts: Parts,
@@ -222,7 +236,6 @@ async fn create_batch(
         input_file_id: String,
         endpoint: String,
     }
-    let tracker = &*proxy.batches;
     let bytes = proxy::read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
     let create: Create =
         serde_json::from_slice(&bytes).map_err(|error| ApiError::InvalidField {
@@ -278,6 +291,7 @@ async fn create_batch(
         })?;
     let admitted = admit_batch(
         proxy,
+        tracker,
         identity,
         model.as_deref(),
         tokens,
@@ -317,6 +331,7 @@ async fn create_batch(
 /// a reservation).
 async fn admit_batch(
     proxy: &Proxy,
+    tracker: &Tracker,
     identity: &Identity,
     model: Option<&str>,
     tokens: u64,
@@ -325,7 +340,7 @@ async fn admit_batch(
     now: i64,
 ) -> Result<(), ApiError> {
     if let Some(model) = model {
-        admit::check_queue(&proxy.batches, model, tokens).await?;
+        admit::check_queue(tracker, model, tokens).await?;
     }
     if let (Some(reservation), Some(tally)) = (reservation, counted) {
         let reserved = proxy
@@ -333,8 +348,7 @@ async fn admit_batch(
             .reserve_for(identity, reservation, tally.cost, now, BATCH_HOLD)
             .await;
         if let Err(error) = reserved {
-            proxy
-                .batches
+            tracker
                 .metrics
                 .batch_admissions_refused
                 .with_label_values(&["budget"])
@@ -359,6 +373,7 @@ async fn forget(tracker: &Tracker, pending: &str, reservation: Option<&str>) {
 
 async fn create_job(
     proxy: &Proxy,
+    tracker: &Tracker,
     identity: &Identity,
     path: &str,
     parts: Parts,
@@ -370,7 +385,6 @@ async fn create_job(
         training_file: String,
         validation_file: Option<String>,
     }
-    let tracker = &*proxy.batches;
     let bytes = proxy::read_body(body, &parts.headers, proxy.server.max_body_bytes).await?;
     let create: Create =
         serde_json::from_slice(&bytes).map_err(|error| ApiError::InvalidField {

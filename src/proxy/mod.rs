@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, Response, header};
+use axum::http::{HeaderMap, Response, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -61,52 +60,12 @@ pub struct Proxy {
     /// Relay and recording tasks; shutdown waits for them.
     pub tasks: TaskTracker,
     pub server: ServerConfig,
-    /// Files, batches and fine-tuning jobs: ownership and billing.
-    pub batches: Arc<crate::batch::Tracker>,
     pub metrics: Metrics,
-}
-
-/// `/v1/*`: metered endpoints on POST, pass-through for the rest.
-pub async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let Some(path) = parts.uri.path().strip_prefix("/v1") else {
-        return ApiError::NotFound {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-        }
-        .into_response();
-    };
-    if let Err(error) = check_path(path) {
-        return error.into_response();
-    }
-    let identity = match proxy.auth.authenticate(&parts.headers, now_ms()) {
-        Ok(identity) => identity,
-        Err(error) => return error.into_response(),
-    };
-    let path = path.to_owned();
-    // The other routes' futures are boxed: axum moves this handler's future into a box
-    // of its own on every request, and tokio copies it around, so every byte their
-    // state machines would add inline is paid by each metered request.
-    let result = match Endpoint::from_path(&path) {
-        Some(endpoint) if parts.method == Method::POST => {
-            metered(&proxy, identity, endpoint, &path, parts, body).await
-        }
-        _ => match crate::batch::api::route(&parts.method, &path) {
-            Some(route) => {
-                Box::pin(crate::batch::api::handle(
-                    &proxy, identity, route, &path, parts, body,
-                ))
-                .await
-            }
-            None => Box::pin(passthrough(&proxy, &path, parts, body)).await,
-        },
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Dot segments, plain or percent-encoded, would let a pass-through path climb out of
 /// the upstream's base path once the URL is normalised.
-fn check_path(path: &str) -> Result<(), ApiError> {
+pub fn check_path(path: &str) -> Result<(), ApiError> {
     // The common path has none of the bytes a trick needs: skip the allocations.
     if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
         return Ok(());
@@ -130,7 +89,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
 
 /// A metered request: counted in flight from here, and in `tollgate_requests_total`
 /// however it ends (requests refused here; forwarded ones when their exchange ends).
-async fn metered(
+pub async fn metered(
     proxy: &Proxy,
     identity: Identity,
     endpoint: Endpoint,

@@ -3,6 +3,7 @@
 mod connection;
 mod routes;
 mod scrape;
+mod v1;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +41,7 @@ use crate::routing::{Routing, RoutingError};
 
 pub use routes::router;
 use scrape::ScrapeAccess;
+use v1::V1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -72,6 +74,7 @@ pub enum ServeError {
 #[derive(Clone)]
 pub struct AppState {
     pub proxy: Arc<Proxy>,
+    pub v1: Arc<V1>,
     pub admin: Arc<Admin>,
     pub store: Store,
     pub metrics: Metrics,
@@ -240,10 +243,13 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         ledger: ledger.clone(),
         tasks,
         server: config.server.clone(),
-        batches: Arc::clone(&batches),
         metrics: metrics.clone(),
     });
     let state = AppState {
+        v1: Arc::new(V1 {
+            proxy: Arc::clone(&proxy),
+            batches: Arc::clone(&batches),
+        }),
         proxy,
         admin,
         store,

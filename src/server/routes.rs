@@ -11,11 +11,11 @@ use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use super::AppState;
+use super::{AppState, v1};
 use crate::admin;
 use crate::config::AuthMode;
 use crate::error::ApiError;
-use crate::proxy::{self, Proxy};
+use crate::proxy::Proxy;
 
 impl FromRef<AppState> for Arc<Proxy> {
     fn from_ref(state: &AppState) -> Self {
@@ -38,8 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/tollgate/me", get(admin::me))
-        .route("/v1", any(proxy::forward))
-        .route("/v1/{*rest}", any(proxy::forward))
+        .route("/v1", any(v1::forward))
+        .route("/v1/{*rest}", any(v1::forward))
         .merge(admin::router(state.admin.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
