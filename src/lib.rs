@@ -1,4 +1,28 @@
 //! tollgate: an OpenAI-compatible reverse proxy that knows what every request costs.
+//!
+//! # Layers
+//!
+//! The modules follow the request pipeline, top to bottom; each uses only modules on
+//! lines below its own (`tests/module_graph.rs` fails on a cycle or an upward use):
+//!
+//! ```text
+//! server                                     router, layers, `/v1` dispatch, shutdown
+//! admin batch                                routes built on the proxy
+//! proxy                                      the metered pipeline: admit, forward, relay
+//! budgets limits routing reconcile estimate  what a request (or a command) decides with
+//! metrics                                    every metric, defined once
+//! auth                                       who is calling: keys, teams, their records
+//! ledger                                     rows, storage, the background writer
+//! config                                     plain data, built on pricing's own types
+//! pricing                                    exact cost (pure)
+//! metering                                   usage and token counts (pure)
+//! cli clock error                            clap structs, time, the HTTP error shape
+//! ```
+//!
+//! A lower module never names a higher one: what two layers share moves down (a
+//! refusal's answer is `error`'s, a cap's shape is `auth`'s, a calendar period is
+//! `clock`'s), and each module converts its own error into `ApiError` where it is
+//! defined.
 
 /// The admin API and `/v1/tollgate/me`.
 pub mod admin;

@@ -290,8 +290,7 @@ async fn create_batch(
             ApiError::Internal
         })?;
     let admitted = admit_batch(
-        proxy,
-        tracker,
+        (&proxy.budgets, tracker),
         identity,
         model.as_deref(),
         tokens,
@@ -330,8 +329,7 @@ async fn create_batch(
 /// The enqueued-token limit, then the budgets (a batch the queue refuses never holds
 /// a reservation).
 async fn admit_batch(
-    proxy: &Proxy,
-    tracker: &Tracker,
+    (budgets, tracker): (&Budgets, &Tracker),
     identity: &Identity,
     model: Option<&str>,
     tokens: u64,
@@ -343,8 +341,7 @@ async fn admit_batch(
         admit::check_queue(tracker, model, tokens).await?;
     }
     if let (Some(reservation), Some(tally)) = (reservation, counted) {
-        let reserved = proxy
-            .budgets
+        let reserved = budgets
             .reserve_for(identity, reservation, tally.cost, now, BATCH_HOLD)
             .await;
         if let Err(error) = reserved {
