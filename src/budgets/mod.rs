@@ -3,7 +3,9 @@
 //! settled by the request's ledger row, in the same transaction that records it.
 
 mod alert;
+mod check;
 mod reserve;
+mod trouble;
 
 // What a cap is lives with the key and team records that carry it; enforcing it is
 // this module's.
