@@ -92,6 +92,8 @@ pub struct Running {
     /// The scheduled reconciliation, when `[reconcile] schedule` is set (tests run it
     /// now instead of waiting for its time of day).
     pub reconcile: Option<Arc<Scheduler>>,
+    /// The registry `/metrics` renders (tests list its families, series or not).
+    pub metrics: Metrics,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     relays: TaskTracker,
@@ -243,6 +245,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         batches: Arc::clone(&batches),
         metrics: metrics.clone(),
     });
+    let exported = metrics.clone();
     let state = AppState {
         proxy,
         admin,
@@ -271,6 +274,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         batches,
         routing,
         reconcile: scheduled,
+        metrics: exported,
         stop,
         task,
         relays,
