@@ -10,6 +10,7 @@
 //! names or `other`; histograms carry only endpoint and model.
 
 mod cost;
+mod exporter;
 mod ledger;
 mod reconcile;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Opts, TextEncoder,
 };
 
 use crate::auth::Identity;
@@ -28,6 +29,8 @@ use crate::ledger::LedgerWriter;
 use crate::metering::Usage;
 use crate::pricing::{Cost, tier};
 use cost::{CostCell, CostCounter};
+use exporter::Exporter;
+pub use exporter::Family;
 pub use reconcile::ReconcileMetrics;
 
 /// The `model` label of requests whose model the catalog does not price.
@@ -68,7 +71,7 @@ impl std::ops::Deref for Metrics {
 
 /// The registry and its metric families.
 pub struct Families {
-    registry: Registry,
+    registry: Exporter,
     per_key: bool,
     /// Requests whose model no catalog prices, by model: what to add to the catalog.
     pub unpriced_requests: IntCounterVec,
@@ -165,7 +168,7 @@ impl Drop for InFlight {
 }
 
 fn counter_vec(
-    registry: &Registry,
+    registry: &Exporter,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -176,7 +179,7 @@ fn counter_vec(
 }
 
 fn histogram_vec(
-    registry: &Registry,
+    registry: &Exporter,
     name: &str,
     help: &str,
     buckets: &[f64],
@@ -204,7 +207,7 @@ impl Metrics {
     }
 
     pub fn with_config(config: &MetricsConfig) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        let registry = Exporter::default();
         let per_key = config.per_key_labels;
         let r = &registry;
         let unpriced_requests = counter_vec(
@@ -371,6 +374,12 @@ impl Metrics {
         collector: Box<dyn prometheus::core::Collector>,
     ) -> Result<(), prometheus::Error> {
         self.registry.register(collector)
+    }
+
+    /// Every family registered so far, with its label names, sorted by name: also
+    /// those with no series yet, which a scrape leaves out.
+    pub fn families(&self) -> Vec<Family> {
+        self.registry.families()
     }
 
     /// Counts a request in flight until the guard drops.

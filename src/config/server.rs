@@ -37,7 +37,7 @@ pub struct ServerConfig {
     pub on_client_disconnect: DisconnectPolicy,
 }
 
-/// The trade-off when a client leaves mid-stream (README: "Client hang-ups").
+/// The trade-off when a client leaves mid-stream (docs/src/pricing.md, "Client hang-ups").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DisconnectPolicy {

@@ -3,7 +3,9 @@
 //! Set by scheduled runs (`[reconcile] schedule`) only: an on-demand report for some
 //! other range would overwrite the day's figures with a different question's answer.
 
-use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, Opts};
+
+use super::Exporter;
 
 /// The drift kinds: dollars, and input plus output tokens.
 const KINDS: [&str; 2] = ["usd", "tokens"];
@@ -18,7 +20,7 @@ pub struct ReconcileMetrics {
 }
 
 impl ReconcileMetrics {
-    pub(super) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub(super) fn register(registry: &Exporter) -> Result<Self, prometheus::Error> {
         let drift = GaugeVec::new(
             Opts::new(
                 "tollgate_reconcile_drift_ratio",

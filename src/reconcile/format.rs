@@ -148,7 +148,7 @@ fn json_line(line: &Line) -> JsonLine<'_> {
     }
 }
 
-/// The report as one JSON object (see README "Reconciling with OpenAI" for the shape).
+/// The report as one JSON object (see docs/src/reconciliation.md, "Output shapes").
 pub fn to_json(report: &Report) -> serde_json::Value {
     let body = JsonReport {
         object: "tollgate.reconciliation",

@@ -1,6 +1,6 @@
 //! The Costs API's `line_item` (with `group_by=line_item`): free text that names a
 //! model and what of it was charged. Shapes seen in real exports (quoted by client
-//! code written against OpenAI's Admin API, see README "Reconciling with OpenAI"):
+//! code written against OpenAI's Admin API, see docs/src/reconciliation.md):
 //!
 //! - `gpt-4o-mini-2024-07-18, input`, `…, cached input`, `…, output`
 //! - `priority | gpt-5.4-2026-03-05, output, long context`: a service tier before the

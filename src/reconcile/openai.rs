@@ -2,7 +2,7 @@
 //!
 //! What is asked and read (OpenAI's API reference, as generated into openai-python's
 //! `types/admin/organization/usage_completions_params.py`, `usage_costs_params.py` and
-//! their `*_response.py`; README "Reconciling with OpenAI" cites them):
+//! their `*_response.py`; docs/src/reconciliation.md cites them):
 //!
 //! - `GET /organization/usage/completions` and `/organization/usage/embeddings` with
 //!   `start_time` (Unix seconds, inclusive), `end_time` (exclusive), `bucket_width=1d`,

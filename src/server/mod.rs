@@ -95,6 +95,8 @@ pub struct Running {
     /// The scheduled reconciliation, when `[reconcile] schedule` is set (tests run it
     /// now instead of waiting for its time of day).
     pub reconcile: Option<Arc<Scheduler>>,
+    /// The registry `/metrics` renders (tests list its families, series or not).
+    pub metrics: Metrics,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     relays: TaskTracker,
@@ -245,6 +247,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         server: config.server.clone(),
         metrics: metrics.clone(),
     });
+    let exported = metrics.clone();
     let state = AppState {
         v1: Arc::new(V1 {
             proxy: Arc::clone(&proxy),
@@ -277,6 +280,7 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         batches,
         routing,
         reconcile: scheduled,
+        metrics: exported,
         stop,
         task,
         relays,

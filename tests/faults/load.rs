@@ -2,7 +2,7 @@
 //! teams, through two replicas on one Postgres and one Redis. Every answered request
 //! has one row with the cost its client was told; per-key and per-team totals are
 //! exact; and the limits and budgets that trip during the run hold their documented
-//! bounds (README: Rate limits, Budgets).
+//! bounds (docs/src/rate-limits.md, docs/src/keys-teams-budgets.md).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
