@@ -119,6 +119,7 @@ fn row(
         cached_tokens: cached,
         completion_tokens: completion,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     let requested = answered.split("-2024").next().unwrap();
     let price = Catalog::builtin()
@@ -157,6 +158,7 @@ fn row(
         service_tier_requested: None,
         service_tier: None,
         route: Default::default(),
+        provider: "openai".to_owned(), tokenizer: None,
     }
 }
 

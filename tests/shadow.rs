@@ -327,6 +327,7 @@ fn row(
             }),
             ..RowRoute::default()
         },
+        provider: "openai".to_owned(), tokenizer: None,
     }
 }
 

@@ -462,6 +462,7 @@ mod tests {
             cached_tokens: 4_096,
             completion_tokens: 1_000,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         let priced = catalog
             .price(Some("ft:gpt-4o-mini:acme::x"), None, &usage, false)

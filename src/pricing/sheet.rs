@@ -129,6 +129,7 @@ mod tests {
             cached_tokens: cached,
             completion_tokens: completion,
             reasoning_tokens: reasoning,
+            cache_write_tokens: 0,
         }
     }
 
