@@ -48,7 +48,7 @@ macro_rules! push_row {
             .push_bind(row.route.shadow.as_ref().and_then(|s| s.value_match))
             .push_bind(&row.provider)
             .push_bind(to_i64(row.usage.cache_write_tokens))
-            .push_bind(rate(|r| r.cache_write))
+            .push_bind(rate(|r| r.cache_write()))
             .push_bind(&row.tokenizer);
     }};
 }

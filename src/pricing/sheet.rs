@@ -75,6 +75,7 @@ impl TierSheet {
             input: self.input,
             cached_input: self.cached_input.unwrap_or(self.input),
             output: self.output,
+            cache_write: None,
         }
     }
 }
