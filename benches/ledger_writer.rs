@@ -214,7 +214,8 @@ fn make_row(n: u64, now_ms: i64, keys: &[BenchKey], catalog: &Catalog) -> Ledger
         team_id: Some(key.team_id.clone()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(), tokenizer: None,
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

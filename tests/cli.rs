@@ -532,7 +532,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, usage: Usage) -> Ledger
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(), tokenizer: None,
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

@@ -177,7 +177,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(), tokenizer: None,
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

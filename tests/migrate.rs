@@ -44,7 +44,8 @@ fn row(id: usize) -> LedgerRow {
         team_id: Some("team-a".to_owned()),
         kind: Kind::Realtime,
         route: Default::default(),
-        provider: "openai".to_owned(), tokenizer: None,
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

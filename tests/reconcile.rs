@@ -158,7 +158,8 @@ fn row(
         service_tier_requested: None,
         service_tier: None,
         route: Default::default(),
-        provider: "openai".to_owned(), tokenizer: None,
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

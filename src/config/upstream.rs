@@ -145,10 +145,16 @@ pub(super) fn validate_kind(
     }
     if kind != ProviderKind::Azure {
         if !upstream.deployments.is_empty() {
-            problems.push(at("deployments"), "only an `azure` upstream has deployments");
+            problems.push(
+                at("deployments"),
+                "only an `azure` upstream has deployments",
+            );
         }
         if upstream.api_version.is_some() {
-            problems.push(at("api_version"), "only an `azure` upstream takes an api_version");
+            problems.push(
+                at("api_version"),
+                "only an `azure` upstream takes an api_version",
+            );
         }
     }
     for (deployment, model) in &upstream.deployments {

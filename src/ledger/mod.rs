@@ -589,7 +589,8 @@ mod tests {
             team_id: None,
             kind: Kind::Realtime,
             route: RowRoute::default(),
-            provider: "openai".to_owned(), tokenizer: None,
+            provider: "openai".to_owned(),
+            tokenizer: None,
         }
     }
 }

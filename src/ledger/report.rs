@@ -171,7 +171,7 @@ pub async fn reprice(
     let p = |n| placeholder(store, n);
     let select = sqlx::AssertSqlSafe(format!(
         "SELECT id, model_requested, model_answered, prompt_tokens, cached_tokens, \
-         completion_tokens, reasoning_tokens, kind, service_tier FROM requests \
+         completion_tokens, reasoning_tokens, cache_write_tokens, kind, service_tier FROM requests \
          WHERE cost_pico IS NULL AND ts_ms >= {} AND (model_requested = {} OR model_answered = {})",
         p(1),
         p(2),
@@ -274,7 +274,7 @@ where
             cached_tokens: count(row, "cached_tokens")?,
             completion_tokens: count(row, "completion_tokens")?,
             reasoning_tokens: count(row, "reasoning_tokens")?,
-            cache_write_tokens: 0,
+            cache_write_tokens: count(row, "cache_write_tokens")?,
         },
     })
 }

@@ -60,8 +60,9 @@ impl RawUsage {
         let prompt = match (self.prompt_tokens, self.input_tokens) {
             (Some(prompt), _) => prompt,
             // Anthropic's native shape: input_tokens is only the uncached remainder.
-            (None, Some(input)) if self.cache_read_input_tokens.is_some()
-                || self.cache_creation_input_tokens.is_some() =>
+            (None, Some(input))
+                if self.cache_read_input_tokens.is_some()
+                    || self.cache_creation_input_tokens.is_some() =>
             {
                 input
                     .saturating_add(read.unwrap_or(0))

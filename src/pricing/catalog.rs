@@ -410,7 +410,14 @@ mod tests {
             ),
             ("gpt-4o", "2.50", Some("1.25"), "10.00", "1.25", "5.00"),
             ("gpt-4.1", "2.00", Some("0.50"), "8.00", "1.00", "4.00"),
-            ("claude-haiku-4-5", "1.00", Some("0.10"), "5.00", "0.50", "2.50"),
+            (
+                "claude-haiku-4-5",
+                "1.00",
+                Some("0.10"),
+                "5.00",
+                "0.50",
+                "2.50",
+            ),
         ];
         for (name, input, cached, output, batch_in, batch_out) in table {
             let p = catalog.get(name).unwrap();

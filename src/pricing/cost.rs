@@ -118,7 +118,10 @@ impl UnitRates {
         let written = usage
             .cache_write_tokens
             .min(usage.prompt_tokens.saturating_sub(cached));
-        let uncached = usage.prompt_tokens.saturating_sub(cached).saturating_sub(written);
+        let uncached = usage
+            .prompt_tokens
+            .saturating_sub(cached)
+            .saturating_sub(written);
         // Each product fits u128; their sum could only overflow past ~10¹⁹ tokens, so
         // saturating is a formality that keeps this function total.
         let pico = self
@@ -655,9 +658,15 @@ mod provider_tests {
         // 10,000 prompt: 2,000 read, 3,000 written, 5,000 plain; 1,000 out.
         // 5,000 × 1.00 + 2,000 × 0.10 + 3,000 × 1.25 + 1,000 × 5.00
         // = 5,000 + 200 + 3,750 + 5,000 micro → $0.01395
-        assert_eq!(cost("claude-haiku-4-5", &usage(10_000, 2_000, 3_000, 1_000)), "0.01395");
+        assert_eq!(
+            cost("claude-haiku-4-5", &usage(10_000, 2_000, 3_000, 1_000)),
+            "0.01395"
+        );
         // Sonnet: 5,000 × 3 + 2,000 × 0.30 + 3,000 × 3.75 + 1,000 × 15 → $0.04185
-        assert_eq!(cost("claude-sonnet-4-5", &usage(10_000, 2_000, 3_000, 1_000)), "0.04185");
+        assert_eq!(
+            cost("claude-sonnet-4-5", &usage(10_000, 2_000, 3_000, 1_000)),
+            "0.04185"
+        );
         // Writes beyond what is left of the prompt are capped: all 100 tokens written.
         assert_eq!(cost("claude-opus-4-1", &usage(100, 0, 500, 0)), "0.001875");
     }
@@ -668,10 +677,19 @@ mod provider_tests {
         assert_eq!(cost("gemini-2.5-pro", &usage(200_000, 0, 0, 1_000)), "0.26");
         // One above: every token at the long rates. 200,001 × 2.50 + 1,000 × 15
         // = 500,002.5 + 15,000 micro → $0.5150025
-        assert_eq!(cost("gemini-2.5-pro", &usage(200_001, 0, 0, 1_000)), "0.5150025");
+        assert_eq!(
+            cost("gemini-2.5-pro", &usage(200_001, 0, 0, 1_000)),
+            "0.5150025"
+        );
         // Cached above the threshold: 150,000 × 2.50 + 100,000 × 0.25 → $0.4
-        assert_eq!(cost("gemini-2.5-pro", &usage(250_000, 100_000, 0, 0)), "0.4");
+        assert_eq!(
+            cost("gemini-2.5-pro", &usage(250_000, 100_000, 0, 0)),
+            "0.4"
+        );
         // Flash has no long-context sheet: 300,000 × 0.30 + 10,000 × 0.03 → $0.0903
-        assert_eq!(cost("gemini-2.5-flash", &usage(310_000, 10_000, 0, 0)), "0.0903");
+        assert_eq!(
+            cost("gemini-2.5-flash", &usage(310_000, 10_000, 0, 0)),
+            "0.0903"
+        );
     }
 }

@@ -203,7 +203,8 @@ impl Exchange {
             .or(self.model_requested.as_deref())
             .unwrap_or_default()
             .to_owned();
-        self.pricer.warn_estimated(&model, self.provider.as_str(), &self.upstream);
+        self.pricer
+            .warn_estimated(&model, self.provider.as_str(), &self.upstream);
         let (endpoint, request) = (self.endpoint, self.request.clone());
         tokio::task::spawn_blocking(move || count(endpoint, &model, &request, &generated))
             .await

@@ -51,7 +51,10 @@ impl Pricer {
 
     /// Prices models by the name their upstream serves them as.
     #[must_use]
-    pub fn with_names(mut self, upstreams: std::sync::Arc<crate::proxy::upstream::Upstreams>) -> Self {
+    pub fn with_names(
+        mut self,
+        upstreams: std::sync::Arc<crate::proxy::upstream::Upstreams>,
+    ) -> Self {
         self.names = Some(upstreams);
         self
     }
@@ -111,7 +114,10 @@ impl Pricer {
         if !self.enforce_context_window {
             return None;
         }
-        self.catalog.resolve(self.real(model)?)?.prices.context_window
+        self.catalog
+            .resolve(self.real(model)?)?
+            .prices
+            .context_window
     }
 
     /// What `usage` would cost at `model`'s standard rates, with no warning or metric

@@ -268,11 +268,19 @@ impl Upstream {
     /// The URL of a metered request: as `url`, or for an Azure deployment
     /// `<base>/deployments/<deployment><path>?api-version=<v>` (the client's own query
     /// kept after it).
-    pub fn url_for(&self, path: &str, query: Option<&str>, deployment: Option<&str>) -> reqwest::Url {
+    pub fn url_for(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        deployment: Option<&str>,
+    ) -> reqwest::Url {
         match (&self.deployments, deployment) {
             (Some(d), Some(deployment)) => {
                 let mut url = self.base.clone();
-                url.set_path(&format!("{}/deployments/{deployment}{path}", self.base_path));
+                url.set_path(&format!(
+                    "{}/deployments/{deployment}{path}",
+                    self.base_path
+                ));
                 url.query_pairs_mut()
                     .append_pair("api-version", &d.api_version);
                 if let Some(query) = query.filter(|q| !q.is_empty()) {

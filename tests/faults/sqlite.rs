@@ -181,7 +181,8 @@ fn row(id: usize) -> LedgerRow {
         team_id: None,
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(), tokenizer: None,
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 
