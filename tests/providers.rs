@@ -538,12 +538,14 @@ async fn anthropic_overloaded_goes_out_as_a_retryable_503_with_its_body() {
 
 #[tokio::test]
 async fn a_hosted_kind_with_its_key_variable_unset_is_refused_at_start() {
-    let mut config = Config::default();
-    config.upstreams = vec![UpstreamConfig {
-        kind: ProviderKind::Gemini,
-        api_key_env: Some("GEMINI_KEY_NOT_SET".to_owned()),
-        ..UpstreamConfig::default()
-    }];
+    let config = Config {
+        upstreams: vec![UpstreamConfig {
+            kind: ProviderKind::Gemini,
+            api_key_env: Some("GEMINI_KEY_NOT_SET".to_owned()),
+            ..UpstreamConfig::default()
+        }],
+        ..Config::default()
+    };
     config.validate().unwrap();
     let error = tollgate::proxy::upstream::Upstreams::new(&config.upstreams, &Default::default())
         .unwrap_err()
@@ -551,4 +553,82 @@ async fn a_hosted_kind_with_its_key_variable_unset_is_refused_at_start() {
     assert!(error.contains("upstreams[0].api_key_env"), "{error}");
     assert!(error.contains("GEMINI_KEY_NOT_SET"), "{error}");
     assert!(!error.contains("secret"), "{error}");
+}
+
+/// The provider column and cache writes land on both backends, and the hourly rollup
+/// is keyed by provider (migration 0006).
+#[tokio::test]
+async fn rows_and_rollups_carry_the_provider_on_every_backend() {
+    use tollgate::ledger::{Kind, LedgerRow, Outcome, RowRoute};
+    use tollgate::metering::{Usage, UsageSource};
+    for backend in common::db::backends().await {
+        let store = backend.open().await;
+        let row = |id: &str, provider: &str| LedgerRow {
+            id: id.to_owned(),
+            provider: provider.to_owned(),
+            tokenizer: None,
+            request_id: id.to_owned(),
+            upstream_request_id: None,
+            ts_ms: 1_700_000_000_000,
+            caller: "fp:a".to_owned(),
+            upstream: provider.to_owned(),
+            endpoint: "chat.completions".to_owned(),
+            model_requested: Some("m".to_owned()),
+            model_answered: None,
+            service_tier_requested: None,
+            service_tier: None,
+            streamed: false,
+            usage: Usage {
+                prompt_tokens: 100,
+                cache_write_tokens: 30,
+                ..Usage::default()
+            },
+            usage_source: UsageSource::Upstream,
+            status: 200,
+            outcome: Outcome::Ok,
+            latency_ms: 1,
+            ttfb_ms: None,
+            price: None,
+            key_id: Some("k".to_owned()),
+            team_id: None,
+            kind: Kind::Realtime,
+            route: RowRoute::default(),
+        };
+        store
+            .insert(&[
+                row("a", "anthropic"),
+                row("b", "anthropic"),
+                row("c", "gemini"),
+            ])
+            .await
+            .unwrap();
+        let sql = store.sql(
+            "SELECT provider, CAST(sum(requests) AS BIGINT) FROM spend_hourly \
+             GROUP BY provider ORDER BY provider",
+        );
+        let writes = "SELECT CAST(sum(cache_write_tokens) AS BIGINT) FROM requests";
+        let (by_provider, written): (Vec<(String, i64)>, (i64,)) = match &store {
+            tollgate::ledger::Store::Sqlite(l) => (
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(l.pool())
+                    .await
+                    .unwrap(),
+                sqlx::query_as(writes).fetch_one(l.pool()).await.unwrap(),
+            ),
+            tollgate::ledger::Store::Postgres(l) => (
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(l.pool())
+                    .await
+                    .unwrap(),
+                sqlx::query_as(writes).fetch_one(l.pool()).await.unwrap(),
+            ),
+        };
+        assert_eq!(
+            by_provider,
+            [("anthropic".to_owned(), 2), ("gemini".to_owned(), 1)],
+            "{}",
+            backend.name
+        );
+        assert_eq!(written.0, 90, "{}", backend.name);
+    }
 }
