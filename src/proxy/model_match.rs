@@ -15,8 +15,12 @@ pub struct ModelMatcher {
     prefixes: HashMap<Box<str>, usize>,
     /// The distinct prefix lengths, ascending.
     lengths: Vec<usize>,
-    /// Every other pattern, in upstream order.
-    globs: Vec<(usize, glob::Pattern)>,
+    /// Every other pattern, by its literal part before the first wildcard, each list
+    /// in upstream order: only globs whose literal prefix the model starts with are
+    /// tried.
+    globs: HashMap<Box<str>, Vec<(usize, glob::Pattern)>>,
+    /// The distinct glob prefix lengths, ascending.
+    glob_lengths: Vec<usize>,
 }
 
 const META: [char; 4] = ['*', '?', '[', ']'];
@@ -32,9 +36,17 @@ impl ModelMatcher {
             } else if let Some(prefix) = text.strip_suffix('*').filter(|p| !p.contains(META)) {
                 matcher.prefixes.entry(prefix.into()).or_insert(index);
             } else {
-                matcher.globs.push((index, pattern.clone()));
+                let literal = text.split(META).next().unwrap_or_default();
+                matcher
+                    .globs
+                    .entry(literal.into())
+                    .or_default()
+                    .push((index, pattern.clone()));
             }
         }
+        matcher.glob_lengths = matcher.globs.keys().map(|p| p.len()).collect();
+        matcher.glob_lengths.sort_unstable();
+        matcher.glob_lengths.dedup();
         matcher.lengths = matcher.prefixes.keys().map(|p| p.len()).collect();
         matcher.lengths.sort_unstable();
         matcher.lengths.dedup();
@@ -55,12 +67,24 @@ impl ModelMatcher {
                 best = Some(best.map_or(index, |b| b.min(index)));
             }
         }
-        for (index, pattern) in &self.globs {
-            if best.is_some_and(|b| *index >= b) {
+        for &len in &self.glob_lengths {
+            if len > model.len() {
                 break;
             }
-            if pattern.matches(model) {
-                return Some(*index);
+            if !model.is_char_boundary(len) {
+                continue;
+            }
+            let Some(globs) = self.globs.get(&model[..len]) else {
+                continue;
+            };
+            for (index, pattern) in globs {
+                if best.is_some_and(|b| *index >= b) {
+                    break;
+                }
+                if pattern.matches(model) {
+                    best = Some(*index);
+                    break;
+                }
             }
         }
         best
