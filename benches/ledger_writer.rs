@@ -180,6 +180,7 @@ fn make_row(n: u64, now_ms: i64, keys: &[BenchKey], catalog: &Catalog) -> Ledger
         } else {
             0
         },
+        cache_write_tokens: 0,
     };
     let price = catalog
         .price(Some(model), Some(model), &usage, false)
@@ -213,6 +214,8 @@ fn make_row(n: u64, now_ms: i64, keys: &[BenchKey], catalog: &Catalog) -> Ledger
         team_id: Some(key.team_id.clone()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

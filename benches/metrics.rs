@@ -34,6 +34,7 @@ fn record(c: &mut Criterion) {
         cached_tokens: 400,
         completion_tokens: 300,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     for i in 0..1000 {
         let other = Caller {

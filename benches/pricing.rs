@@ -15,6 +15,7 @@ fn price(c: &mut Criterion) {
         cached_tokens: 1_920,
         completion_tokens: 300,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     let mut group = c.benchmark_group("price");
     for (case, answered) in [

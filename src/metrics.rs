@@ -633,6 +633,7 @@ mod tests {
             cached_tokens: 40,
             completion_tokens: 20,
             reasoning_tokens: 5,
+            cache_write_tokens: 0,
         };
         let cost = Some(Cost::from_pico(27_000_000));
         metrics.observe(&seen(&caller, &usage, cost));

@@ -532,6 +532,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, usage: Usage) -> Ledger
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 
@@ -541,6 +543,7 @@ fn tokens(prompt: u64, cached: u64, completion: u64) -> Usage {
         cached_tokens: cached,
         completion_tokens: completion,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     }
 }
 

@@ -143,6 +143,7 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64
         cached_tokens: 0,
         completion_tokens: output,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     let price = Catalog::builtin()
         .price(None, Some(model), &usage, false)
@@ -176,6 +177,8 @@ fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

@@ -294,11 +294,15 @@ fn uncommented_example() -> toml::Table {
 }
 
 /// The leaf paths of a loaded config, serialized back: arrays of tables at the top
-/// (`upstreams`, `routes`…) are walked per entry, other arrays and the from → to
-/// map of a downgrade are one value each, as the file writes them.
+/// (`upstreams`, `routes`…) are walked per entry, other arrays, the from → to map of a
+/// downgrade and an Azure upstream's deployment → model map are one value each, as
+/// the file writes them.
 fn serialized_paths(value: &toml::Value, parts: &mut Vec<String>, out: &mut BTreeSet<String>) {
     match value {
-        toml::Value::Table(table) if canonical(parts) != "downgrades[].models" => {
+        toml::Value::Table(table)
+            if !["downgrades[].models", "upstreams[].deployments"]
+                .contains(&canonical(parts).as_str()) =>
+        {
             for (key, value) in table {
                 parts.push(key.clone());
                 serialized_paths(value, parts, out);

@@ -28,6 +28,7 @@ fn row(id: usize) -> LedgerRow {
             cached_tokens: 0,
             completion_tokens: u64::try_from(id).unwrap(),
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         },
         usage_source: UsageSource::Upstream,
         status: 200,
@@ -39,6 +40,8 @@ fn row(id: usize) -> LedgerRow {
         team_id: Some("team-a".to_owned()),
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

@@ -119,6 +119,7 @@ fn row(
         cached_tokens: cached,
         completion_tokens: completion,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     let requested = answered.split("-2024").next().unwrap();
     let price = Catalog::builtin()
@@ -157,6 +158,8 @@ fn row(
         service_tier_requested: None,
         service_tier: None,
         route: Default::default(),
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 
@@ -204,9 +207,9 @@ fn config_file(dir: &Path, db_url: &str, org_url: &str, extra: &str) -> PathBuf 
         &path,
         format!(
             "[database]\nurl = \"{db_url}\"\n\
-             [[upstreams]]\nname = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\n\
              [[upstreams]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
              models = [\"house-*\"]\n\
+             [[upstreams]]\nname = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\n\
              [reconcile]\nbase_url = \"{org_url}\"\nretry_backoff = \"1ms\"\n{extra}"
         ),
     )

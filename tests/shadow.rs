@@ -327,6 +327,8 @@ fn row(
             }),
             ..RowRoute::default()
         },
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 

@@ -291,6 +291,8 @@ impl<'a> Biller<'a> {
             team_id: tracked.team_id.clone(),
             kind: Kind::Batch,
             route: crate::ledger::RowRoute::default(),
+            provider: "openai".to_owned(),
+            tokenizer: None,
         }
     }
 

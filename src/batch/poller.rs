@@ -265,6 +265,8 @@ impl Tracker {
             team_id: tracked.team_id.clone(),
             kind: Kind::Training,
             route: crate::ledger::RowRoute::default(),
+            provider: "openai".to_owned(),
+            tokenizer: None,
         }
     }
 

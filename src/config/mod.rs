@@ -37,7 +37,7 @@ pub use routing::{
 };
 pub use secret::Secret;
 pub use server::{DisconnectPolicy, ServerConfig};
-pub use upstream::UpstreamConfig;
+pub use upstream::{ProviderKind, UpstreamConfig, pattern_shadows};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -320,6 +320,7 @@ impl Config {
                     problems.push(format!("upstreams[{i}].models[{j}]"), error.to_string());
                 }
             }
+            upstream::validate_kind(upstream, &at, &mut problems);
             for (field, value) in [
                 ("connect_timeout", upstream.connect_timeout),
                 ("first_byte_timeout", upstream.first_byte_timeout),
@@ -330,6 +331,7 @@ impl Config {
                 }
             }
         }
+        upstream::validate_overlaps(&self.upstreams, &mut problems);
         routing::validate(self, &mut problems);
         if problems.0.is_empty() {
             Ok(())

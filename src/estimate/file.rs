@@ -215,6 +215,7 @@ pub(super) fn file_report(
             cached_tokens: tally.cached_tokens,
             completion_tokens: tally.output_tokens,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         let total = rates.map_or(Cost::ZERO, |r| r.cost(&usage));
         all.add(&tally)?;

@@ -336,6 +336,7 @@ fn workload(
         cached_tokens: cached,
         completion_tokens: output,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     };
     let mut columns = Vec::with_capacity(names.len());
     for name in names {

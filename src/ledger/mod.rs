@@ -1,7 +1,7 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
-/// Binds one row's 36 columns, in `INSERT_COLUMNS` order, for either backend.
+/// Binds one row's 40 columns, in `INSERT_COLUMNS` order, for either backend.
 macro_rules! push_row {
     ($b:expr, $row:expr) => {{
         let row: &$crate::ledger::LedgerRow = $row;
@@ -45,7 +45,11 @@ macro_rules! push_row {
             .push_bind(&row.route.downgraded_from)
             .push_bind(row.route.shadow.as_ref().map(|s| s.of.clone()))
             .push_bind(row.route.shadow.as_ref().and_then(|s| s.text_match))
-            .push_bind(row.route.shadow.as_ref().and_then(|s| s.value_match));
+            .push_bind(row.route.shadow.as_ref().and_then(|s| s.value_match))
+            .push_bind(&row.provider)
+            .push_bind(to_i64(row.usage.cache_write_tokens))
+            .push_bind(rate(|r| r.cache_write()))
+            .push_bind(&row.tokenizer);
     }};
 }
 
@@ -140,6 +144,15 @@ macro_rules! embedded_migrations {
                 )),
             ),
             migration(
+                6,
+                "providers",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0006_providers.sql"
+                )),
+            ),
+            migration(
                 7,
                 "routing",
                 include_str!(concat!("../../migrations/", $backend, "/0007_routing.sql")),
@@ -172,9 +185,10 @@ const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, calle
     completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
     cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate, \
     key_id, team_id, kind, service_tier_requested, service_tier, model_alias, attempt, \
-    downgraded_from, shadow_of, shadow_text_match, shadow_value_match)";
+    downgraded_from, shadow_of, shadow_text_match, shadow_value_match, provider, \
+    cache_write_tokens, cache_write_rate, tokenizer)";
 
-// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 36 a row.
+// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 40 a row.
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
@@ -257,6 +271,13 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRow {
     pub id: String,
+    /// The kind of upstream that served it (`openai`, `azure`, `anthropic`, …).
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// On estimated rows: the tokenizer that counted them, `(approximation)` when it is
+    /// not the provider's own.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
     pub request_id: String,
     pub upstream_request_id: Option<String>,
     pub ts_ms: i64,
@@ -291,6 +312,10 @@ pub struct LedgerRow {
     /// How routing served it: alias, attempt, downgrade, shadow comparison.
     #[serde(default)]
     pub route: RowRoute,
+}
+
+fn default_provider() -> String {
+    "openai".to_owned()
 }
 
 /// A row's routing columns. A request that fell back has one row per upstream call:
@@ -564,6 +589,8 @@ mod tests {
             team_id: None,
             kind: Kind::Realtime,
             route: RowRoute::default(),
+            provider: "openai".to_owned(),
+            tokenizer: None,
         }
     }
 }

@@ -52,6 +52,7 @@ where
         cached_tokens: count(row, "cached")?,
         completion_tokens: count(row, "completion")?,
         reasoning_tokens: count(row, "reasoning")?,
+        cache_write_tokens: 0,
     };
     Ok(SpendLine {
         group: row.try_get("grp").map_err(LedgerError::Read)?,
@@ -145,6 +146,7 @@ pub fn add_what_if(lines: &mut [SpendLine], rates: UnitRates) {
             cached_tokens: line.cached_tokens,
             completion_tokens: line.completion_tokens,
             reasoning_tokens: line.reasoning_tokens,
+            cache_write_tokens: 0,
         }));
     }
 }
@@ -169,7 +171,7 @@ pub async fn reprice(
     let p = |n| placeholder(store, n);
     let select = sqlx::AssertSqlSafe(format!(
         "SELECT id, model_requested, model_answered, prompt_tokens, cached_tokens, \
-         completion_tokens, reasoning_tokens, kind, service_tier FROM requests \
+         completion_tokens, reasoning_tokens, cache_write_tokens, kind, service_tier FROM requests \
          WHERE cost_pico IS NULL AND ts_ms >= {} AND (model_requested = {} OR model_answered = {})",
         p(1),
         p(2),
@@ -272,6 +274,7 @@ where
             cached_tokens: count(row, "cached_tokens")?,
             completion_tokens: count(row, "completion_tokens")?,
             reasoning_tokens: count(row, "reasoning_tokens")?,
+            cache_write_tokens: count(row, "cache_write_tokens")?,
         },
     })
 }

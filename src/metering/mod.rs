@@ -49,13 +49,17 @@ impl Endpoint {
 
 /// Token counts of one request. Every `*_tokens` detail is a subset of its parent, as in
 /// OpenAI's usage objects: `cached_tokens ⊆ prompt_tokens`, `reasoning_tokens ⊆
-/// completion_tokens`. Nothing here is ever added on top of its parent.
+/// completion_tokens`; `cache_write_tokens ⊆ prompt_tokens` too, apart from the cached
+/// ones (prompt tokens written to a provider's cache, billed at their own rate).
+/// Nothing here is ever added on top of its parent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub cached_tokens: u64,
     pub completion_tokens: u64,
     pub reasoning_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// Where a row's token counts came from.

@@ -200,7 +200,7 @@ impl StreamMeter {
         }
         let choices = chunk.choices.unwrap_or_default();
         append_choices(&mut self.text, &choices);
-        match chunk.usage {
+        match chunk.usage.filter(RawUsage::has_counts) {
             Some(usage) => {
                 self.add_usage(usage.to_usage());
                 if choices.is_empty() {
@@ -221,7 +221,7 @@ impl StreamMeter {
             if let Some(model) = response.model {
                 self.model = Some(model);
             }
-            if let Some(usage) = response.usage {
+            if let Some(usage) = response.usage.filter(RawUsage::has_counts) {
                 self.add_usage(usage.to_usage());
             }
             // `response.created` may echo the tier asked for; `response.completed`, the

@@ -22,12 +22,19 @@ pub(crate) struct RawUsage {
     input_tokens_details: Option<RawDetails>,
     completion_tokens_details: Option<RawDetails>,
     output_tokens_details: Option<RawDetails>,
+    /// Anthropic's names for cache reads and writes. Natively its `input_tokens` counts
+    /// neither; through its OpenAI-compatible endpoint `prompt_tokens` counts both.
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct RawDetails {
     cached_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
+    /// Cache writes as some OpenAI-compatible layers report them.
+    cache_creation_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
 }
 
 impl RawUsage {
@@ -40,18 +47,43 @@ impl RawUsage {
                 .or_else(|| b.as_ref().and_then(pick))
                 .unwrap_or(0)
         };
-        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+        let read = self.cache_read_input_tokens;
+        let written = self.cache_creation_input_tokens.or_else(|| {
+            let pick = |d: &RawDetails| d.cache_creation_tokens.or(d.cache_write_tokens);
+            self.prompt_tokens_details
+                .as_ref()
+                .and_then(pick)
+                .or_else(|| self.input_tokens_details.as_ref().and_then(pick))
+        });
+        let prompt = match (self.prompt_tokens, self.input_tokens) {
+            (Some(prompt), _) => prompt,
+            // Anthropic's native shape: input_tokens is only the uncached remainder.
+            (None, Some(input))
+                if self.cache_read_input_tokens.is_some()
+                    || self.cache_creation_input_tokens.is_some() =>
+            {
+                input
+                    .saturating_add(read.unwrap_or(0))
+                    .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+            }
+            (None, input) => input.unwrap_or(0),
+        };
         let completion = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
+        // Subsets by definition; clamp so a confused provider cannot make them exceed
+        // their parent and turn into negative uncached tokens downstream.
+        let cached = match details(
+            &self.prompt_tokens_details,
+            &self.input_tokens_details,
+            |d| d.cached_tokens,
+        ) {
+            0 => read.unwrap_or(0),
+            cached => cached,
+        }
+        .min(prompt);
+        let cache_write = written.unwrap_or(0).min(prompt - cached);
         Usage {
             prompt_tokens: prompt,
-            // Subsets by definition; clamp so a confused provider cannot make them exceed
-            // their parent and turn into negative uncached tokens downstream.
-            cached_tokens: details(
-                &self.prompt_tokens_details,
-                &self.input_tokens_details,
-                |d| d.cached_tokens,
-            )
-            .min(prompt),
+            cached_tokens: cached,
             completion_tokens: completion,
             reasoning_tokens: details(
                 &self.completion_tokens_details,
@@ -59,7 +91,21 @@ impl RawUsage {
                 |d| d.reasoning_tokens,
             )
             .min(completion),
+            cache_write_tokens: cache_write,
         }
+    }
+
+    /// Whether the object held any count at all: an object of unknown fields is an
+    /// unexpected shape, not a request that cost nothing.
+    pub(crate) fn has_counts(&self) -> bool {
+        [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.input_tokens,
+            self.output_tokens,
+        ]
+        .iter()
+        .any(Option::is_some)
     }
 }
 
@@ -189,7 +235,11 @@ pub fn from_body(body: &[u8]) -> BodyUsage {
     match serde_json::from_slice::<ResponseBody<'_>>(body) {
         Ok(parsed) => BodyUsage {
             model: parsed.model.map(Cow::into_owned),
-            usage: parsed.usage.as_ref().map(RawUsage::to_usage),
+            usage: parsed
+                .usage
+                .as_ref()
+                .filter(|raw| raw.has_counts())
+                .map(RawUsage::to_usage),
             service_tier: parsed.service_tier.and_then(|tier| tier.0),
         },
         Err(_) => BodyUsage::default(),
@@ -219,6 +269,7 @@ pub fn from_tail(tail: &[u8]) -> BodyUsage {
                 .next()?
                 .ok()
         })
+        .filter(RawUsage::has_counts)
         .map(|raw| raw.to_usage());
     let model = value_after(b"\"model\"")
         .and_then(first_value)
@@ -277,6 +328,7 @@ pub fn merge_max(into: &mut Usage, other: Usage) {
     into.cached_tokens = into.cached_tokens.max(other.cached_tokens);
     into.completion_tokens = into.completion_tokens.max(other.completion_tokens);
     into.reasoning_tokens = into.reasoning_tokens.max(other.reasoning_tokens);
+    into.cache_write_tokens = into.cache_write_tokens.max(other.cache_write_tokens);
 }
 
 #[cfg(test)]
@@ -289,6 +341,7 @@ mod tests {
             cached_tokens: cached,
             completion_tokens: completion,
             reasoning_tokens: reasoning,
+            cache_write_tokens: 0,
         }
     }
 

@@ -28,6 +28,13 @@ pub struct ModelPrices {
     pub input: Rate,
     pub cached_input: Option<Rate>,
     pub output: Rate,
+    /// Prompt tokens written to the provider's cache (Anthropic's 5-minute writes);
+    /// without it, writes pay `input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<Rate>,
+    /// The sheet charged, for the whole request, above a prompt size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
     pub batch_input: Option<Rate>,
     pub batch_output: Option<Rate>,
     pub ft_input: Option<Rate>,
@@ -51,6 +58,31 @@ pub struct ModelPrices {
     pub ft_priority: Option<TierSheet>,
 }
 
+/// Rates that apply to a whole request once its prompt is longer than `above` tokens
+/// (Gemini 2.5 Pro above 200k). No `cached_input` or `cache_write`: they pay `input`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContext {
+    pub above: u64,
+    pub input: Rate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<Rate>,
+    pub output: Rate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<Rate>,
+}
+
+impl LongContext {
+    pub(super) fn rates(&self) -> super::UnitRates {
+        super::UnitRates {
+            input: self.input,
+            cached_input: self.cached_input.unwrap_or(self.input),
+            output: self.output,
+            cache_write: self.cache_write,
+        }
+    }
+}
+
 /// Prices by model name. Built once at start-up, then shared read-only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
@@ -67,6 +99,8 @@ impl ModelPrices {
             input: o.input.ok_or("input")?,
             cached_input: None,
             output: o.output.ok_or("output")?,
+            cache_write: None,
+            long_context: None,
             batch_input: None,
             batch_output: None,
             ft_input: None,
@@ -101,6 +135,8 @@ impl ModelPrices {
         set(&mut self.input, o.input.as_ref());
         set(&mut self.output, o.output.as_ref());
         set_opt(&mut self.cached_input, &o.cached_input);
+        set_opt(&mut self.cache_write, &o.cache_write);
+        set_opt(&mut self.long_context, &o.long_context);
         set_opt(&mut self.batch_input, &o.batch_input);
         set_opt(&mut self.batch_output, &o.batch_output);
         set_opt(&mut self.ft_input, &o.ft_input);
@@ -374,7 +410,14 @@ mod tests {
             ),
             ("gpt-4o", "2.50", Some("1.25"), "10.00", "1.25", "5.00"),
             ("gpt-4.1", "2.00", Some("0.50"), "8.00", "1.00", "4.00"),
-            ("claude-haiku-4.5", "0.80", None, "4.00", "0.40", "2.00"),
+            (
+                "claude-haiku-4-5",
+                "1.00",
+                Some("0.10"),
+                "5.00",
+                "0.50",
+                "2.50",
+            ),
         ];
         for (name, input, cached, output, batch_in, batch_out) in table {
             let p = catalog.get(name).unwrap();
@@ -410,7 +453,7 @@ mod tests {
         );
         assert!(catalog.get("gpt-4.1-nano").unwrap().ft_input.is_some());
         assert_eq!(
-            catalog.get("claude-haiku-4.5").unwrap().context_window,
+            catalog.get("claude-haiku-4-5").unwrap().context_window,
             Some(200_000)
         );
         for name in [

@@ -1,6 +1,12 @@
 //! Usage × rates = cost. One formula for every variant:
 //!
-//! `(prompt − cached) × input + cached × cached_input + completion × output`
+//! `(prompt − cached − written) × input + cached × cached_input + written × cache_write
+//!  + completion × output`
+//!
+//! `written` are prompt tokens a provider wrote to its prompt cache (Anthropic bills
+//! them above plain input; OpenAI and Gemini report none, so their term is zero). A
+//! model with a long-context sheet (Gemini 2.5 Pro) is charged that sheet's rates,
+//! for every token of the request, when its prompt is above the sheet's threshold.
 //!
 //! Reasoning tokens are part of `completion` and are never added again. The variants
 //! only choose the three unit rates: batch charges its input rate for every prompt token
@@ -78,6 +84,9 @@ pub struct UnitRates {
     pub input: Rate,
     pub cached_input: Rate,
     pub output: Rate,
+    /// Prompt tokens written to the provider's cache; `None`: they pay `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<Rate>,
 }
 
 /// A priced request.
@@ -97,11 +106,22 @@ pub struct Priced<'a> {
 // === impl UnitRates ===
 
 impl UnitRates {
+    /// The rate cache writes are charged at.
+    pub fn cache_write(&self) -> Rate {
+        self.cache_write.unwrap_or(self.input)
+    }
+
     /// Exact cost of `usage`. Cached tokens beyond the prompt (a malformed report) are
     /// capped at the prompt, so a prompt is never charged more than in full.
     pub fn cost(&self, usage: &Usage) -> Cost {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let uncached = usage.prompt_tokens.saturating_sub(cached);
+        let written = usage
+            .cache_write_tokens
+            .min(usage.prompt_tokens.saturating_sub(cached));
+        let uncached = usage
+            .prompt_tokens
+            .saturating_sub(cached)
+            .saturating_sub(written);
         // Each product fits u128; their sum could only overflow past ~10¹⁹ tokens, so
         // saturating is a formality that keeps this function total.
         let pico = self
@@ -109,6 +129,7 @@ impl UnitRates {
             .cost(uncached)
             .as_pico()
             .saturating_add(self.cached_input.cost(cached).as_pico())
+            .saturating_add(self.cache_write().cost(written).as_pico())
             .saturating_add(self.output.cost(usage.completion_tokens).as_pico());
         Cost::from_pico(pico)
     }
@@ -117,14 +138,36 @@ impl UnitRates {
 // === impl ModelPrices ===
 
 impl ModelPrices {
+    /// The rates `variant` charges a request of `prompt_tokens`: the long-context
+    /// sheet's standard rates above its threshold, else as `rates`.
+    pub fn rates_for(&self, variant: Variant, prompt_tokens: u64) -> Option<UnitRates> {
+        match &self.long_context {
+            Some(long) if variant == Variant::Standard && prompt_tokens > long.above => {
+                Some(long.rates())
+            }
+            _ => self.rates(variant),
+        }
+    }
+
     /// The unit rates of `variant`; `None` for a fine-tuned variant of a model without
     /// fine-tuned rates (its price is unknown, not the base price).
     pub fn rates(&self, variant: Variant) -> Option<UnitRates> {
+        let mut rates = self.variant_rates(variant)?;
+        // Only the standard sheet knows a cache-write rate; elsewhere writes pay input.
+        rates.cache_write = match variant {
+            Variant::Standard => self.cache_write,
+            _ => None,
+        };
+        Some(rates)
+    }
+
+    fn variant_rates(&self, variant: Variant) -> Option<UnitRates> {
         let rates = match variant {
             Variant::Standard => UnitRates {
                 input: self.input,
                 cached_input: self.cached_input.unwrap_or(self.input),
                 output: self.output,
+                cache_write: None,
             },
             Variant::Batch => {
                 let input = self.batch_input.unwrap_or(self.input.half());
@@ -132,6 +175,7 @@ impl ModelPrices {
                     input,
                     cached_input: input,
                     output: self.batch_output.unwrap_or(self.output.half()),
+                    cache_write: None,
                 }
             }
             Variant::FineTuned => {
@@ -140,6 +184,7 @@ impl ModelPrices {
                     input,
                     cached_input: self.ft_cached_input.unwrap_or(input),
                     output: self.ft_output?,
+                    cache_write: None,
                 }
             }
             Variant::FineTunedBatch => {
@@ -148,6 +193,7 @@ impl ModelPrices {
                     input,
                     cached_input: input,
                     output: self.ft_output?.half(),
+                    cache_write: None,
                 }
             }
             // Trained tokens are carried as prompt tokens; a job has no output to bill.
@@ -157,6 +203,7 @@ impl ModelPrices {
                     input: training,
                     cached_input: training,
                     output: Rate::ZERO,
+                    cache_write: None,
                 }
             }
             Variant::Flex => self.flex.as_ref()?.rates(),
@@ -234,7 +281,7 @@ pub(super) fn priced<'a>(
     usage: &Usage,
     tier_unpriced: bool,
 ) -> Option<Priced<'a>> {
-    let rates = resolved.prices.rates(variant)?;
+    let rates = resolved.prices.rates_for(variant, usage.prompt_tokens)?;
     Some(Priced {
         cost: rates.cost(usage),
         model: resolved.key,
@@ -259,6 +306,7 @@ mod tests {
             cached_tokens: cached,
             completion_tokens: completion,
             reasoning_tokens: reasoning,
+            cache_write_tokens: 0,
         }
     }
 
@@ -341,14 +389,15 @@ mod tests {
                 ("0.15", "0.075", "0.60"),
                 "0.0021",
             ),
-            // No cached rate: cached tokens pay input. 10,000 × 0.80 + 1,000 × 4.00 → $0.012
+            // Anthropic's cache hits: 5,904 × 1.00 + 4,096 × 0.10 + 1,000 × 5.00
+            // = 5,904 + 409.6 + 5,000 → $0.0113136
             (
-                "claude-haiku-4.5",
+                "claude-haiku-4-5",
                 false,
                 usage(10_000, 4_096, 1_000, 0),
                 Variant::Standard,
-                ("0.80", "0.80", "4.00"),
-                "0.012",
+                ("1.00", "0.10", "5.00"),
+                "0.0113136",
             ),
             // Cached beyond the prompt is capped: 100 × 0.075 + 10 × 0.60 = 7.5 + 6 → $0.0000135
             (
@@ -382,7 +431,8 @@ mod tests {
                 UnitRates {
                     input: rate(input),
                     cached_input: rate(cached),
-                    output: rate(output)
+                    output: rate(output),
+                    cache_write: name.starts_with("claude").then(|| rate("1.25")),
                 },
                 "{name} {usage:?}"
             );
@@ -574,10 +624,72 @@ mod tests {
     #[test]
     fn derived_batch_rates_are_half() {
         let catalog = Catalog::builtin();
-        let haiku = catalog.get("claude-haiku-4.5").unwrap();
+        let haiku = catalog.get("claude-haiku-4-5").unwrap();
         assert_eq!((haiku.batch_input, haiku.batch_output), (None, None));
         let batch = haiku.rates(Variant::Batch).unwrap();
-        assert_eq!((batch.input, batch.output), (rate("0.40"), rate("2.00")));
+        assert_eq!((batch.input, batch.output), (rate("0.50"), rate("2.50")));
         assert_eq!(Variant::FineTunedBatch.as_str(), "fine_tuned_batch");
+    }
+}
+
+#[cfg(test)]
+mod provider_tests {
+    use super::*;
+
+    fn usage(prompt: u64, cached: u64, written: u64, completion: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: completion,
+            reasoning_tokens: 0,
+            cache_write_tokens: written,
+        }
+    }
+
+    fn cost(model: &str, usage: &Usage) -> String {
+        Catalog::builtin()
+            .price(Some(model), None, usage, false)
+            .map(|p| p.cost.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn anthropic_cache_writes_pay_their_own_rate() {
+        // 10,000 prompt: 2,000 read, 3,000 written, 5,000 plain; 1,000 out.
+        // 5,000 × 1.00 + 2,000 × 0.10 + 3,000 × 1.25 + 1,000 × 5.00
+        // = 5,000 + 200 + 3,750 + 5,000 micro → $0.01395
+        assert_eq!(
+            cost("claude-haiku-4-5", &usage(10_000, 2_000, 3_000, 1_000)),
+            "0.01395"
+        );
+        // Sonnet: 5,000 × 3 + 2,000 × 0.30 + 3,000 × 3.75 + 1,000 × 15 → $0.04185
+        assert_eq!(
+            cost("claude-sonnet-4-5", &usage(10_000, 2_000, 3_000, 1_000)),
+            "0.04185"
+        );
+        // Writes beyond what is left of the prompt are capped: all 100 tokens written.
+        assert_eq!(cost("claude-opus-4-1", &usage(100, 0, 500, 0)), "0.001875");
+    }
+
+    #[test]
+    fn gemini_pro_charges_the_long_context_sheet_above_200k() {
+        // At the threshold: 200,000 × 1.25 + 1,000 × 10 → $0.26
+        assert_eq!(cost("gemini-2.5-pro", &usage(200_000, 0, 0, 1_000)), "0.26");
+        // One above: every token at the long rates. 200,001 × 2.50 + 1,000 × 15
+        // = 500,002.5 + 15,000 micro → $0.5150025
+        assert_eq!(
+            cost("gemini-2.5-pro", &usage(200_001, 0, 0, 1_000)),
+            "0.5150025"
+        );
+        // Cached above the threshold: 150,000 × 2.50 + 100,000 × 0.25 → $0.4
+        assert_eq!(
+            cost("gemini-2.5-pro", &usage(250_000, 100_000, 0, 0)),
+            "0.4"
+        );
+        // Flash has no long-context sheet: 300,000 × 0.30 + 10,000 × 0.03 → $0.0903
+        assert_eq!(
+            cost("gemini-2.5-flash", &usage(310_000, 10_000, 0, 0)),
+            "0.0903"
+        );
     }
 }

@@ -180,10 +180,27 @@ fn convert(entry: &Value, providers: &[&str]) -> Result<ModelPriceOverride, Skip
             ..TierSheetOverride::default()
         }))
     };
+    // Gemini-style prompt-length tiers: LiteLLM writes the dearer rates with an
+    // `_above_200k_tokens` suffix; both input and output are needed for a sheet.
+    let long_context = match (
+        rate("input_cost_per_token_above_200k_tokens")?,
+        rate("output_cost_per_token_above_200k_tokens")?,
+    ) {
+        (Some(input), Some(output)) => Some(super::catalog::LongContext {
+            above: 200_000,
+            input,
+            cached_input: rate("cache_read_input_token_cost_above_200k_tokens")?,
+            output,
+            cache_write: rate("cache_creation_input_token_cost_above_200k_tokens")?,
+        }),
+        _ => None,
+    };
     Ok(ModelPriceOverride {
         input: Some(input),
         output: Some(output),
         cached_input: rate("cache_read_input_token_cost")?,
+        cache_write: rate("cache_creation_input_token_cost")?,
+        long_context,
         batch_input: rate("input_cost_per_token_batches")?,
         batch_output: rate("output_cost_per_token_batches")?,
         context_window: entry.get("max_input_tokens").and_then(token_count),
@@ -462,6 +479,7 @@ mod tests {
             cached_tokens: 4_096,
             completion_tokens: 1_000,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         };
         let priced = catalog
             .price(Some("ft:gpt-4o-mini:acme::x"), None, &usage, false)
@@ -502,5 +520,43 @@ mod tests {
             let got = per_token(&value).map(Rate::micros_per_million);
             assert_eq!(got, want, "{value}");
         }
+    }
+}
+
+#[cfg(test)]
+mod provider_tests {
+    use super::*;
+
+    #[test]
+    fn anthropic_cache_writes_and_gemini_long_context_are_imported() {
+        let json = serde_json::json!({
+            "claude-haiku-4-5": {"mode": "chat", "litellm_provider": "anthropic",
+                "input_cost_per_token": 1e-06, "output_cost_per_token": 5e-06,
+                "cache_read_input_token_cost": 1e-07,
+                "cache_creation_input_token_cost": 1.25e-06},
+            "gemini-2.5-pro": {"mode": "chat",
+                "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+                "input_cost_per_token_above_200k_tokens": 2.5e-06,
+                "output_cost_per_token_above_200k_tokens": 1.5e-05,
+                "cache_read_input_token_cost_above_200k_tokens": 2.5e-07}
+        });
+        let haiku = convert(&json["claude-haiku-4-5"], &[]).unwrap();
+        assert_eq!(
+            haiku.cache_write.map(|r| r.to_string()).as_deref(),
+            Some("1.25")
+        );
+        assert_eq!(haiku.long_context, None);
+        let pro = convert(&json["gemini-2.5-pro"], &[]).unwrap();
+        let long = pro.long_context.unwrap();
+        assert_eq!(long.above, 200_000);
+        let show = |r: Rate| r.to_string();
+        assert_eq!(
+            (
+                show(long.input),
+                long.cached_input.map(show),
+                show(long.output)
+            ),
+            ("2.5".to_owned(), Some("0.25".to_owned()), "15".to_owned())
+        );
     }
 }

@@ -30,6 +30,11 @@ pub struct ModelPriceOverride {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Rate>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<Rate>,
+    /// `[models."name".long_context]`: rates above a prompt size (replaced whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<super::catalog::LongContext>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_input: Option<Rate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_output: Option<Rate>,

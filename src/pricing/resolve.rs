@@ -103,6 +103,8 @@ pub(super) fn fine_tuned_base(name: &str) -> Option<&str> {
 /// `gpt-4.1-2025-04-14` → `gpt-4.1`.
 fn strip_date(name: &str) -> Option<&str> {
     strip_suffix_pattern(name, b"-dddd-dd-dd")
+        // Anthropic dates its snapshots without dashes: `claude-haiku-4-5-20251001`.
+        .or_else(|| strip_suffix_pattern(name, b"-dddddddd"))
 }
 
 /// `gpt-3.5-turbo-0125` → `gpt-3.5-turbo`; `gpt-4-0613` → `gpt-4`.
@@ -182,7 +184,10 @@ mod tests {
                 true,
             ),
             ("ft:gpt-4o-mini", "gpt-4o-mini", true),
-            ("claude-haiku-4-5", "claude-haiku-4.5", false),
+            ("claude-haiku-4.5", "claude-haiku-4-5", false),
+            ("claude-haiku-4-5-20251001", "claude-haiku-4-5", false),
+            ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5", false),
+            ("claude-opus-4-1-20250805", "claude-opus-4-1", false),
             ("o3-mini-2025-01-31", "o3-mini", false),
             ("gpt-5-nano-2025-08-07", "gpt-5-nano", false),
         ];

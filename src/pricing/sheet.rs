@@ -75,6 +75,7 @@ impl TierSheet {
             input: self.input,
             cached_input: self.cached_input.unwrap_or(self.input),
             output: self.output,
+            cache_write: None,
         }
     }
 }
@@ -129,6 +130,7 @@ mod tests {
             cached_tokens: cached,
             completion_tokens: completion,
             reasoning_tokens: reasoning,
+            cache_write_tokens: 0,
         }
     }
 

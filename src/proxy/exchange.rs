@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::price::Pricer;
-use crate::config::DisconnectPolicy;
+use crate::config::{DisconnectPolicy, ProviderKind};
 use crate::ledger::{Kind, LedgerRow, Outcome, PendingRow, RowPrice, RowRoute};
 use crate::limits::Admission;
 use crate::metering::{Endpoint, Usage, UsageSource, tokens};
@@ -31,6 +31,8 @@ pub struct Exchange {
     pub key_id: String,
     pub team_id: Option<String>,
     pub upstream: String,
+    /// The kind of the upstream that was called, for the row and its tokenizer note.
+    pub provider: ProviderKind,
     pub endpoint: Endpoint,
     pub model_requested: Option<String>,
     /// `service_tier` as the client sent it (see `MeteredRequest::service_tier`).
@@ -154,8 +156,18 @@ impl Exchange {
             upstream_ttfb: finish.ttfb.map(|ttfb| ttfb.saturating_sub(before_upstream)),
             overhead: before_upstream + finish.tail,
         });
+        let tokenizer = (source == UsageSource::Estimated && finish.status < 400).then(|| {
+            let model = finish
+                .model_answered
+                .as_deref()
+                .or(self.model_requested.as_deref())
+                .unwrap_or_default();
+            tokenizer_note(self.provider, model)
+        });
         let row = LedgerRow {
             id: self.id,
+            provider: self.provider.as_str().to_owned(),
+            tokenizer,
             request_id: self.request_id,
             upstream_request_id: finish.upstream_request_id,
             ts_ms: self.ts_ms,
@@ -191,6 +203,8 @@ impl Exchange {
             .or(self.model_requested.as_deref())
             .unwrap_or_default()
             .to_owned();
+        self.pricer
+            .warn_estimated(&model, self.provider.as_str(), &self.upstream);
         let (endpoint, request) = (self.endpoint, self.request.clone());
         tokio::task::spawn_blocking(move || count(endpoint, &model, &request, &generated))
             .await
@@ -230,4 +244,15 @@ impl std::fmt::Display for CostText<'_> {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Which tokenizer an estimate was counted with. tiktoken is OpenAI's own; for other
+/// providers its count only approximates theirs, and the row says so.
+pub fn tokenizer_note(provider: ProviderKind, model: &str) -> String {
+    let encoding = tokens::encoding_for_model(model).as_str();
+    if provider.tiktoken_native() {
+        encoding.to_owned()
+    } else {
+        format!("{encoding} (approximation)")
+    }
 }

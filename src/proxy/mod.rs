@@ -4,6 +4,7 @@
 mod admit;
 mod buffered;
 mod exchange;
+mod model_match;
 mod passthrough;
 mod planned;
 mod price;
@@ -332,6 +333,7 @@ async fn forward_metered(
         key_id: identity.key_id,
         team_id: identity.team_id,
         upstream: upstream.name.clone(),
+        provider: upstream.kind,
         endpoint,
         model_requested: request.model.clone(),
         service_tier_requested: request.service_tier,

@@ -27,6 +27,11 @@ pub struct Pricer {
     /// (catalog model, tier label) pairs warned about: bounded by the catalog's size
     /// times the tier labels, whatever clients send.
     warned_tiers: Mutex<HashSet<(String, &'static str)>>,
+    /// The upstreams, for the model a client's name stands for (`azure/gpt-4o` is
+    /// `gpt-4o`; an Azure deployment is the model it serves).
+    names: Option<std::sync::Arc<crate::proxy::upstream::Upstreams>>,
+    /// Models warned about once for answers tollgate had to count itself.
+    warned_estimates: Mutex<HashSet<String>>,
 }
 
 impl Pricer {
@@ -39,12 +44,48 @@ impl Pricer {
             auto_tier: config.auto_service_tier,
             warned: Mutex::default(),
             warned_tiers: Mutex::default(),
+            names: None,
+            warned_estimates: Mutex::default(),
         }
+    }
+
+    /// Prices models by the name their upstream serves them as.
+    #[must_use]
+    pub fn with_names(
+        mut self,
+        upstreams: std::sync::Arc<crate::proxy::upstream::Upstreams>,
+    ) -> Self {
+        self.names = Some(upstreams);
+        self
+    }
+
+    /// Warns, once per model (up to a bound of names), that an answer carried no usage
+    /// tollgate could read: its row holds an estimate, never a silent zero.
+    pub fn warn_estimated(&self, model: &str, provider: &str, upstream: &str) {
+        let first = self.warned_estimates.lock().is_ok_and(|mut warned| {
+            warned.len() < MAX_UNPRICED_NAMES && warned.insert(model.to_owned())
+        });
+        if first {
+            tracing::warn!(
+                model,
+                provider,
+                upstream,
+                "an answer carried no usage tollgate could read: its tokens are counted by \
+                 tollgate and the row is marked estimated"
+            );
+        }
+    }
+
+    /// The name `model` is priced as.
+    pub fn real<'a>(&'a self, model: Option<&'a str>) -> Option<&'a str> {
+        let model = model?;
+        Some(self.names.as_ref().map_or(model, |u| u.real_model(model)))
     }
 
     /// Refuses, before anything is forwarded, a model no catalog prices when the policy
     /// says so. A request without a model is the upstream's to refuse.
     pub fn admit(&self, model: Option<&str>) -> Result<(), ApiError> {
+        let model = self.real(model);
         match model {
             Some(model)
                 if self.policy == UnknownModelPolicy::Reject
@@ -62,7 +103,7 @@ impl Pricer {
     /// fine-tuned names fold into their family), or `other` for anything it does not
     /// price, so callers inventing names cannot multiply the series.
     pub fn model_label(&self, model: Option<&str>) -> &str {
-        model
+        self.real(model)
             .and_then(|model| self.catalog.resolve(model))
             .map_or(OTHER_MODEL, |resolved| resolved.key)
     }
@@ -73,14 +114,17 @@ impl Pricer {
         if !self.enforce_context_window {
             return None;
         }
-        self.catalog.resolve(model?)?.prices.context_window
+        self.catalog
+            .resolve(self.real(model)?)?
+            .prices
+            .context_window
     }
 
     /// What `usage` would cost at `model`'s standard rates, with no warning or metric
     /// (for estimates before forwarding); `None` when the model has no price.
     pub fn estimate(&self, model: Option<&str>, usage: &Usage) -> Option<crate::pricing::Cost> {
         self.catalog
-            .price(None, model, usage, false)
+            .price(None, self.real(model), usage, false)
             .map(|priced| priced.cost)
     }
 
@@ -95,7 +139,7 @@ impl Pricer {
     ) -> Option<Cost> {
         let tier = tier::worst_case(requested, self.auto_tier);
         self.catalog
-            .price_served(None, model, usage, tier.as_str())
+            .price_served(None, self.real(model), usage, tier.as_str())
             .map(|priced| priced.cost)
     }
 
@@ -112,7 +156,7 @@ impl Pricer {
     ) -> Option<RowPrice> {
         match self
             .catalog
-            .price_served(answered, requested, usage, served)
+            .price_served(answered, self.real(requested), usage, served)
         {
             Some(priced) => {
                 if priced.tier_unpriced {
@@ -178,7 +222,7 @@ impl Pricer {
     /// metric (for admission); `None` when the model has no price.
     pub fn estimate_batch(&self, model: Option<&str>, usage: &Usage) -> Option<Cost> {
         self.catalog
-            .price(None, model, usage, true)
+            .price(None, self.real(model), usage, true)
             .map(|priced| priced.cost)
     }
 
@@ -207,7 +251,10 @@ impl Pricer {
         usage: &Usage,
         batch: bool,
     ) -> Option<RowPrice> {
-        if let Some(priced) = self.catalog.price(answered, requested, usage, batch) {
+        if let Some(priced) = self
+            .catalog
+            .price(answered, self.real(requested), usage, batch)
+        {
             return Some(row_price(&priced));
         }
         let model = answered.or(requested).unwrap_or("");

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Frame;
@@ -66,7 +66,7 @@ pub async fn run(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut head = Head {
-        status,
+        status: client_status(status, &mut headers),
         headers,
         upstream_request_id,
     };
@@ -90,11 +90,26 @@ pub async fn run(
         body,
         tx,
         meter,
-        head.status,
+        // The row keeps the status the provider gave.
+        status,
         head.upstream_request_id,
         None,
     )
     .await;
+}
+
+/// The header naming the provider's own status when tollgate answers with another.
+pub const X_UPSTREAM_STATUS: HeaderName = HeaderName::from_static("x-upstream-status");
+
+/// The status the client gets for the upstream's: Anthropic's 529 "overloaded" is
+/// no status OpenAI's SDKs know to retry, so it goes out as 503 (which they do), with
+/// the provider's body and its own status in `x-upstream-status`.
+fn client_status(status: StatusCode, headers: &mut HeaderMap) -> StatusCode {
+    if status.as_u16() == 529 {
+        headers.insert(X_UPSTREAM_STATUS, HeaderValue::from_static("529"));
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    status
 }
 
 /// What the client's response starts with, taken from the upstream's.

@@ -157,6 +157,21 @@ pub(super) async fn run(
             Box::pin(fail_exchange(exchange, ApiError::Internal, reply)).await;
             return;
         };
+        // The model as this upstream names it: a prefix stripped, an Azure deployment.
+        let model = target.model.or(requested);
+        let forward = model.map(|model| upstream.forward(model));
+        let body = match (&forward, model) {
+            (Some(forward), Some(model)) if forward.model != model => {
+                crate::routing::with_model(&body, &forward.model).unwrap_or(body)
+            }
+            _ => body,
+        };
+        let url = upstream.url_for(
+            &a.path,
+            a.query.as_deref(),
+            forward.as_ref().and_then(|f| f.deployment),
+        );
+        exchange.provider = upstream.kind;
         exchange.route.attempt = number;
         exchange.request = body.clone();
         exchange.forwarded = Instant::now();
@@ -172,7 +187,7 @@ pub(super) async fn run(
         };
         let send = upstream
             .client
-            .request(a.method.clone(), upstream.url(&a.path, a.query.as_deref()))
+            .request(a.method.clone(), url)
             .headers(headers)
             .body(body)
             .send();
@@ -430,6 +445,8 @@ fn attempt_row(
         service_tier_requested: exchange.service_tier_requested.clone(),
         service_tier: Some(served.to_owned()),
         route: exchange.route.clone(),
+        provider: exchange.provider.as_str().to_owned(),
+        tokenizer: None,
     }
 }
 

@@ -146,10 +146,11 @@ impl Copy {
             self.routing.shadowed(&mirror, "skipped_headroom");
             return;
         };
-        let (Some(upstream), Some(body)) = (
-            self.upstreams.get(mirror.upstream),
-            crate::routing::with_model(&self.body, &mirror.candidate),
-        ) else {
+        let Some(upstream) = self.upstreams.get(mirror.upstream) else {
+            return;
+        };
+        let forward = upstream.forward(&mirror.candidate);
+        let Some(body) = crate::routing::with_model(&self.body, &forward.model) else {
             return;
         };
         let deadline = started + self.routing.shadow_timeout().min(upstream.total_timeout);
@@ -157,7 +158,7 @@ impl Copy {
             .client
             .request(
                 self.method.clone(),
-                upstream.url(&self.path, self.query.as_deref()),
+                upstream.url_for(&self.path, self.query.as_deref(), forward.deployment),
             )
             .headers(upstream.request_headers(&self.headers, true, self.mode))
             .body(body.clone())
@@ -243,6 +244,8 @@ impl Copy {
                 }),
                 ..RowRoute::default()
             },
+            provider: upstream.kind.as_str().to_owned(),
+            tokenizer: None,
         };
         self.routing
             .shadowed(&mirror, if ok { "answered" } else { "failed" });

@@ -1,11 +1,28 @@
 //! Upstreams: one pooled client each, chosen by the request's model, and the header
 //! rules for what crosses the proxy in each direction.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::config::{AuthMode, Secret, UpstreamConfig};
+use super::model_match::ModelMatcher;
+use crate::config::{AuthMode, ProviderKind, Secret, UpstreamConfig};
+
+/// The version of Anthropic's API its OpenAI-compatible endpoint is asked for.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Azure's GA data-plane version, for deployment paths that name none.
+const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// Headers some provider reads a key from. A client's copy never goes upstream: in
+/// keys mode it could be anything the client holds, and where tollgate sends its own
+/// key it is replaced.
+const KEY_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -19,6 +36,14 @@ pub enum UpstreamError {
         index: usize,
         source: url::ParseError,
     },
+    #[error(
+        "upstreams[{index}].api_key_env: kind `{kind}` needs its API key, and `{var}` is unset or empty"
+    )]
+    MissingKey {
+        index: usize,
+        kind: &'static str,
+        var: String,
+    },
     #[error("upstream `{name}`: cannot build HTTP client: {source}")]
     Client {
         name: String,
@@ -29,6 +54,7 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
+    pub kind: ProviderKind,
     /// Base URL, parsed once: building each request's URL from it skips re-parsing
     /// (and IDNA-normalising) the host on every request.
     base: reqwest::Url,
@@ -36,14 +62,39 @@ pub struct Upstream {
     base_path: String,
     key: Option<Secret>,
     patterns: Vec<glob::Pattern>,
+    /// `prefix/` of each `prefix/*` pattern, removed from models before forwarding.
+    strip: Vec<String>,
+    /// Azure deployment addressing, when configured.
+    deployments: Option<Deployments>,
     pub client: reqwest::Client,
     pub first_byte_timeout: Duration,
     pub total_timeout: Duration,
 }
 
+/// Azure's older addressing: `/deployments/<name>/...?api-version=`.
+#[derive(Debug)]
+struct Deployments {
+    /// Deployment -> the model it serves.
+    models: BTreeMap<String, String>,
+    /// Model -> the first deployment serving it.
+    by_model: HashMap<String, String>,
+    api_version: String,
+}
+
+/// How one request goes to an upstream: the model the body names and, for Azure
+/// deployments, the deployment in the path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Forward<'a> {
+    pub model: Cow<'a, str>,
+    pub deployment: Option<&'a str>,
+}
+
 /// The configured upstreams in order; the first whose pattern matches wins.
 #[derive(Debug)]
-pub struct Upstreams(Vec<Upstream>);
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    matcher: ModelMatcher,
+}
 
 impl Upstreams {
     /// Builds the clients. Keys are read from `env` once, here.
@@ -54,18 +105,37 @@ impl Upstreams {
         // reqwest is built without a default TLS crypto provider (and panics without
         // one); ring is the provider linked in. Installing twice is a harmless no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        configs
+        let list: Vec<Upstream> = configs
             .iter()
             .enumerate()
             .map(|(index, config)| Upstream::new(index, config, env))
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        let matcher = ModelMatcher::new(
+            list.iter()
+                .enumerate()
+                .flat_map(|(i, u)| u.patterns.iter().map(move |p| (i, p))),
+        );
+        Ok(Self { list, matcher })
+    }
+
+    /// The upstreams in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.list.iter()
+    }
+
+    /// What the ledger and metrics are told a model is, for pricing: its name with a
+    /// stripped prefix removed and an Azure deployment replaced by its model.
+    pub fn real_model<'a>(&'a self, model: &'a str) -> &'a str {
+        match self.route(Some(model)) {
+            Some(upstream) => upstream.real_model(model),
+            None => model,
+        }
     }
 
     /// Upstreams that have no key of their own (none configured, or its variable is
     /// unset): in keys mode their requests go out without credentials.
     pub fn keyless(&self) -> impl Iterator<Item = &str> {
-        self.0
+        self.list
             .iter()
             .filter(|upstream| upstream.key.is_none())
             .map(|upstream| upstream.name.as_str())
@@ -73,26 +143,23 @@ impl Upstreams {
 
     /// The upstream for a model; a request without one routes as the empty name.
     pub fn route(&self, model: Option<&str>) -> Option<&Upstream> {
-        self.position(model).and_then(|i| self.0.get(i))
+        self.position(model).and_then(|i| self.list.get(i))
     }
 
     /// As `route`, the upstream's index (routing names upstreams by index).
     pub fn position(&self, model: Option<&str>) -> Option<usize> {
-        let model = model.unwrap_or("");
-        self.0
-            .iter()
-            .position(|upstream| upstream.patterns.iter().any(|p| p.matches(model)))
+        self.matcher.first(model.unwrap_or(""))
     }
 
     /// The upstream at `index`, in config order.
     pub fn get(&self, index: usize) -> Option<&Upstream> {
-        self.0.get(index)
+        self.list.get(index)
     }
 
     /// Per upstream, in config order: whether tollgate holds its key (so its limits
     /// are the organisation's, shared by every caller).
     pub fn shared_keys(&self) -> Vec<bool> {
-        self.0
+        self.list
             .iter()
             .map(|upstream| upstream.key.is_some())
             .collect()
@@ -117,6 +184,42 @@ impl Upstream {
             .and_then(|var| env.get(var))
             .filter(|key| !key.is_empty())
             .map(|key| Secret::new(key.clone()));
+        if config.kind.needs_key() && key.is_none() {
+            return Err(UpstreamError::MissingKey {
+                index,
+                kind: config.kind.as_str(),
+                var: config.api_key_env.clone().unwrap_or_default(),
+            });
+        }
+        let strip = if config.strip_prefix {
+            config
+                .models
+                .iter()
+                .filter_map(|p| p.strip_suffix('*'))
+                .filter(|prefix| prefix.ends_with('/') && !prefix.contains(['*', '?', '[', ']']))
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let deployments = (config.kind == ProviderKind::Azure
+            && (!config.deployments.is_empty() || config.api_version.is_some()))
+        .then(|| {
+            let mut by_model = HashMap::new();
+            for (deployment, model) in &config.deployments {
+                by_model
+                    .entry(model.clone())
+                    .or_insert_with(|| deployment.clone());
+            }
+            Deployments {
+                models: config.deployments.clone(),
+                by_model,
+                api_version: config
+                    .api_version
+                    .clone()
+                    .unwrap_or_else(|| AZURE_API_VERSION.to_owned()),
+            }
+        });
         let base = reqwest::Url::parse(&config.base_url)
             .map_err(|source| UpstreamError::BaseUrl { index, source })?;
         let client = reqwest::Client::builder()
@@ -136,6 +239,9 @@ impl Upstream {
             })?;
         Ok(Self {
             name: config.name.clone(),
+            kind: config.kind,
+            strip,
+            deployments,
             base_path: base.path().trim_end_matches('/').to_owned(),
             base,
             key,
@@ -157,6 +263,75 @@ impl Upstream {
         url.set_path(&format!("{}{path}", self.base_path));
         url.set_query(query);
         url
+    }
+
+    /// The URL of a metered request: as `url`, or for an Azure deployment
+    /// `<base>/deployments/<deployment><path>?api-version=<v>` (the client's own query
+    /// kept after it).
+    pub fn url_for(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        deployment: Option<&str>,
+    ) -> reqwest::Url {
+        match (&self.deployments, deployment) {
+            (Some(d), Some(deployment)) => {
+                let mut url = self.base.clone();
+                url.set_path(&format!(
+                    "{}/deployments/{deployment}{path}",
+                    self.base_path
+                ));
+                url.query_pairs_mut()
+                    .append_pair("api-version", &d.api_version);
+                if let Some(query) = query.filter(|q| !q.is_empty()) {
+                    let joined = format!("{}&{query}", url.query().unwrap_or_default());
+                    url.set_query(Some(&joined));
+                }
+                url
+            }
+            _ => self.url(path, query),
+        }
+    }
+
+    /// The model as this upstream is asked for it: a `prefix/*` pattern's prefix
+    /// removed (unless `strip_prefix = false`), and with Azure deployments, the
+    /// deployment (named directly, or found by the model it serves; a name neither
+    /// lists is taken to be a deployment of that name).
+    pub fn forward<'a>(&'a self, model: &'a str) -> Forward<'a> {
+        let stripped = self.stripped(model);
+        match &self.deployments {
+            Some(d) => {
+                let deployment = match d.models.get_key_value(stripped) {
+                    Some((name, _)) => name.as_str(),
+                    None => d.by_model.get(stripped).map_or(stripped, String::as_str),
+                };
+                Forward {
+                    model: Cow::Borrowed(deployment),
+                    deployment: Some(deployment),
+                }
+            }
+            None => Forward {
+                model: Cow::Borrowed(stripped),
+                deployment: None,
+            },
+        }
+    }
+
+    /// The model a request for `model` is served by: stripped, and a deployment
+    /// resolved to the model it serves.
+    pub fn real_model<'a>(&'a self, model: &'a str) -> &'a str {
+        let stripped = self.stripped(model);
+        self.deployments
+            .as_ref()
+            .and_then(|d| d.models.get(stripped))
+            .map_or(stripped, String::as_str)
+    }
+
+    fn stripped<'a>(&self, model: &'a str) -> &'a str {
+        self.strip
+            .iter()
+            .find_map(|prefix| model.strip_prefix(prefix.as_str()))
+            .unwrap_or(model)
     }
 
     /// Headers for the upstream request: the client's, minus hop-by-hop ones, with the
@@ -187,11 +362,39 @@ impl Upstream {
                 HeaderValue::from_static("identity"),
             );
         }
+        if mode == AuthMode::Keys || self.key.is_some() {
+            for name in &KEY_HEADERS {
+                headers.remove(name);
+            }
+        }
         if let Some(key) = &self.key {
             headers.remove(header::AUTHORIZATION);
-            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                value.set_sensitive(true);
-                headers.insert(header::AUTHORIZATION, value);
+            let secret = |text: String| {
+                HeaderValue::from_str(&text).ok().map(|mut value| {
+                    value.set_sensitive(true);
+                    value
+                })
+            };
+            let bearer = || secret(format!("Bearer {}", key.expose()));
+            let mut put = |name: HeaderName, value: Option<HeaderValue>| {
+                if let Some(value) = value {
+                    headers.insert(name, value);
+                }
+            };
+            match self.kind {
+                // Azure reads `api-key`; a bearer there would be taken for an Entra token.
+                ProviderKind::Azure => put(KEY_HEADERS[0].clone(), secret(key.expose().to_owned())),
+                ProviderKind::Anthropic => {
+                    put(KEY_HEADERS[1].clone(), secret(key.expose().to_owned()));
+                    put(header::AUTHORIZATION, bearer());
+                    put(
+                        HeaderName::from_static("anthropic-version"),
+                        Some(HeaderValue::from_static(ANTHROPIC_VERSION)),
+                    );
+                }
+                ProviderKind::Openai | ProviderKind::Gemini | ProviderKind::OpenaiCompatible => {
+                    put(header::AUTHORIZATION, bearer());
+                }
             }
         }
         headers

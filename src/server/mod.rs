@@ -123,15 +123,14 @@ impl Running {
 pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Running, ServeError> {
     // Prices first: a bad prices file should stop start-up before anything else opens.
     let metrics = Metrics::with_config(&config.metrics)?;
-    let pricer = Arc::new(Pricer::new(
-        config.pricing.catalog()?,
-        &config.pricing,
-        metrics.clone(),
-    ));
+    let upstreams = Arc::new(Upstreams::new(&config.upstreams, env)?);
+    let pricer = Arc::new(
+        Pricer::new(config.pricing.catalog()?, &config.pricing, metrics.clone())
+            .with_names(Arc::clone(&upstreams)),
+    );
     let store = open_store(&config.database).await?;
     let (ledger, _writer) = LedgerWriter::spawn(store.clone(), &config.ledger)?;
     metrics.watch_ledger(ledger.clone())?;
-    let upstreams = Upstreams::new(&config.upstreams, env)?;
     if config.auth.mode == AuthMode::Keys {
         for name in upstreams.keyless() {
             // Right for a local server that takes no key; a missing variable otherwise.
@@ -227,7 +226,6 @@ pub async fn start(config: Config, env: &HashMap<String, String>) -> Result<Runn
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let relays = tasks.clone();
-    let upstreams = Arc::new(upstreams);
     let routing = Arc::new(Routing::new(&config, upstreams.shared_keys(), &metrics)?);
     if let Some(sync) = routing.spawn_sync() {
         background.push(sync);

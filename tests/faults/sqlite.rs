@@ -169,6 +169,7 @@ fn row(id: usize) -> LedgerRow {
             cached_tokens: 0,
             completion_tokens: 1,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         },
         usage_source: UsageSource::Upstream,
         status: 200,
@@ -180,6 +181,8 @@ fn row(id: usize) -> LedgerRow {
         team_id: None,
         kind: Kind::Realtime,
         route: tollgate::ledger::RowRoute::default(),
+        provider: "openai".to_owned(),
+        tokenizer: None,
     }
 }
 
