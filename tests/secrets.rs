@@ -64,6 +64,17 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained as it is written: at trace level tollgate writes more than a pipe holds,
+    // and a full pipe would block it (and this test, waiting for it to exit).
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let base = format!("http://127.0.0.1:{port}");
     // reqwest is built without a default TLS provider; tollgate installs one in-process.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -195,19 +206,8 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let mut logs = stderr.join().unwrap();
+    logs.push_str(&stdout.join().unwrap());
     assert!(logs.contains("TRACE"), "trace level was on");
     assert!(logs.contains(&secrets[2][..11]), "key prefixes are logged");
     // The ledger (every table, index and the WAL), searched as raw bytes.
