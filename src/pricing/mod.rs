@@ -29,7 +29,7 @@
 //! )?;
 //! let catalog = Catalog::builtin().merge(&config, "tollgate.toml")?;
 //!
-//! let usage = Usage { prompt_tokens: 2006, cached_tokens: 1920, completion_tokens: 300, reasoning_tokens: 0 };
+//! let usage = Usage { prompt_tokens: 2006, cached_tokens: 1920, completion_tokens: 300, ..Usage::default() };
 //! let priced = catalog
 //!     .price(Some("gpt-4o-mini-2024-07-18"), Some("my-deployment"), &usage, false)
 //!     .ok_or("unknown model")?;
