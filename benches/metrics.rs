@@ -18,6 +18,7 @@ fn observation<'a>(caller: &'a Caller, usage: &'a Usage) -> Observation<'a> {
         model: "gpt-4o-mini",
         endpoint: "chat.completions",
         service_tier: "default",
+        provider: "openai",
         status: 200,
         usage,
         cost: Some(Cost::from_pico(4_275_000)),

@@ -148,6 +148,9 @@ pub enum SpendGroup {
     /// The service tier that served each request (`default`, `flex`, `priority`…;
     /// `(none)` for batch and training rows and rows recorded before tiers were).
     Tier,
+    /// The kind of upstream that served each request (`openai`, `azure`, `anthropic`,
+    /// `gemini`, `openai_compatible`).
+    Provider,
 }
 
 /// The service tiers `tollgate estimate --tier` prices.

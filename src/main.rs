@@ -220,7 +220,7 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         }
         Ok::<_, Error>(lines)
     };
-    // Team, key, kind and tier totals are the rollups' figures, the ones /admin/spend
+    // Team, key, kind, tier and provider totals are the rollups' figures, the ones /admin/spend
     // and the budgets read; the other groups keep reading the rows, to the millisecond.
     let lines = match args.by {
         SpendGroup::Caller => raw(Group::Caller).await?,
@@ -230,6 +230,7 @@ async fn spend(args: SpendArgs, config: &Config) -> Result<(), Error> {
         SpendGroup::Key => rolled_up(RollupGroup::Key).await?,
         SpendGroup::Kind => rolled_up(RollupGroup::Kind).await?,
         SpendGroup::Tier => rolled_up(RollupGroup::Tier).await?,
+        SpendGroup::Provider => rolled_up(RollupGroup::Provider).await?,
     };
     match args.format {
         OutputFormat::Table => print(&report::render_table(&lines, args.what_if.as_deref())),

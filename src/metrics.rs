@@ -147,6 +147,8 @@ pub struct Observation<'a> {
     pub endpoint: &'static str,
     /// The served tier's label (see [`tier::label`]).
     pub service_tier: &'static str,
+    /// The kind of upstream that answered (`openai`, `azure`, …): a fixed set.
+    pub provider: &'static str,
     pub status: u16,
     pub usage: &'a Usage,
     /// `None` when unpriced.
@@ -292,9 +294,12 @@ impl Metrics {
             "tollgate_tokens_total",
             "Tokens used, by type: prompt (cached included), cached, completion \
              (reasoning included), reasoning.",
-            &keyed(per_key, &["team", "key", "model", "type"]),
+            &keyed(per_key, &["team", "key", "model", "provider", "type"]),
         )?;
-        let cost = CostCounter::new(&keyed(per_key, &["team", "key", "model", "service_tier"]))?;
+        let cost = CostCounter::new(&keyed(
+            per_key,
+            &["team", "key", "model", "provider", "service_tier"],
+        ))?;
         registry.register(Box::new(cost.clone()))?;
         let request_duration = histogram_vec(
             r,
@@ -390,7 +395,7 @@ impl Metrics {
 
     /// Records a metered request at its end: its count, tokens, cost and timings.
     pub fn observe(&self, seen: &Observation<'_>) {
-        let series = self.series(seen.caller, seen.model, seen.endpoint);
+        let series = self.series(seen.caller, seen.model, seen.endpoint, seen.provider);
         series.request(self, seen.status).inc();
         let usage = seen.usage;
         let counts = [
@@ -425,7 +430,9 @@ impl Metrics {
         status: u16,
         limit: Option<&str>,
     ) {
-        self.series(caller, model, endpoint)
+        // Refused before any upstream: no provider, and only the request count, which
+        // has no provider label, is touched.
+        self.series(caller, model, endpoint, "")
             .request(self, status)
             .inc();
         if let Some(kind) = limit {
@@ -470,14 +477,23 @@ impl Metrics {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    fn series(&self, caller: &Caller, model: &str, endpoint: &'static str) -> Arc<Series> {
+    fn series(
+        &self,
+        caller: &Caller,
+        model: &str,
+        endpoint: &'static str,
+        provider: &'static str,
+    ) -> Arc<Series> {
         let key = if self.per_key {
             caller.key.as_str()
         } else {
             ""
         };
         // Unit separators: no label value a caller controls can forge another's key.
-        let id = format!("{}\u{1f}{key}\u{1f}{model}\u{1f}{endpoint}", caller.team);
+        let id = format!(
+            "{}\u{1f}{key}\u{1f}{model}\u{1f}{endpoint}\u{1f}{provider}",
+            caller.team
+        );
         if let Some(series) = self
             .series
             .read()
@@ -491,6 +507,7 @@ impl Metrics {
             key: key.to_owned(),
             model: model.to_owned(),
             endpoint,
+            provider,
             requests: Default::default(),
             tokens: OnceLock::new(),
             cost: Default::default(),
@@ -511,6 +528,9 @@ struct Series {
     key: String,
     model: String,
     endpoint: &'static str,
+    /// Labels spend (tokens, cost) only: the request count stays one series per
+    /// caller, model and endpoint, whichever provider answered.
+    provider: &'static str,
     requests: [OnceLock<IntCounter>; 5],
     tokens: OnceLock<[IntCounter; 4]>,
     /// One cell per `service_tier` label, in the order of `tier::LABELS`.
@@ -549,7 +569,7 @@ impl Series {
     fn tokens(&self, metrics: &Metrics) -> &[IntCounter; 4] {
         self.tokens.get_or_init(|| {
             TOKEN_TYPES.map(|kind| {
-                let values = self.values(metrics, &[kind]);
+                let values = self.values(metrics, &[self.provider, kind]);
                 metrics.tokens.with_label_values(&values)
             })
         })
@@ -564,7 +584,7 @@ impl Series {
         self.cost[at].get_or_init(|| {
             metrics
                 .cost
-                .cell(&self.values(metrics, &[tier::LABELS[at]]))
+                .cell(&self.values(metrics, &[self.provider, tier::LABELS[at]]))
         })
     }
 
@@ -597,6 +617,7 @@ mod tests {
             model: "gpt-4o-mini",
             endpoint: "chat.completions",
             service_tier: "default",
+            provider: "openai",
             status: 200,
             usage,
             cost,
@@ -643,28 +664,40 @@ mod tests {
             service_tier: "flex",
             ..seen(&caller, &usage, Some(Cost::from_pico(13_000_000)))
         });
+        // Served by another provider (an alias falling back across providers): its
+        // spend is its own series, its request count the same one.
+        metrics.observe(&Observation {
+            provider: "azure",
+            ..seen(&caller, &usage, Some(Cost::from_pico(1_000_000)))
+        });
         metrics.refused(&caller, "gpt-4o-mini", "chat.completions", 429, Some("rpm"));
         let text = metrics.render().unwrap();
-        let who = "key=\"tg-abc1234\",model=\"gpt-4o-mini\"";
+        let who = "key=\"tg-abc1234\",model=\"gpt-4o-mini\",provider=\"openai\"";
+        let by_azure = "key=\"tg-abc1234\",model=\"gpt-4o-mini\",provider=\"azure\"";
+        let requests_who = "key=\"tg-abc1234\",model=\"gpt-4o-mini\"";
         let team = "team=\"research\"";
         let requests = "tollgate_requests_total{endpoint=\"chat.completions\"";
         for line in [
-            format!("{requests},{who},status_class=\"2xx\",{team}}} 3"),
-            format!("{requests},{who},status_class=\"4xx\",{team}}} 1"),
+            format!("{requests},{requests_who},status_class=\"2xx\",{team}}} 4"),
+            format!("{requests},{requests_who},status_class=\"4xx\",{team}}} 1"),
             format!("tollgate_tokens_total{{{who},{team},type=\"prompt\"}} 300"),
             format!("tollgate_tokens_total{{{who},{team},type=\"cached\"}} 120"),
             format!("tollgate_tokens_total{{{who},{team},type=\"completion\"}} 60"),
             format!("tollgate_tokens_total{{{who},{team},type=\"reasoning\"}} 15"),
             format!("tollgate_cost_usd_total{{{who},service_tier=\"default\",{team}}} 0.000054"),
             format!("tollgate_cost_usd_total{{{who},service_tier=\"flex\",{team}}} 0.000013"),
+            format!(
+                "tollgate_cost_usd_total{{{by_azure},service_tier=\"default\",{team}}} 0.000001"
+            ),
+            format!("tollgate_tokens_total{{{by_azure},{team},type=\"prompt\"}} 100"),
             "tollgate_rate_limited_requests_total{kind=\"rpm\",team=\"research\"} 1".to_owned(),
             "tollgate_request_duration_seconds_count{endpoint=\"chat.completions\",\
-             model=\"gpt-4o-mini\"} 3"
+             model=\"gpt-4o-mini\"} 4"
                 .to_owned(),
             "tollgate_upstream_time_to_first_byte_seconds_bucket{endpoint=\"chat.completions\",\
-             model=\"gpt-4o-mini\",le=\"0.25\"} 3"
+             model=\"gpt-4o-mini\",le=\"0.25\"} 4"
                 .to_owned(),
-            "tollgate_overhead_seconds_bucket{endpoint=\"chat.completions\",le=\"0.0005\"} 3"
+            "tollgate_overhead_seconds_bucket{endpoint=\"chat.completions\",le=\"0.0005\"} 4"
                 .to_owned(),
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
@@ -695,7 +728,7 @@ mod tests {
         assert!(!text.contains("key=\""), "{text}");
         assert!(
             text.contains(
-                "tollgate_cost_usd_total{model=\"gpt-4o-mini\",service_tier=\"default\",team=\"research\"} 0.000000000002"
+                "tollgate_cost_usd_total{model=\"gpt-4o-mini\",provider=\"openai\",service_tier=\"default\",team=\"research\"} 0.000000000002"
             ),
             "{text}"
         );

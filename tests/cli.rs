@@ -587,13 +587,17 @@ async fn spend_by_team_and_key_totals_the_rollups_exactly_on_each_backend() {
                     "gpt-4o-mini",
                     tokens(1_000, 200, 75),
                 ),
-                spent(
-                    "4",
-                    now - 60_000,
-                    &globex_a,
-                    "gpt-4o-mini",
-                    tokens(1_000, 0, 75),
-                ),
+                // Served through an Azure upstream.
+                LedgerRow {
+                    provider: "azure".to_owned(),
+                    ..spent(
+                        "4",
+                        now - 60_000,
+                        &globex_a,
+                        "gpt-4o-mini",
+                        tokens(1_000, 0, 75),
+                    )
+                },
                 spent(
                     "5",
                     now - 60_000,
@@ -643,6 +647,33 @@ async fn spend_by_team_and_key_totals_the_rollups_exactly_on_each_backend() {
             Some((json!(2), json!("0.000195"))),
             "{on}"
         );
+
+        let by_provider = tollgate_json(&config, &["spend", "--by", "provider"]);
+        let line_of = |group: &str| {
+            by_provider["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["group"] == group)
+                .map(|l| {
+                    (
+                        l["requests"].clone(),
+                        l["cost_usd"].clone(),
+                        l["unpriced_requests"].clone(),
+                    )
+                })
+        };
+        assert_eq!(
+            line_of("openai"),
+            Some((json!(4), json!("0.00057"), json!(1))),
+            "{on}: {by_provider}"
+        );
+        assert_eq!(
+            line_of("azure"),
+            Some((json!(1), json!("0.000195"), json!(0))),
+            "{on}: {by_provider}"
+        );
+        assert_eq!(by_provider["data"].as_array().unwrap().len(), 2, "{on}");
 
         let all_time = tollgate_json(&config, &["spend", "--by", "team", "--since", "60d"]);
         assert_eq!(all_time["data"][0]["requests"], 4, "{on}");

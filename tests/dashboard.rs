@@ -126,6 +126,8 @@ async fn seeded_with(
     ];
     // Served at flex, which gpt-4o-mini does not offer: priced at standard all the same.
     rows[4].service_tier = Some("flex".to_owned());
+    // Served by an Azure upstream: the provider panel splits it out.
+    rows[5].provider = "azure".to_owned();
     store.insert(&rows).await.unwrap();
     Seeded {
         tollgate,
@@ -257,6 +259,11 @@ async fn the_data_route_totals_the_seeded_ledger_over_a_range() {
         assert_eq!(
             lines(&data["tiers"]),
             [line("default", "0.94", 6), line("flex", "0.045", 1)],
+            "{on}"
+        );
+        assert_eq!(
+            lines(&data["providers"]),
+            [line("openai", "0.94", 6), line("azure", "0.045", 1)],
             "{on}"
         );
         let top = &data["top_keys"];

@@ -33,7 +33,7 @@ pub async fn spend(
     let group = RollupGroup::parse(group_by).ok_or_else(|| {
         bad(
             "group_by",
-            format!("`{group_by}` is not one of team, key, model, day, hour, kind, tier"),
+            format!("`{group_by}` is not one of team, key, model, day, hour, kind, tier, provider"),
         )
     })?;
     let csv = match query.get("format").map(String::as_str) {

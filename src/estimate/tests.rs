@@ -226,6 +226,22 @@ fn compare_names_the_cheapest() {
 }
 
 #[test]
+fn compare_across_providers() {
+    // The RAG workload of the providers chapter: 6,000 input (4,000 cached), 400 output.
+    let mut args = args("gpt-4o-mini", 6_000, 4_000, 400);
+    args.compare = vec!["claude-haiku-4.5".to_owned(), "gemini-2.5-flash".to_owned()];
+    let json = json_of(&args);
+    // 2,000 × 0.15 + 4,000 × 0.075 + 400 × 0.60 = 840 µ$;
+    // 2,000 × 1.00 + 4,000 × 0.10 + 400 × 5.00 = 4,400 µ$ (the alias resolves);
+    // 2,000 × 0.30 + 4,000 × 0.03 + 400 × 2.50 = 1,720 µ$.
+    let costs: Vec<&Value> = (0..3)
+        .map(|i| &json["models"][i]["cost"]["per_request"])
+        .collect();
+    assert_eq!(costs, ["0.00084", "0.0044", "0.00172"]);
+    assert_eq!(json["cheapest"]["model"], "gpt-4o-mini");
+}
+
+#[test]
 fn bad_arguments() {
     let catalog = Catalog::builtin();
     let error = run(&args("gpt-4o-mni", 1, 0, 1), &catalog).unwrap_err();

@@ -1,5 +1,5 @@
 //! Spend from the rollups (`spend_daily` for whole days, `spend_hourly` for the hours
-//! around them): what `/admin/spend`, `tollgate spend --by team|key|kind|tier` and
+//! around them): what `/admin/spend`, `tollgate spend --by team|key|kind|tier|provider` and
 //! `/v1/tollgate/me` read. The rollups are kept by triggers in the same transaction as
 //! the rows, so these totals are the rows' totals, exactly, at hour grain.
 
@@ -20,6 +20,10 @@ pub enum RollupGroup {
     Kind,
     /// The service tier that served (and priced) the rows.
     Tier,
+    /// The kind of upstream that served the rows (`openai`, `azure`, `anthropic`,
+    /// `gemini`, `openai_compatible`); rows from before providers were recorded are
+    /// `openai`'s.
+    Provider,
     /// One line with everything that matched.
     All,
 }
@@ -38,6 +42,7 @@ impl RollupGroup {
             "hour" => Self::Hour,
             "kind" => Self::Kind,
             "tier" => Self::Tier,
+            "provider" => Self::Provider,
             _ => return None,
         })
     }
@@ -53,7 +58,7 @@ impl RollupGroup {
             }
             (Self::Key, _) => format!("coalesce(k_{c}.prefix, s.{c})"),
             (Self::Tier, _) => format!("CASE WHEN s.{c} = '' THEN '{NO_TIER}' ELSE s.{c} END"),
-            (Self::Model | Self::Kind, _) => format!("s.{c}"),
+            (Self::Model | Self::Kind | Self::Provider, _) => format!("s.{c}"),
             (Self::All, _) => "'all'".to_owned(),
             (Self::Day, Store::Sqlite(_)) => format!("date(s.{c} / 1000, 'unixepoch')"),
             (Self::Day, Store::Postgres(_)) => {
@@ -76,6 +81,7 @@ impl RollupGroup {
             Self::Model => "model".to_owned(),
             Self::Kind => "kind".to_owned(),
             Self::Tier => "service_tier".to_owned(),
+            Self::Provider => "provider".to_owned(),
             Self::All => return None,
             Self::Day => format!("{time} - {time} % {DAY_MS}"),
             Self::Hour => time.to_owned(),

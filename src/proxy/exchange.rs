@@ -143,6 +143,7 @@ impl Exchange {
         );
         let before_upstream = self.forwarded.saturating_duration_since(self.started);
         self.metrics.observe(&Observation {
+            provider: self.provider.as_str(),
             caller: &self.labels,
             model: price
                 .as_ref()

@@ -122,6 +122,7 @@ function render(data) {
   fillTeams(data.teams, colors);
   fillModels(data.models);
   fillTiers(data.tiers);
+  fillProviders(data.providers);
   fillKeys(data.top_keys);
   fillBudgets(data.budgets);
   fillShadow(data.shadow || []);
@@ -254,6 +255,20 @@ function fillTiers(tiers) {
       max > 0 ? (100 * amount(tier.cost_usd)) / max : 0, usd(tier.cost_usd), detail));
   }
   if (tiers.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
+}
+
+// Spend per kind of upstream that served it: openai, azure, anthropic, gemini,
+// openai_compatible (rows recorded before providers were count as openai's).
+function fillProviders(providers) {
+  const box = $("providers");
+  box.replaceChildren();
+  const max = Math.max(0, ...providers.map((p) => amount(p.cost_usd)));
+  for (const provider of providers) {
+    const detail = `${plural(provider.requests, "request")} · ${plural(tokens(provider), "token")}`;
+    box.append(barRow({ "data-provider": provider.group }, provider.group,
+      max > 0 ? (100 * amount(provider.cost_usd)) / max : 0, usd(provider.cost_usd), detail));
+  }
+  if (providers.length === 0) box.append(el("p", { class: "muted" }, "Nothing in this range."));
 }
 
 function fillKeys(keys) {

@@ -201,8 +201,15 @@ pub async fn data(
     let mut teams = spend(RollupGroup::Team).await.map_err(|e| read(&e))?;
     let mut models = spend(RollupGroup::Model).await.map_err(|e| read(&e))?;
     let mut tiers = spend(RollupGroup::Tier).await.map_err(|e| read(&e))?;
+    let mut providers = spend(RollupGroup::Provider).await.map_err(|e| read(&e))?;
     let mut keys = spend(RollupGroup::Key).await.map_err(|e| read(&e))?;
-    for lines in [&mut teams, &mut models, &mut tiers, &mut keys] {
+    for lines in [
+        &mut teams,
+        &mut models,
+        &mut tiers,
+        &mut providers,
+        &mut keys,
+    ] {
         by_cost(lines);
     }
     keys.truncate(range.top);
@@ -272,6 +279,7 @@ pub async fn data(
         "teams": teams,
         "models": models,
         "tiers": tiers,
+        "providers": providers,
         "top_keys": top_keys,
         "series": { "buckets": labels, "teams": series },
         "budgets": budgets,
