@@ -535,6 +535,10 @@ async fn the_page_draws_the_seeded_ledger_in_headless_chromium() {
             json!([["default", "$0.94"], ["flex", "$0.045"]])
         );
         assert_eq!(
+            shown["providers"],
+            json!([["openai", "$0.94"], ["azure", "$0.045"]])
+        );
+        assert_eq!(
             shown["topKey"],
             json!([seeded.prefix("notebook"), "notebook", "acme", "$0.5"])
         );
@@ -761,6 +765,7 @@ return {
   teams: rows('#teams tbody tr').map((r) => [text(r, '.name'), text(r, '.cost')]),
   models: rows('#models .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
   tiers: rows('#tiers .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
+  providers: rows('#providers .bar-row').map((r) => [text(r, '.label'), text(r, '.figure')]),
   topKey: [text(top, '.prefix'), text(top, '.name'), text(top, '.team'), text(top, '.cost')],
   acmeBars: rows('#team-chart rect[data-team="acme"]').length,
   bucket: document.getElementById('bucket-label').textContent,
