@@ -14,9 +14,8 @@ use common::mock_upstream::{MockUpstream, chat_completion, json};
 use serde_json::{Value, json};
 use tollgate::auth::{secret, store};
 use tollgate::clock::now_ms;
-use tollgate::ledger::{Kind, LedgerRow, Outcome, RowPrice};
-use tollgate::metering::{Usage, UsageSource};
-use tollgate::pricing::Catalog;
+use tollgate::ledger::LedgerRow;
+use tollgate::metering::Usage;
 
 fn run(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -500,51 +499,20 @@ fn bad_values_are_refused_naming_the_flag() {
 /// A ledger row for `key` in `team`, priced by the built-in catalog (unpriced if it
 /// does not know the model).
 fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, usage: Usage) -> LedgerRow {
-    let price = Catalog::builtin()
-        .price(None, Some(model), &usage, false)
-        .map(|priced| RowPrice {
-            cost: priced.cost,
-            model: priced.model.to_owned(),
-            variant: priced.variant,
-            rates: priced.rates,
-        });
     LedgerRow {
-        id: id.to_owned(),
-        request_id: format!("req-{id}"),
-        upstream_request_id: None,
         ts_ms,
         caller: key["prefix"].as_str().unwrap().to_owned(),
-        upstream: "openai".to_owned(),
-        endpoint: "chat.completions".to_owned(),
         model_requested: Some(model.to_owned()),
-        model_answered: None,
-        service_tier_requested: None,
-        service_tier: None,
-        streamed: false,
+        price: common::rows::priced(None, Some(model), &usage),
         usage,
-        usage_source: UsageSource::Upstream,
-        status: 200,
-        outcome: Outcome::Ok,
-        latency_ms: 1,
-        ttfb_ms: Some(1),
-        price,
         key_id: Some(key["id"].as_str().unwrap().to_owned()),
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
-        kind: Kind::Realtime,
-        route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(),
-        tokenizer: None,
+        ..common::rows::row(id)
     }
 }
 
 fn tokens(prompt: u64, cached: u64, completion: u64) -> Usage {
-    Usage {
-        prompt_tokens: prompt,
-        cached_tokens: cached,
-        completion_tokens: completion,
-        reasoning_tokens: 0,
-        cache_write_tokens: 0,
-    }
+    common::rows::usage(prompt, cached, completion)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,9 +20,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate::clock::{format_ms, now_ms};
 use tollgate::config::AuthMode;
-use tollgate::ledger::{Kind, LedgerRow, Outcome, RowPrice};
-use tollgate::metering::{Usage, UsageSource};
-use tollgate::pricing::{Catalog, Cost};
+use tollgate::ledger::LedgerRow;
+use tollgate::pricing::Cost;
 
 const DAY: i64 = 86_400_000;
 
@@ -140,47 +139,17 @@ async fn seeded_with(
 /// A ledger row for `key`, priced by the built-in catalog (unpriced if it does not
 /// know the model).
 fn spent(id: &str, ts_ms: i64, key: &Value, model: &str, input: u64, output: u64) -> LedgerRow {
-    let usage = Usage {
-        prompt_tokens: input,
-        cached_tokens: 0,
-        completion_tokens: output,
-        reasoning_tokens: 0,
-        cache_write_tokens: 0,
-    };
-    let price = Catalog::builtin()
-        .price(None, Some(model), &usage, false)
-        .map(|priced| RowPrice {
-            cost: priced.cost,
-            model: priced.model.to_owned(),
-            variant: priced.variant,
-            rates: priced.rates,
-        });
+    let usage = common::rows::usage(input, 0, output);
     LedgerRow {
-        id: id.to_owned(),
-        request_id: format!("req-{id}"),
-        upstream_request_id: None,
         ts_ms,
         caller: key["prefix"].as_str().unwrap().to_owned(),
-        upstream: "openai".to_owned(),
-        endpoint: "chat.completions".to_owned(),
         model_requested: Some(model.to_owned()),
-        model_answered: None,
-        service_tier_requested: None,
         service_tier: Some("default".to_owned()),
-        streamed: false,
+        price: common::rows::priced(None, Some(model), &usage),
         usage,
-        usage_source: UsageSource::Upstream,
-        status: 200,
-        outcome: Outcome::Ok,
-        latency_ms: 1,
-        ttfb_ms: Some(1),
-        price,
         key_id: Some(key["id"].as_str().unwrap().to_owned()),
         team_id: Some(key["team_id"].as_str().unwrap().to_owned()),
-        kind: Kind::Realtime,
-        route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(),
-        tokenizer: None,
+        ..common::rows::row(id)
     }
 }
 

@@ -8,44 +8,18 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::db::{backends, direct_totals};
-use tollgate::ledger::{Kind, LedgerRow, Outcome};
-use tollgate::metering::{Usage, UsageSource};
+use common::rows::usage;
+use tollgate::ledger::{Kind, LedgerRow};
 
 /// A realtime row of key `key-{id % 3}` in team-a: 10 prompt tokens and `id` completion
 /// tokens of gpt-4o-mini, unpriced until a test prices it.
 fn row(id: usize) -> LedgerRow {
     LedgerRow {
-        id: format!("row-{id}"),
-        request_id: format!("req-{id}"),
-        upstream_request_id: None,
         ts_ms: 1_700_000_000_000 + i64::try_from(id).unwrap(),
-        caller: "fp:abc".to_owned(),
-        upstream: "openai".to_owned(),
-        endpoint: "chat.completions".to_owned(),
-        model_requested: Some("gpt-4o-mini".to_owned()),
-        model_answered: None,
-        service_tier_requested: None,
-        service_tier: None,
-        streamed: false,
-        usage: Usage {
-            prompt_tokens: 10,
-            cached_tokens: 0,
-            completion_tokens: u64::try_from(id).unwrap(),
-            reasoning_tokens: 0,
-            cache_write_tokens: 0,
-        },
-        usage_source: UsageSource::Upstream,
-        status: 200,
-        outcome: Outcome::Ok,
-        latency_ms: 1,
-        ttfb_ms: Some(1),
-        price: None,
+        usage: usage(10, 0, u64::try_from(id).unwrap()),
         key_id: Some(format!("key-{}", id % 3)),
         team_id: Some("team-a".to_owned()),
-        kind: Kind::Realtime,
-        route: Default::default(),
-        provider: "openai".to_owned(),
-        tokenizer: None,
+        ..common::rows::row(&format!("row-{id}"))
     }
 }
 

@@ -21,9 +21,8 @@ use common::org_api::{Export, bucket, cost, day_s, endpoint, page, query, usage}
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate::clock::now_ms;
-use tollgate::ledger::{Kind, LedgerRow, Outcome, RowPrice, Store};
-use tollgate::metering::{Usage, UsageSource};
-use tollgate::pricing::Catalog;
+use tollgate::ledger::{Kind, LedgerRow, Outcome, Store};
+use tollgate::metering::UsageSource;
 
 const ADMIN_API_KEY: &str = "sk-admin-test-9f3c";
 const D1: &str = "2026-11-02";
@@ -114,22 +113,9 @@ fn row(
     source: UsageSource,
     outcome: Outcome,
 ) -> LedgerRow {
-    let usage = Usage {
-        prompt_tokens: prompt,
-        cached_tokens: cached,
-        completion_tokens: completion,
-        reasoning_tokens: 0,
-        cache_write_tokens: 0,
-    };
+    let usage = common::rows::usage(prompt, cached, completion);
     let requested = answered.split("-2024").next().unwrap();
-    let price = Catalog::builtin()
-        .price(Some(answered), Some(requested), &usage, false)
-        .map(|priced| RowPrice {
-            cost: priced.cost,
-            model: priced.model.to_owned(),
-            variant: priced.variant,
-            rates: priced.rates,
-        });
+    let price = common::rows::priced(Some(answered), Some(requested), &usage);
     LedgerRow {
         id: id.to_owned(),
         request_id: format!("req-{id}"),

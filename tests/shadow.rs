@@ -19,9 +19,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tollgate::config::{AuthMode, ShadowConfig};
-use tollgate::ledger::{Kind, LedgerRow, Outcome, RowPrice, RowRoute, ShadowMark};
+use tollgate::ledger::{Kind, LedgerRow, Outcome, RowRoute, ShadowMark};
 use tollgate::metering::{Usage, UsageSource};
-use tollgate::pricing::Catalog;
 
 /// A candidate whose first request waits for the test (which learns of its arrival),
 /// and whose later ones are answered at once; every answer says "Paris" and bills a
@@ -284,14 +283,7 @@ fn row(
     usage: Usage,
     shadow: Option<(&str, Option<bool>, Option<bool>)>,
 ) -> LedgerRow {
-    let price = Catalog::builtin()
-        .price(None, Some(model), &usage, false)
-        .map(|priced| RowPrice {
-            cost: priced.cost,
-            model: priced.model.to_owned(),
-            variant: priced.variant,
-            rates: priced.rates,
-        });
+    let price = common::rows::priced(None, Some(model), &usage);
     LedgerRow {
         id: id.to_owned(),
         request_id: format!("req-{}", id.split('.').next().unwrap()),

@@ -13,5 +13,6 @@ pub mod mock_upstream;
 pub mod org_api;
 pub mod redis;
 pub mod routed;
+pub mod rows;
 pub mod tiered;
 pub mod webdriver;

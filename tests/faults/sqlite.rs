@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate::ledger::{Kind, LedgerRow, Outcome, Store};
-use tollgate::metering::{Usage, UsageSource};
+use tollgate::ledger::{LedgerRow, Store};
 
 use crate::common::db::count_and_completion;
+use crate::common::rows::usage;
 use crate::kit::{self, Load, Shape, Tollgate};
 
 /// Files marked immutable, cleared again on drop so the temp dir can go even when the
@@ -152,37 +152,8 @@ async fn sqlite_unwritable_for_10s_under_load_loses_and_doubles_nothing() {
 
 fn row(id: usize) -> LedgerRow {
     LedgerRow {
-        id: format!("row-{id}"),
-        request_id: format!("req-{id}"),
-        upstream_request_id: None,
-        ts_ms: 1_700_000_000_000,
-        caller: "fp:abc".to_owned(),
-        upstream: "openai".to_owned(),
-        endpoint: "chat.completions".to_owned(),
-        model_requested: Some("gpt-4o-mini".to_owned()),
-        model_answered: None,
-        service_tier_requested: None,
-        service_tier: None,
-        streamed: false,
-        usage: Usage {
-            prompt_tokens: 1,
-            cached_tokens: 0,
-            completion_tokens: 1,
-            reasoning_tokens: 0,
-            cache_write_tokens: 0,
-        },
-        usage_source: UsageSource::Upstream,
-        status: 200,
-        outcome: Outcome::Ok,
-        latency_ms: 1,
-        ttfb_ms: Some(1),
-        price: None,
-        key_id: None,
-        team_id: None,
-        kind: Kind::Realtime,
-        route: tollgate::ledger::RowRoute::default(),
-        provider: "openai".to_owned(),
-        tokenizer: None,
+        usage: usage(1, 0, 1),
+        ..crate::common::rows::row(&format!("row-{id}"))
     }
 }
 
