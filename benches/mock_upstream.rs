@@ -851,6 +851,79 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_gate_checks_path_auth_and_foreign_keys() {
+        let gate = |kind| Gate {
+            kind,
+            key: Some("own".to_owned()),
+            refused: vec!["other".to_owned()],
+        };
+        let ask = |gate: &Gate, uri: &str, headers: &[(&str, &str)]| {
+            let mut request = Request::post(uri);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            gate.admit(&request.body(()).unwrap())
+                .map_err(|refusal| refusal.status())
+        };
+        let azure = gate(Provider::Azure);
+        let key = [("api-key", "own")];
+        assert_eq!(
+            ask(&azure, "/openai/v1/chat/completions", &key),
+            Ok("/v1/chat/completions".to_owned())
+        );
+        assert_eq!(
+            ask(
+                &azure,
+                "/openai/deployments/d/chat/completions?api-version=1",
+                &key
+            ),
+            Ok("/v1/chat/completions".to_owned())
+        );
+        assert_eq!(
+            ask(&azure, "/openai/deployments/d/chat/completions", &key),
+            Err(StatusCode::NOT_FOUND)
+        );
+        let bearer = [("api-key", "own"), ("authorization", "Bearer own")];
+        assert_eq!(
+            ask(&azure, "/openai/v1/chat/completions", &bearer),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        let gemini = gate(Provider::Gemini);
+        let own = [("authorization", "Bearer own")];
+        assert_eq!(
+            ask(&gemini, "/v1beta/openai/chat/completions", &own),
+            Ok("/v1/chat/completions".to_owned())
+        );
+        assert_eq!(
+            ask(&gemini, "/v1/chat/completions", &own),
+            Err(StatusCode::NOT_FOUND)
+        );
+        let foreign = [("authorization", "Bearer own"), ("x-extra", "other")];
+        assert_eq!(
+            ask(&gemini, "/v1beta/openai/chat/completions", &foreign),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        let anthropic = gate(Provider::Anthropic);
+        assert_eq!(
+            ask(&anthropic, "/v1/chat/completions", &[("x-api-key", "own")]),
+            Err(StatusCode::UNAUTHORIZED),
+            "anthropic-version is required"
+        );
+    }
+
+    #[test]
+    fn anthropic_streams_report_native_cache_fields() {
+        let events = events(Provider::Anthropic, Kind::Chat, 3, true);
+        let usage: Value = serde_json::from_slice(&events[4][6..events[4].len() - 2]).unwrap();
+        assert_eq!(usage["usage"]["cache_creation_input_tokens"], 300);
+        assert_eq!(usage["usage"]["cache_read_input_tokens"], 200);
+        assert_eq!(usage["usage"]["output_tokens"], 3);
+        let plain: Value = serde_json::from_slice(&chat_completion(Provider::Anthropic)).unwrap();
+        assert_eq!(plain["usage"]["prompt_tokens"], 509);
+        assert_eq!(plain["model"], "claude-haiku-4-5-20251001");
+    }
+
+    #[test]
     fn a_chat_stream_counts_its_chunks_in_usage() {
         let events = events(Provider::Openai, Kind::Chat, 3, true);
         // 3 content chunks, the finish chunk, the usage chunk, [DONE].
