@@ -117,7 +117,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let gate = (args.kind != Provider::Openai || args.key.is_some() || !args.refuse_key.is_empty())
-        .then(|| Gate {
+        .then_some(Gate {
             kind: args.kind,
             key: args.key,
             refused: args.refuse_key,
@@ -228,7 +228,16 @@ impl Answers {
             None => std::borrow::Cow::Borrowed(request.uri().path()),
             Some(gate) => match gate.admit(&request) {
                 Ok(path) => std::borrow::Cow::Owned(path),
-                Err(refusal) => return refusal,
+                Err(StatusCode::UNAUTHORIZED) => {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        &format!(
+                            "mock {:?}: the request does not carry this provider's key the way it expects",
+                            gate.kind
+                        ),
+                    );
+                }
+                Err(_) => return not_found(request.method(), request.uri().path()),
             },
         };
         let kind = match (request.method(), path.as_ref()) {
@@ -308,7 +317,7 @@ impl Gate {
     /// The OpenAI path (`/v1/...`) a request on this provider's path stands for, or the
     /// provider's refusal: 401 for an auth header other than its own key or a refused
     /// key anywhere, 404 for another provider's path.
-    fn admit<B>(&self, request: &Request<B>) -> Result<String, Response<MockBody>> {
+    fn admit<B>(&self, request: &Request<B>) -> Result<String, StatusCode> {
         let headers = request.headers();
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let foreign = headers.values().any(|value| {
@@ -330,13 +339,7 @@ impl Gate {
             }
         };
         if foreign || !authorized {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                &format!(
-                    "mock {:?}: the request does not carry this provider's key the way it expects",
-                    self.kind
-                ),
-            ));
+            return Err(StatusCode::UNAUTHORIZED);
         }
         let path = request.uri().path();
         let rest = match self.kind {
@@ -356,7 +359,7 @@ impl Gate {
         };
         match rest {
             Some(rest) => Ok(format!("/v1{rest}")),
-            None => Err(not_found(request.method(), path)),
+            None => Err(StatusCode::NOT_FOUND),
         }
     }
 }
@@ -863,7 +866,6 @@ mod tests {
                 request = request.header(*name, *value);
             }
             gate.admit(&request.body(()).unwrap())
-                .map_err(|refusal| refusal.status())
         };
         let azure = gate(Provider::Azure);
         let key = [("api-key", "own")];
