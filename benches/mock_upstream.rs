@@ -15,6 +15,13 @@
 //! A chat request naming a `service_tier` other than `auto` or `default` is answered
 //! at that tier (its `service_tier` echoed, as OpenAI does for a tier it served);
 //! anything else is answered as `default`.
+//!
+//! `--kind azure|anthropic|gemini|openai_compatible` (default `openai`, which checks
+//! nothing) makes it play that provider for tollgate's upstream kinds: requests must
+//! come on that provider's path and carry `--key` in its auth header, else 401; any
+//! header holding a `--refuse-key` is refused too, so one provider's key reaching
+//! another is caught. Chat answers then name that provider's model and use its usage
+//! shape (Anthropic: cache reads and writes). The default answers are unchanged.
 
 // A test tool, not part of the proxy: panicking on a startup error and printing the
 // listening address to stdout are what it is for.
@@ -80,6 +87,26 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The provider to play: its path, auth header and usage shape.
+    #[arg(long, value_enum, default_value_t = Provider::Openai)]
+    kind: Provider,
+    /// The key the provider's auth header must carry (none: no auth header at all).
+    #[arg(long)]
+    key: Option<String>,
+    /// Keys that must appear in no header (other providers' keys); repeatable.
+    #[arg(long)]
+    refuse_key: Vec<String>,
+}
+
+/// tollgate's upstream kinds, as played by the mock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Provider {
+    Openai,
+    Azure,
+    Anthropic,
+    Gemini,
+    #[value(name = "openai_compatible")]
+    OpenaiCompatible,
 }
 
 fn main() {
@@ -89,11 +116,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(serve(args.listen));
+    let gate = (args.kind != Provider::Openai || args.key.is_some() || !args.refuse_key.is_empty())
+        .then_some(Gate {
+            kind: args.kind,
+            key: args.key,
+            refused: args.refuse_key,
+        });
+    runtime.block_on(serve(args.listen, Answers::render(args.kind), gate));
 }
 
-async fn serve(listen: SocketAddr) {
-    let answers = Arc::new(Answers::render());
+async fn serve(listen: SocketAddr, answers: Answers, gate: Option<Gate>) {
+    let answers = Arc::new(Answers { gate, ..answers });
     let listener = TcpListener::bind(listen).await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let mut stdout = std::io::stdout();
@@ -160,33 +193,54 @@ struct Answers {
     responses: Bytes,
     responses_stream: Bytes,
     models: Bytes,
+    /// The provider's checks, when it plays one; `None` on the bench's path.
+    gate: Option<Gate>,
 }
 
 // === impl Answers ===
 
 impl Answers {
-    fn render() -> Self {
+    fn render(provider: Provider) -> Self {
         let joined = |events: Vec<Bytes>| -> Bytes { events.concat().into() };
+        let chat = |usage| joined(events(provider, Kind::Chat, DEFAULT_CHUNKS, usage));
+        let completion = |usage| joined(events(provider, Kind::Completion, DEFAULT_CHUNKS, usage));
         Self {
-            chat: chat_completion(),
-            chat_stream: joined(events(Kind::Chat, DEFAULT_CHUNKS, false)),
-            chat_stream_usage: joined(events(Kind::Chat, DEFAULT_CHUNKS, true)),
+            chat: chat_completion(provider),
+            chat_stream: chat(false),
+            chat_stream_usage: chat(true),
             completion: text_completion(),
-            completion_stream: joined(events(Kind::Completion, DEFAULT_CHUNKS, false)),
-            completion_stream_usage: joined(events(Kind::Completion, DEFAULT_CHUNKS, true)),
+            completion_stream: completion(false),
+            completion_stream_usage: completion(true),
             embedding: json_bytes(&embedding()),
             responses: json_bytes(&response_object(
                 "completed",
                 &words(DEFAULT_CHUNKS),
                 Some(DEFAULT_CHUNKS),
             )),
-            responses_stream: joined(events(Kind::Responses, DEFAULT_CHUNKS, false)),
+            responses_stream: joined(events(provider, Kind::Responses, DEFAULT_CHUNKS, false)),
             models: json_bytes(&models()),
+            gate: None,
         }
     }
 
     async fn answer(&self, request: Request<Incoming>) -> Response<MockBody> {
-        let kind = match (request.method(), request.uri().path()) {
+        let path = match &self.gate {
+            None => std::borrow::Cow::Borrowed(request.uri().path()),
+            Some(gate) => match gate.admit(&request) {
+                Ok(path) => std::borrow::Cow::Owned(path),
+                Err(StatusCode::UNAUTHORIZED) => {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        &format!(
+                            "mock {:?}: the request does not carry this provider's key the way it expects",
+                            gate.kind
+                        ),
+                    );
+                }
+                Err(_) => return not_found(request.method(), request.uri().path()),
+            },
+        };
+        let kind = match (request.method(), path.as_ref()) {
             (&Method::POST, "/v1/chat/completions") => Kind::Chat,
             (&Method::POST, "/v1/completions") => Kind::Completion,
             (&Method::POST, "/v1/embeddings") => Kind::Embedding,
@@ -194,8 +248,12 @@ impl Answers {
             (&Method::GET, "/v1/models") => {
                 return respond(StatusCode::OK, JSON, MockBody::full(self.models.clone()));
             }
-            (method, path) => return not_found(method, path),
+            (method, _) => return not_found(method, request.uri().path()),
         };
+        let provider = self
+            .gate
+            .as_ref()
+            .map_or(Provider::Openai, |gate| gate.kind);
         let (parts, body) = request.into_parts();
         let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
             return error(
@@ -234,15 +292,75 @@ impl Answers {
                 _ => self.responses_stream.clone(),
             }),
             (None, false) => {
-                let events: Bytes = events(kind, ask.chunks, include_usage).concat().into();
+                let events: Bytes = events(provider, kind, ask.chunks, include_usage)
+                    .concat()
+                    .into();
                 MockBody::full(at_tier(&events, ask.tier))
             }
             (Some(delay), _) => {
-                let events = events(kind, ask.chunks, include_usage);
+                let events = events(provider, kind, ask.chunks, include_usage);
                 MockBody::paced(events.iter().map(|e| at_tier(e, ask.tier)).collect(), delay)
             }
         };
         respond(StatusCode::OK, EVENT_STREAM, body)
+    }
+}
+
+/// What a provider checks before it answers.
+struct Gate {
+    kind: Provider,
+    key: Option<String>,
+    refused: Vec<String>,
+}
+
+impl Gate {
+    /// The OpenAI path (`/v1/...`) a request on this provider's path stands for, or the
+    /// provider's refusal: 401 for an auth header other than its own key or a refused
+    /// key anywhere, 404 for another provider's path.
+    fn admit<B>(&self, request: &Request<B>) -> Result<String, StatusCode> {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let foreign = headers.values().any(|value| {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            self.refused.iter().any(|key| text.contains(key.as_str()))
+        });
+        let bearer = self.key.as_ref().map(|key| format!("Bearer {key}"));
+        let key = self.key.as_deref();
+        let authorized = match self.kind {
+            // A bearer at Azure would be taken for an Entra token.
+            Provider::Azure => header("api-key") == key && header("authorization").is_none(),
+            Provider::Anthropic => {
+                header("x-api-key") == key
+                    && header("anthropic-version") == Some("2023-06-01")
+                    && header("authorization").is_none_or(|a| Some(a) == bearer.as_deref())
+            }
+            Provider::Openai | Provider::Gemini | Provider::OpenaiCompatible => {
+                header("authorization") == bearer.as_deref()
+            }
+        };
+        if foreign || !authorized {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        let path = request.uri().path();
+        let rest = match self.kind {
+            Provider::Azure => path.strip_prefix("/openai/v1").or_else(|| {
+                // `/openai/deployments/<name>/...?api-version=`
+                let deployed = path.strip_prefix("/openai/deployments/")?;
+                let versioned = request
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p.starts_with("api-version=")));
+                versioned.then(|| deployed.find('/').map(|at| &deployed[at..]))?
+            }),
+            Provider::Gemini => path.strip_prefix("/v1beta/openai"),
+            Provider::Openai | Provider::Anthropic | Provider::OpenaiCompatible => {
+                path.strip_prefix("/v1")
+            }
+        };
+        match rest {
+            Some(rest) => Ok(format!("/v1{rest}")),
+            None => Err(StatusCode::NOT_FOUND),
+        }
     }
 }
 
@@ -361,6 +479,52 @@ fn words(n: usize) -> String {
     (0..n).map(word).collect()
 }
 
+/// The chat model a provider answers with.
+fn chat_model(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Openai => CHAT_MODEL,
+        Provider::Azure => "gpt-4o-2024-08-06",
+        Provider::Anthropic => "claude-haiku-4-5-20251001",
+        Provider::Gemini => "gemini-2.5-flash",
+        Provider::OpenaiCompatible => "llama-3-8b",
+    }
+}
+
+/// Anthropic's cache counts, on top of `PROMPT_TOKENS` uncached input.
+const ANTHROPIC_CACHE_READ: usize = 200;
+const ANTHROPIC_CACHE_WRITE: usize = 300;
+/// Gemini's cached prompt tokens (on top of `PROMPT_TOKENS`) and thoughts.
+const GEMINI_CACHED: usize = 400;
+const GEMINI_REASONING: usize = 5;
+
+/// A chat answer's usage in the provider's shape; `streamed` for a stream's usage
+/// chunk, where Anthropic writes its native fields.
+fn provider_usage(provider: Provider, completion: usize, streamed: bool) -> String {
+    match (provider, streamed) {
+        (Provider::Openai | Provider::Azure | Provider::OpenaiCompatible, _) => {
+            chat_usage(completion)
+        }
+        (Provider::Anthropic, false) => {
+            let prompt = PROMPT_TOKENS + ANTHROPIC_CACHE_READ + ANTHROPIC_CACHE_WRITE;
+            format!(
+                r#"{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":{ANTHROPIC_CACHE_READ}}},"cache_creation_input_tokens":{ANTHROPIC_CACHE_WRITE}}}"#,
+                prompt + completion
+            )
+        }
+        // Native: input_tokens excludes both cache counts.
+        (Provider::Anthropic, true) => format!(
+            r#"{{"input_tokens":{PROMPT_TOKENS},"cache_read_input_tokens":{ANTHROPIC_CACHE_READ},"cache_creation_input_tokens":{ANTHROPIC_CACHE_WRITE},"output_tokens":{completion}}}"#
+        ),
+        (Provider::Gemini, _) => {
+            let prompt = PROMPT_TOKENS + GEMINI_CACHED;
+            format!(
+                r#"{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":{GEMINI_CACHED}}},"completion_tokens_details":{{"reasoning_tokens":{GEMINI_REASONING}}}}}"#,
+                prompt + completion
+            )
+        }
+    }
+}
+
 /// OpenAI's usage object, keys in the order the API writes them.
 fn chat_usage(completion: usize) -> String {
     format!(
@@ -377,11 +541,12 @@ fn quoted(text: &str) -> String {
 // Chat and legacy completion answers are written as templates rather than through
 // `json!` so their keys come in OpenAI's order (`serde_json::Value` sorts them).
 
-fn chat_completion() -> Bytes {
+fn chat_completion(provider: Provider) -> Bytes {
     format!(
-        r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":{CREATED},"model":"{CHAT_MODEL}","choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"stop"}}],"usage":{},"service_tier":"default","system_fingerprint":"fp_mock"}}"#,
+        r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":{CREATED},"model":"{}","choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"stop"}}],"usage":{},"service_tier":"default","system_fingerprint":"fp_mock"}}"#,
+        chat_model(provider),
         quoted(&words(DEFAULT_CHUNKS)),
-        chat_usage(DEFAULT_CHUNKS)
+        provider_usage(provider, DEFAULT_CHUNKS, false)
     )
     .into()
 }
@@ -458,9 +623,9 @@ fn message_item(status: &str, text: &str) -> Value {
 }
 
 /// A stream's SSE events, one `Bytes` per event.
-fn events(kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
+fn events(provider: Provider, kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
     match kind {
-        Kind::Chat | Kind::Completion => data_events(kind, chunks, include_usage),
+        Kind::Chat | Kind::Completion => data_events(provider, kind, chunks, include_usage),
         Kind::Responses | Kind::Embedding => responses_events(chunks),
     }
 }
@@ -468,10 +633,11 @@ fn events(kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
 /// Chat or legacy completion chunks as OpenAI writes them: `chunks` content chunks (the
 /// first chat delta carries the role), a finish chunk, then with `include_usage` a
 /// usage-only chunk (`"choices":[]`; every other chunk says `"usage":null`), then `[DONE]`.
-fn data_events(kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
+fn data_events(provider: Provider, kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
     let head = if kind == Kind::Chat {
         format!(
-            r#"{{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":{CREATED},"model":"{CHAT_MODEL}","service_tier":"default","system_fingerprint":"fp_mock","choices":"#
+            r#"{{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":{CREATED},"model":"{}","service_tier":"default","system_fingerprint":"fp_mock","choices":"#,
+            chat_model(provider)
         )
     } else {
         format!(
@@ -511,10 +677,11 @@ fn data_events(kind: Kind, chunks: usize, include_usage: bool) -> Vec<Bytes> {
         .map(|i| event(format!("{head}{}{tail}", choice(i))))
         .collect();
     if include_usage {
-        events.push(event(format!(
-            r#"{head}[],"usage":{}}}"#,
-            chat_usage(chunks)
-        )));
+        let usage = match kind {
+            Kind::Chat => provider_usage(provider, chunks, true),
+            _ => chat_usage(chunks),
+        };
+        events.push(event(format!(r#"{head}[],"usage":{usage}}}"#)));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events
@@ -673,7 +840,7 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(served_tier(body), want, "{}", String::from_utf8_lossy(body));
         }
-        let answers = Answers::render();
+        let answers = Answers::render(Provider::Openai);
         let flex: Value = serde_json::from_slice(&at_tier(&answers.chat, Some(b"flex"))).unwrap();
         assert_eq!(flex["service_tier"], "flex");
         let stream = at_tier(&answers.chat_stream_usage, Some(b"flex"));
@@ -687,8 +854,80 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_gate_checks_path_auth_and_foreign_keys() {
+        let gate = |kind| Gate {
+            kind,
+            key: Some("own".to_owned()),
+            refused: vec!["other".to_owned()],
+        };
+        let ask = |gate: &Gate, uri: &str, headers: &[(&str, &str)]| {
+            let mut request = Request::post(uri);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            gate.admit(&request.body(()).unwrap())
+        };
+        let azure = gate(Provider::Azure);
+        let key = [("api-key", "own")];
+        assert_eq!(
+            ask(&azure, "/openai/v1/chat/completions", &key),
+            Ok("/v1/chat/completions".to_owned())
+        );
+        assert_eq!(
+            ask(
+                &azure,
+                "/openai/deployments/d/chat/completions?api-version=1",
+                &key
+            ),
+            Ok("/v1/chat/completions".to_owned())
+        );
+        assert_eq!(
+            ask(&azure, "/openai/deployments/d/chat/completions", &key),
+            Err(StatusCode::NOT_FOUND)
+        );
+        let bearer = [("api-key", "own"), ("authorization", "Bearer own")];
+        assert_eq!(
+            ask(&azure, "/openai/v1/chat/completions", &bearer),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        let gemini = gate(Provider::Gemini);
+        let own = [("authorization", "Bearer own")];
+        assert_eq!(
+            ask(&gemini, "/v1beta/openai/chat/completions", &own),
+            Ok("/v1/chat/completions".to_owned())
+        );
+        assert_eq!(
+            ask(&gemini, "/v1/chat/completions", &own),
+            Err(StatusCode::NOT_FOUND)
+        );
+        let foreign = [("authorization", "Bearer own"), ("x-extra", "other")];
+        assert_eq!(
+            ask(&gemini, "/v1beta/openai/chat/completions", &foreign),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        let anthropic = gate(Provider::Anthropic);
+        assert_eq!(
+            ask(&anthropic, "/v1/chat/completions", &[("x-api-key", "own")]),
+            Err(StatusCode::UNAUTHORIZED),
+            "anthropic-version is required"
+        );
+    }
+
+    #[test]
+    fn anthropic_streams_report_native_cache_fields() {
+        let events = events(Provider::Anthropic, Kind::Chat, 3, true);
+        let usage: Value = serde_json::from_slice(&events[4][6..events[4].len() - 2]).unwrap();
+        assert_eq!(usage["usage"]["cache_creation_input_tokens"], 300);
+        assert_eq!(usage["usage"]["cache_read_input_tokens"], 200);
+        assert_eq!(usage["usage"]["output_tokens"], 3);
+        let plain: Value = serde_json::from_slice(&chat_completion(Provider::Anthropic)).unwrap();
+        assert_eq!(plain["usage"]["prompt_tokens"], 509);
+        assert_eq!(plain["model"], "claude-haiku-4-5-20251001");
+    }
+
+    #[test]
     fn a_chat_stream_counts_its_chunks_in_usage() {
-        let events = events(Kind::Chat, 3, true);
+        let events = events(Provider::Openai, Kind::Chat, 3, true);
         // 3 content chunks, the finish chunk, the usage chunk, [DONE].
         assert_eq!(events.len(), 6);
         let usage: Value = serde_json::from_slice(&events[4][6..events[4].len() - 2]).unwrap();
@@ -699,7 +938,7 @@ mod tests {
 
     #[test]
     fn every_answer_is_valid_json() {
-        let answers = Answers::render();
+        let answers = Answers::render(Provider::Openai);
         for body in [
             &answers.chat,
             &answers.completion,
@@ -715,7 +954,7 @@ mod tests {
             (Kind::Completion, true),
             (Kind::Responses, false),
         ] {
-            for event in events(kind, 4, usage) {
+            for event in events(Provider::Openai, kind, 4, usage) {
                 let text = std::str::from_utf8(&event).unwrap();
                 assert!(text.ends_with("\n\n"), "{text}");
                 let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();

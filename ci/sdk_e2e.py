@@ -7,6 +7,15 @@ through the SDK with that key (plain, stream, abandoned stream, stream with
 include_usage, and one at service_tier="flex"), checks that a spent budget's 429 is not
 retried by the SDK, stops tollgate with SIGTERM and checks the five ledger rows.
 
+Then the same through each other upstream kind: one more mock per provider
+(`--kind azure|anthropic|gemini|openai_compatible`, each with its own fake key, which
+answers 401 to any other auth or to another provider's key), one [[upstreams]] per kind
+(Azure twice: its v1 path and a deployment), and a plain and a streamed completion
+each. Their ledger rows must name the provider, the real model (a deployment priced as
+the model it serves) and the provider's tokens (Anthropic's cache reads and writes,
+Gemini's cached and reasoning tokens), at a cost computed here with `decimal.Decimal`
+from `tollgate prices --json`.
+
     python ci/sdk_e2e.py --tollgate target/debug/tollgate \
         --mock target/debug/tollgate-mock-upstream
 
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from decimal import Decimal
 import os
 import select
 import signal
@@ -48,6 +58,31 @@ MOCK_MODEL = "gpt-4o-mini-2024-07-18"
 # sheet (micro-USD per 1M tokens), so the flex row is priced at it.
 FLEX_RATES = {"input_rate": 75_000, "cached_input_rate": 37_500, "output_rate": 300_000}
 STANDARD_RATES = {"input_rate": 150_000, "cached_input_rate": 75_000, "output_rate": 600_000}
+
+# One fake key per provider, in the environment tollgate reads them from; every mock
+# refuses the others'. `tokens` is what the mock's usage says for 20 completion tokens
+# (benches/mock_upstream.rs, provider_usage): prompt, cached (reads), cache writes,
+# reasoning.
+PROVIDERS = {
+    "azure": {"key": "e2e-key-azure", "answered": "gpt-4o-2024-08-06",
+              "tokens": (9, 0, 0, 0)},
+    "anthropic": {"key": "e2e-key-anthropic", "answered": "claude-haiku-4-5-20251001",
+                  "tokens": (509, 200, 300, 0)},
+    "gemini": {"key": "e2e-key-gemini", "answered": "gemini-2.5-flash",
+               "tokens": (409, 400, 0, 5)},
+    "openai_compatible": {"key": "e2e-key-local", "answered": "llama-3-8b",
+                          "tokens": (9, 0, 0, 0)},
+}
+# Each case: (name, model asked for, mock kind, upstream name, model priced as).
+KIND_CASES = [
+    ("azure", "azure/gpt-4o", "azure", "azure", "gpt-4o"),
+    ("azure-deployment", "azd/e2e-4o", "azure", "azure-deployments", "gpt-4o"),
+    ("anthropic", "claude-haiku-4-5", "anthropic", "anthropic", "claude-haiku-4-5"),
+    ("gemini", "gemini-2.5-flash", "gemini", "gemini", "gemini-2.5-flash"),
+    ("local", "llama-3-8b", "openai_compatible", "local", "llama-3-8b"),
+]
+# A local model has no built-in price; the config gives it one (USD per 1M).
+LOCAL_PRICE = {"input": "0.05", "output": "0.10"}
 
 STARTUP_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 45.0
@@ -89,10 +124,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mock(binary: str, log_dir: Path) -> tuple[subprocess.Popen, int]:
-    with open(log_dir / "mock.stderr", "wb") as stderr:
+def start_mock(binary: str, log_dir: Path, kind: str | None = None
+               ) -> tuple[subprocess.Popen, int]:
+    args = [binary, "--listen", "127.0.0.1:0"]
+    if kind is not None:
+        args += ["--kind", kind, "--key", PROVIDERS[kind]["key"]]
+        for other, spec in PROVIDERS.items():
+            if other != kind:
+                args += ["--refuse-key", spec["key"]]
+    with open(log_dir / f"mock-{kind or 'openai'}.stderr", "wb") as stderr:
         mock = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0"],
+            args,
             stdout=subprocess.PIPE,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
@@ -105,7 +147,12 @@ def start_mock(binary: str, log_dir: Path) -> tuple[subprocess.Popen, int]:
     return mock, int(line.rsplit(":", 1)[1])
 
 
-def write_config(tmp: Path, port: int, mock_port: int) -> tuple[Path, Path]:
+def key_env(kind: str) -> str:
+    return f"E2E_{kind.upper()}_KEY"
+
+
+def write_config(tmp: Path, port: int, mock_port: int,
+                 kind_ports: dict[str, int]) -> tuple[Path, Path]:
     db = tmp / "ledger.db"
     config = tmp / "tollgate.toml"
     config.write_text(
@@ -120,9 +167,52 @@ url = "sqlite://{db}"
 filter = "info"
 
 [[upstreams]]
+name = "azure"
+kind = "azure"
+base_url = "http://127.0.0.1:{kind_ports["azure"]}/openai/v1"
+api_key_env = "{key_env("azure")}"
+models = ["azure/*"]
+
+[[upstreams]]
+name = "azure-deployments"
+kind = "azure"
+base_url = "http://127.0.0.1:{kind_ports["azure"]}/openai"
+api_key_env = "{key_env("azure")}"
+models = ["azd/*"]
+deployments = {{ "e2e-4o" = "gpt-4o" }}
+api_version = "2024-10-21"
+
+[[upstreams]]
+name = "anthropic"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{kind_ports["anthropic"]}/v1"
+api_key_env = "{key_env("anthropic")}"
+models = ["claude-*"]
+
+[[upstreams]]
+name = "gemini"
+kind = "gemini"
+base_url = "http://127.0.0.1:{kind_ports["gemini"]}/v1beta/openai"
+api_key_env = "{key_env("gemini")}"
+models = ["gemini-*"]
+
+[[upstreams]]
+name = "local"
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:{kind_ports["openai_compatible"]}/v1"
+api_key_env = "{key_env("openai_compatible")}"
+models = ["llama-*"]
+
+[[upstreams]]
 name = "mock"
 base_url = "http://127.0.0.1:{mock_port}/v1"
 models = ["*"]
+
+[pricing.models."llama-3-8b"]
+input = "{LOCAL_PRICE["input"]}"
+output = "{LOCAL_PRICE["output"]}"
+as_of = "2026-12-02"
+source = "sdk_e2e"
 
 [pricing.models."gpt-4o-mini".flex]
 input = "0.075"
@@ -316,10 +406,126 @@ def flex(client: openai.OpenAI, checks: Checks) -> None:
     checks.equal("flex: the answer says which tier served it", completion.service_tier, "flex")
 
 
+# === one upstream of each kind ===
+
+
+def mocks_refuse_foreign_auth(kind_ports: dict[str, int], checks: Checks) -> None:
+    """The mocks themselves: without them refusing, the kind checks below prove nothing."""
+    def status(port: int, path: str, headers: dict) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", method="POST", headers=headers,
+            data=json.dumps({"model": "m", "messages": MESSAGES}).encode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    own = {
+        "azure": lambda key: {"api-key": key},
+        "anthropic": lambda key: {"x-api-key": key, "anthropic-version": "2023-06-01"},
+        "gemini": lambda key: {"Authorization": f"Bearer {key}"},
+        "openai_compatible": lambda key: {"Authorization": f"Bearer {key}"},
+    }
+    paths = {"azure": "/openai/v1/chat/completions", "anthropic": "/v1/chat/completions",
+             "gemini": "/v1beta/openai/chat/completions",
+             "openai_compatible": "/v1/chat/completions"}
+    for kind, port in kind_ports.items():
+        key = PROVIDERS[kind]["key"]
+        other = next(spec["key"] for name, spec in PROVIDERS.items() if name != kind)
+        path = paths[kind]
+        checks.equal(f"mock {kind}: its own auth is answered", status(port, path, own[kind](key)),
+                     200)
+        checks.equal(f"mock {kind}: another provider's key in its header is refused",
+                     status(port, path, own[kind](other)), 401)
+        checks.equal(f"mock {kind}: another provider's key in any header is refused",
+                     status(port, path, {**own[kind](key), "x-extra": other}), 401)
+        checks.equal(f"mock {kind}: no auth is refused", status(port, path, {}), 401)
+    checks.equal("mock azure: a bearer is refused",
+                 status(kind_ports["azure"], paths["azure"],
+                        {"api-key": PROVIDERS["azure"]["key"],
+                         "Authorization": "Bearer " + PROVIDERS["azure"]["key"]}), 401)
+    checks.equal("mock azure: a deployment path without api-version is not found",
+                 status(kind_ports["azure"], "/openai/deployments/d/chat/completions",
+                        own["azure"](PROVIDERS["azure"]["key"])), 404)
+
+
+def through_kind(client: openai.OpenAI, checks: Checks, name: str, model: str,
+                 kind: str) -> None:
+    answered = PROVIDERS[kind]["answered"]
+    prompt, _, _, _ = PROVIDERS[kind]["tokens"]
+    completion = client.chat.completions.create(
+        model=model, messages=MESSAGES, extra_headers={"x-request-id": f"e2e-{name}-plain"})
+    checks.equal(f"{name} plain: content", completion.choices[0].message.content, MOCK_TEXT)
+    checks.equal(f"{name} plain: model", completion.model, answered)
+    usage = completion.usage
+    checks.equal(f"{name} plain: usage",
+                 usage and (usage.prompt_tokens, usage.completion_tokens),
+                 (prompt, MOCK_COMPLETION_TOKENS))
+    chunks = list(client.chat.completions.create(
+        model=model, messages=MESSAGES, stream=True,
+        extra_headers={"x-request-id": f"e2e-{name}-stream"}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    checks.equal(f"{name} stream: text", text, MOCK_TEXT)
+    checks.check(f"{name} stream: the usage chunk tollgate asked for stays hidden",
+                 all(c.choices and c.usage is None for c in chunks),
+                 f"{len(chunks)} chunks")
+
+
+def catalog_prices(tollgate: str) -> dict:
+    """The built-in catalog, USD per 1M tokens as exact decimals."""
+    output = subprocess.run([tollgate, "prices", "--json"], check=True, capture_output=True,
+                            text=True, timeout=60).stdout
+    return json.loads(output, parse_float=Decimal)["models"]
+
+
+def expected_cost_pico(price: dict, tokens: tuple[int, int, int, int]) -> int:
+    """docs/src/providers.md's formula: (prompt − cached − cache_write) × input + cached ×
+    cached_input + cache_write × cache_write_rate + completion × output; a missing
+    cached or write rate falls back to input. USD per 1M × tokens = micro-USD."""
+    prompt, cached, written, _ = tokens
+    rate = lambda field: Decimal(str(price[field]))  # noqa: E731
+    fallback = lambda field: rate(field) if price.get(field) is not None else rate("input")  # noqa: E731
+    micro = ((prompt - cached - written) * rate("input") + cached * fallback("cached_input")
+             + written * fallback("cache_write") + MOCK_COMPLETION_TOKENS * rate("output"))
+    pico = micro * 1_000_000
+    if pico != pico.to_integral_value():
+        raise ValueError(f"cost {micro} µ$ is not a whole number of pico-dollars")
+    return int(pico)
+
+
+def check_kind_rows(rows: list[dict], checks: Checks, catalog: dict) -> None:
+    by_id = {row["request_id"]: row for row in rows}
+    for name, model, kind, upstream, priced in KIND_CASES:
+        price = LOCAL_PRICE if kind == "openai_compatible" else catalog.get(priced)
+        if not checks.check(f"ledger {name}: {priced} has a price", price is not None,
+                            "not in the catalog"):
+            continue
+        prompt, cached, written, reasoning = PROVIDERS[kind]["tokens"]
+        cost = expected_cost_pico(price, PROVIDERS[kind]["tokens"])
+        for streamed in (0, 1):
+            request_id = f"e2e-{name}-{'stream' if streamed else 'plain'}"
+            found = by_id.get(request_id)
+            if not checks.check(f"ledger {request_id}: row recorded", found is not None,
+                                f"request_ids: {sorted(by_id)}"):
+                continue
+            expected = {
+                "provider": kind, "upstream": upstream, "status": 200, "outcome": "ok",
+                "streamed": streamed, "usage_source": "upstream",
+                "model_requested": model, "priced_model": priced,
+                "model_answered": PROVIDERS[kind]["answered"],
+                "prompt_tokens": prompt, "cached_tokens": cached,
+                "cache_write_tokens": written, "reasoning_tokens": reasoning,
+                "completion_tokens": MOCK_COMPLETION_TOKENS, "cost_pico": cost,
+            }
+            checks.equal(f"ledger {request_id}: fields",
+                         {k: found.get(k) for k in expected}, expected)
+
+
 # === the ledger ===
 
 
-def check_ledger(db: Path, checks: Checks, key: dict) -> None:
+def check_ledger(db: Path, checks: Checks, key: dict, catalog: dict) -> None:
     if not checks.check("ledger: database file exists", db.exists(), f"{db} missing"):
         return
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -332,6 +538,12 @@ def check_ledger(db: Path, checks: Checks, key: dict) -> None:
     checks.equal("ledger: one row per admitted rate-limited request", len(limited),
                  RATE_LIMIT_RPM + 1)
     rows = [row for row in rows if row["request_id"] != "e2e-limited"]
+    kind_ids = {f"e2e-{case[0]}-{way}" for case in KIND_CASES for way in ("plain", "stream")}
+    kind_rows = [row for row in rows if row["request_id"] in kind_ids]
+    checks.equal("ledger: a plain and a streamed row per upstream kind", len(kind_rows),
+                 len(kind_ids))
+    check_kind_rows(kind_rows, checks, catalog)
+    rows = [row for row in rows if row["request_id"] not in kind_ids]
     print("ledger rows:", flush=True)
     for row in rows:
         print("  " + json.dumps(row, default=str), flush=True)
@@ -413,16 +625,24 @@ def main() -> int:
 
     checks = Checks()
     mock = tollgate = None
+    kind_mocks: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="tollgate-e2e-") as tmp_name:
         tmp = Path(tmp_name)
         tollgate_log = tmp / "tollgate.stderr"
         try:
             mock, mock_port = start_mock(args.mock, tmp)
+            kind_ports = {}
+            for kind in PROVIDERS:
+                kind_mock, kind_ports[kind] = start_mock(args.mock, tmp, kind)
+                kind_mocks.append(kind_mock)
+            catalog = catalog_prices(args.tollgate)
             port = free_port()
-            config, db = write_config(tmp, port, mock_port)
+            config, db = write_config(tmp, port, mock_port, kind_ports)
             env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
             env.pop("RUST_LOG", None)
             env["TOLLGATE_ADMIN_KEY"] = ADMIN_KEY
+            for kind, spec in PROVIDERS.items():
+                env[key_env(kind)] = spec["key"]
             with open(tollgate_log, "wb") as log:
                 tollgate = subprocess.Popen(
                     [args.tollgate, "serve", "--config", str(config)],
@@ -446,6 +666,10 @@ def main() -> int:
                 checks.run(f"{name}: request", lambda step=step: step(client, checks))
             checks.run("budget: request", lambda: budget_not_retried(port, checks))
             checks.run("rate limit: requests", lambda: rate_limit_backoff(port, checks))
+            checks.run("mocks: refusals", lambda: mocks_refuse_foreign_auth(kind_ports, checks))
+            for name, model, kind, _, _ in KIND_CASES:
+                checks.run(f"{name}: requests", lambda name=name, model=model, kind=kind:
+                           through_kind(client, checks, name, model, kind))
 
             tollgate.send_signal(signal.SIGTERM)
             try:
@@ -454,16 +678,19 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 checks.check("tollgate: exits 0 after SIGTERM", False,
                              f"still running {EXIT_TIMEOUT_S:.0f}s after SIGTERM")
-            check_ledger(db, checks, key)
+            check_ledger(db, checks, key, catalog)
         except Exception as error:  # noqa: BLE001 - any setup failure fails the run
             checks.check("setup", False, f"{type(error).__name__}: {error}")
             traceback.print_exc()
         finally:
             stop(tollgate)
             stop(mock)
+            for kind_mock in kind_mocks:
+                stop(kind_mock)
             if checks.failed:
                 print_log("tollgate output", tollgate_log)
-                print_log("mock stderr", tmp / "mock.stderr")
+                for log in sorted(tmp.glob("mock-*.stderr")):
+                    print_log("mock stderr", log)
 
     total = checks.passed + len(checks.failed)
     if checks.failed:
