@@ -188,8 +188,7 @@ async fn a_client_that_never_reads_holds_bounded_memory() {
 
     // The client finally goes: the relay ends, the upstream is let go, the row is there.
     drop(client);
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("client_disconnected", "estimated")

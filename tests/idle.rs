@@ -230,8 +230,7 @@ async fn assert_ran_to_its_end(tollgate: &Harness, streamed: &[u8]) {
         "the stream was cut: {}",
         String::from_utf8_lossy(streamed)
     );
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (
             row.prompt_tokens,

@@ -25,8 +25,7 @@ async fn a_row_stores_its_cost_and_the_rates_it_was_charged_at() {
         .await
         .unwrap();
 
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     // 12 x $0.15 + 5 x $0.60 per 1M tokens = $0.0000048 = 4,800,000 pico-USD.
     assert_eq!(row.cost_pico, Some(4_800_000));
     assert_eq!(row.priced_model.as_deref(), Some("gpt-4o-mini"));
@@ -80,8 +79,7 @@ async fn an_unknown_model_is_recorded_unpriced_not_free() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "the request still goes through");
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!((row.prompt_tokens, row.completion_tokens), (7, 3));
     assert_eq!(row.cost_pico, None, "unknown, never a silent $0");
     assert_eq!(row.priced_model, None);
@@ -156,8 +154,7 @@ async fn a_body_too_large_to_hold_streams_through_and_is_still_priced_from_its_t
         expected_len,
         "the body arrives whole"
     );
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.prompt_tokens, row.usage_source.as_str()),
         (8000, "upstream")

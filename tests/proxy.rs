@@ -6,14 +6,10 @@ mod common;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::harness::{Harness, assert_openai_error, refused_url, silent_url};
+use common::harness::{Harness, assert_openai_error, refused_url, say_hello, silent_url};
 use common::mock_upstream::{MockUpstream, chat_chunk, chat_chunks, chat_completion, json, sse};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-fn chat_request(stream: bool) -> Value {
-    json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]})
-}
 
 /// Reads an SSE body into its `data:` payloads.
 async fn sse_data(response: reqwest::Response) -> Vec<String> {
@@ -32,7 +28,7 @@ async fn plain_chat_is_forwarded_with_the_upstream_key_and_recorded() {
     let response = tollgate
         .post("/v1/chat/completions")
         .header("x-request-id", "client-chosen-id")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
@@ -58,12 +54,11 @@ async fn plain_chat_is_forwarded_with_the_upstream_key_and_recorded() {
     );
     assert_eq!(
         received.json(),
-        chat_request(false),
+        say_hello(false),
         "a plain request is not rewritten"
     );
 
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(row.request_id, "client-chosen-id");
     assert_eq!(row.upstream_request_id.as_deref(), Some("req_upstream_1"));
     assert_eq!(row.endpoint, "chat.completions");
@@ -91,7 +86,7 @@ async fn h2c_clients_are_served_too() {
         .unwrap();
     let response = h2
         .post(format!("{}/v1/chat/completions", tollgate.url))
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
@@ -107,7 +102,7 @@ async fn a_request_id_is_minted_when_the_client_sends_none() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
@@ -131,7 +126,7 @@ async fn a_stream_hides_the_usage_chunk_it_asked_for() {
 
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -143,8 +138,7 @@ async fn a_stream_hides_the_usage_chunk_it_asked_for() {
     let expected: Vec<String> = chat_chunks(&["Hel", "lo"], None);
     assert_eq!(data, expected);
 
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert!(row.streamed);
     assert_eq!((row.prompt_tokens, row.completion_tokens), (9, 2));
     assert_eq!(
@@ -157,7 +151,7 @@ async fn a_stream_hides_the_usage_chunk_it_asked_for() {
 async fn a_stream_keeps_the_usage_chunk_when_the_client_asked() {
     let upstream = MockUpstream::start(|_| sse(&chat_chunks(&["Hi"], Some((4, 1))))).await;
     let tollgate = Harness::start(&upstream.base_url).await;
-    let mut request = chat_request(true);
+    let mut request = say_hello(true);
     request["stream_options"] = json!({"include_usage": true});
 
     let response = tollgate
@@ -187,7 +181,7 @@ async fn chunks_reach_the_client_while_the_upstream_holds_the_stream_open() {
 
     let client = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -220,7 +214,7 @@ async fn abandon_mid_stream(policy: &str) -> (Harness, tokio::sync::mpsc::Unboun
     .await;
     let client = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -240,8 +234,7 @@ async fn abandon_mid_stream(policy: &str) -> (Harness, tokio::sync::mpsc::Unboun
 async fn a_client_that_hangs_up_mid_stream_is_billed_an_estimate_on_abort() {
     let (tollgate, tx) = abandon_mid_stream("abort").await;
     // The relay stops reading once it sees the client gone; the upstream stays open.
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(row.usage_source, "estimated");
     assert_eq!(row.outcome, "client_disconnected");
     assert_eq!(
@@ -263,8 +256,7 @@ async fn a_client_that_hangs_up_mid_stream_gets_exact_usage_on_drain() {
         tx.send(Bytes::from(format!("data: {chunk}\n\n"))).unwrap();
     }
     drop(tx);
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.usage_source.as_str(), row.outcome.as_str()),
         ("upstream", "client_disconnected")
@@ -278,7 +270,7 @@ async fn a_client_that_closes_right_after_the_last_chunk_is_billed() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -288,8 +280,7 @@ async fn a_client_that_closes_right_after_the_last_chunk_is_billed() {
         seen.extend_from_slice(&body.next().await.unwrap().unwrap());
     }
     drop(body);
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (
             row.prompt_tokens,
@@ -310,7 +301,7 @@ async fn a_stream_the_upstream_cuts_is_estimated_and_the_client_gets_an_error_ev
 
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -320,8 +311,7 @@ async fn a_stream_the_upstream_cuts_is_estimated_and_the_client_gets_an_error_ev
     let error: Value = serde_json::from_str(&data[1]).unwrap();
     assert_openai_error(&error);
 
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.usage_source.as_str(), row.outcome.as_str()),
         ("estimated", "upstream_cut")
@@ -338,14 +328,13 @@ async fn upstream_errors_pass_through_with_status_and_body() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 500);
     assert_eq!(response.json::<Value>().await.unwrap(), error);
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!((row.status, row.outcome.as_str()), (500, "upstream_error"));
     assert_eq!(
         (row.prompt_tokens, row.completion_tokens),
@@ -359,7 +348,7 @@ async fn connection_refused_is_a_502_in_openai_shape() {
     let tollgate = Harness::start(&refused_url().await).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
@@ -367,8 +356,7 @@ async fn connection_refused_is_a_502_in_openai_shape() {
     assert!(response.headers().contains_key("x-request-id"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(assert_openai_error(&body)["type"], "server_error");
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.status, row.outcome.as_str()),
         (502, "upstream_unreachable")
@@ -383,7 +371,7 @@ async fn an_upstream_that_never_answers_is_a_504() {
     .await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
@@ -602,12 +590,11 @@ async fn a_provider_that_reports_no_usage_is_counted_and_marked_estimated() {
     let tollgate = Harness::start(&upstream.base_url).await;
     tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(row.usage_source, "estimated");
     // "Say hello" as one user message: 3 + 1 (role) + 2 (content) + 3 (priming).
     assert_eq!(row.prompt_tokens, 9);
@@ -692,15 +679,14 @@ async fn a_plain_answer_cut_midway_is_a_502_not_a_truncated_200() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_openai_error(&body);
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),
         (502, "upstream_cut", "estimated")
@@ -714,7 +700,7 @@ async fn a_client_that_hangs_up_before_the_upstream_answers_is_still_billed() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let gone = tollgate
         .post("/v1/chat/completions")
-        .json(&chat_request(false))
+        .json(&say_hello(false))
         .timeout(std::time::Duration::from_millis(300))
         .send()
         .await;
@@ -729,8 +715,7 @@ async fn a_client_that_hangs_up_before_the_upstream_answers_is_still_billed() {
     answer
         .send(json(StatusCode::OK, &chat_completion(21, 8)))
         .unwrap();
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!((row.prompt_tokens, row.completion_tokens), (21, 8));
     assert_eq!(
         (row.usage_source.as_str(), row.outcome.as_str()),

@@ -264,8 +264,7 @@ async fn a_stream_never_falls_back_after_its_first_byte() {
         second.received().is_empty(),
         "no fallback after the first byte"
     );
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(row.outcome, "upstream_cut");
 }
 

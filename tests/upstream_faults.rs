@@ -11,16 +11,12 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::harness::{Harness, assert_openai_error, refused_url, silent_url};
+use common::harness::{Harness, assert_openai_error, refused_url, say_hello, silent_url};
 use common::mock_upstream::{
     MockUpstream, StreamGauge, chat_chunk, chat_chunks, endless_sse, json, sse_response_raw,
 };
 use serde_json::{Value, json};
 use tollgate::proxy::sse::MAX_EVENT_BYTES;
-
-fn chat(stream: bool) -> Value {
-    json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]})
-}
 
 fn event(data: &str) -> String {
     format!("data: {data}\n\n")
@@ -31,15 +27,14 @@ async fn a_refused_stream_is_a_502_and_a_zero_token_estimated_row() {
     let tollgate = Harness::start(&refused_url().await).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(assert_openai_error(&body)["code"], "upstream_unreachable");
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert!(row.streamed);
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),
@@ -61,7 +56,7 @@ async fn a_500_to_a_stream_request_passes_through_and_bills_nothing() {
     for _ in 0..3 {
         let response = tollgate
             .post("/v1/chat/completions")
-            .json(&chat(true))
+            .json(&say_hello(true))
             .send()
             .await
             .unwrap();
@@ -88,7 +83,7 @@ async fn a_slow_first_byte_inside_the_timeout_is_served_and_billed_exactly() {
     .await;
     let request = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send();
     let answer_late = async {
         // The upstream takes its time: the answer goes out once the request is there.
@@ -107,8 +102,7 @@ async fn a_slow_first_byte_inside_the_timeout_is_served_and_billed_exactly() {
     let response = response.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().contains("late"));
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("ok", "upstream")
@@ -124,15 +118,14 @@ async fn a_stream_whose_first_byte_never_comes_is_a_504() {
     .await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(assert_openai_error(&body)["code"], "upstream_timeout");
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert!(row.streamed);
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),
@@ -164,7 +157,7 @@ async fn a_stream_that_never_ends_is_cut_at_the_total_timeout() {
     .await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -183,8 +176,7 @@ async fn a_stream_that_never_ends_is_cut_at_the_total_timeout() {
     let error: Value = serde_json::from_str(events[1]).unwrap();
     assert_eq!(assert_openai_error(&error)["code"], "upstream_timeout");
 
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),
         (200, "upstream_timeout", "estimated")
@@ -220,15 +212,14 @@ async fn a_plain_answer_that_never_ends_is_a_504() {
     .await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(assert_openai_error(&body)["code"], "upstream_timeout");
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),
         (504, "upstream_timeout", "estimated")
@@ -260,7 +251,7 @@ fn malformed_stream() -> Vec<u8> {
 async fn malformed_sse_is_relayed_byte_for_byte_and_counted() {
     let upstream = MockUpstream::start(|_| sse_response_raw(Bytes::from(malformed_stream()))).await;
     let tollgate = Harness::start(&upstream.base_url).await;
-    let mut request = chat(true);
+    let mut request = say_hello(true);
     // The client asked for usage itself, so nothing is filtered: every byte is the
     // upstream's.
     request["stream_options"] = json!({"include_usage": true});
@@ -278,8 +269,7 @@ async fn malformed_sse_is_relayed_byte_for_byte_and_counted() {
         received.len(),
         malformed_stream().len()
     );
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("ok", "estimated"),
@@ -299,7 +289,7 @@ async fn malformed_sse_without_its_end_is_a_cut_stream() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -310,8 +300,7 @@ async fn malformed_sse_without_its_end_is_a_cut_stream() {
         "the client is told: {}",
         &text[text.len().saturating_sub(300)..]
     );
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("upstream_cut", "estimated")
@@ -324,7 +313,7 @@ async fn an_event_past_the_cap_is_relayed_unparsed_and_the_stream_counted_as_cut
     let tollgate = Harness::start(&upstream.base_url).await;
     let request = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send();
     // The upstream: a content event, then one that never ends its line, just past the
     // parser's cap (16 MiB).
@@ -376,8 +365,7 @@ async fn an_event_past_the_cap_is_relayed_unparsed_and_the_stream_counted_as_cut
         "the client is told the stream broke: its body is cut, not ended"
     );
 
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),
         (200, "upstream_cut", "estimated"),
@@ -405,7 +393,7 @@ async fn a_10_mb_answer_reaches_the_client_whole_and_is_billed_from_its_tail() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(false))
+        .json(&say_hello(false))
         .send()
         .await
         .unwrap();
@@ -413,8 +401,7 @@ async fn a_10_mb_answer_reaches_the_client_whole_and_is_billed_from_its_tail() {
     let body = response.bytes().await.unwrap();
     assert_eq!(body.len(), expected.len());
     assert!(body[..] == *expected.as_bytes(), "the body is intact");
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("ok", "upstream")
@@ -437,7 +424,7 @@ async fn a_10_mb_stream_is_relayed_whole_and_billed_exactly() {
     let tollgate = Harness::start(&upstream.base_url).await;
     let response = tollgate
         .post("/v1/chat/completions")
-        .json(&chat(true))
+        .json(&say_hello(true))
         .send()
         .await
         .unwrap();
@@ -446,8 +433,7 @@ async fn a_10_mb_stream_is_relayed_whole_and_billed_exactly() {
     assert!(text.len() > TEN_MB, "{}", text.len());
     let last = format!("{:08} ", words.len() - 1);
     assert!(text.contains(&last) && text.ends_with("data: [DONE]\n\n"));
-    let rows = tollgate.rows().await;
-    let row = Harness::only(&rows);
+    let row = tollgate.only_row().await;
     assert_eq!(
         (row.outcome.as_str(), row.usage_source.as_str()),
         ("ok", "upstream")

@@ -228,6 +228,12 @@ impl Harness {
             .collect()
     }
 
+    /// The one ledger row a test of one request expects, flushed and read back.
+    pub async fn only_row(&self) -> Row {
+        let rows = self.rows().await;
+        Self::only(&rows).clone()
+    }
+
     /// The single row the test expects.
     #[track_caller]
     pub fn only(rows: &[Row]) -> &Row {
@@ -295,6 +301,16 @@ pub async fn refused_url() -> String {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     format!("http://{addr}/v1")
+}
+
+/// The chat completion most proxy tests send: gpt-4o-mini saying hello, plain or
+/// streamed.
+pub fn say_hello(stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello"}],
+    })
 }
 
 /// Asserts an OpenAI-shaped error body and returns it.
