@@ -205,6 +205,22 @@ async fn reprice_fills_in_rows_once_the_model_has_a_price() {
     // 1,000 x $1 + 200 x $2 per 1M = $0.0014.
     assert_eq!(mystery["cost_usd"], "0.0014");
     assert_eq!(mystery["unpriced_requests"], 0);
+    // The row's rates are the ones charged, cache writes included (none configured:
+    // they would pay the input rate), in micro-USD per 1M tokens.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("ledger.db").display()
+    ))
+    .await
+    .unwrap();
+    let rates: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT input_rate, output_rate, cache_write_rate FROM requests \
+         WHERE model_requested = 'mystery-model-9'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rates, (Some(1_000_000), Some(2_000_000), Some(1_000_000)));
 }
 
 #[test]

@@ -179,14 +179,16 @@ pub async fn reprice(
     ));
     let update = format!(
         "UPDATE requests SET cost_pico = {}, priced_model = {}, price_variant = {}, input_rate = {}, \
-         cached_input_rate = {}, output_rate = {} WHERE id = {} AND cost_pico IS NULL",
+         cached_input_rate = {}, output_rate = {}, cache_write_rate = {} \
+         WHERE id = {} AND cost_pico IS NULL",
         p(1),
         p(2),
         p(3),
         p(4),
         p(5),
         p(6),
-        p(7)
+        p(7),
+        p(8)
     );
     let mut outcome = Repriced {
         priced: 0,
@@ -226,6 +228,9 @@ pub async fn reprice(
                     .bind(micros(priced.rates.input))
                     .bind(micros(priced.rates.cached_input))
                     .bind(micros(priced.rates.output))
+                    // As the writer records it: a model without a cache-write rate
+                    // charges its writes at input.
+                    .bind(micros(priced.rates.cache_write()))
                     .bind(row.id)
                     .execute(&mut *tx)
                     .await
