@@ -478,7 +478,7 @@ mod toml_tests {
     }
 
     /// Bare TOML floats reach the price parser as the text written, in arrays and
-    /// nested tables too: no binary rounding on the way (2.675 is 2.67499999… as f64).
+    /// nested tables too: no binary rounding on the way (2.675 has no exact binary form).
     #[test]
     fn bare_floats_are_read_as_written() {
         let text = "rates = [0.15, 2.675, 3]\n[nested]\nrate = 0.000001\n";
