@@ -189,6 +189,39 @@ async fn rows_recorded_during_an_outage_are_spilled_then_stored_once_when_it_end
     }
 }
 
+/// What shutdown does after its flush: rows spilled while the database was busy are
+/// stored before the process exits, not at the next interval; while it is still down
+/// they stay on disk and the answer says how many.
+#[tokio::test]
+async fn a_replay_asked_for_stores_the_spill_now_or_says_what_is_left() {
+    for backend in backends().await {
+        let name = backend.name;
+        let db = Db::open(&backend).await;
+        let spill = tempfile::tempdir().unwrap();
+        let mut config = config(spill.path());
+        // Only the ask can replay: the interval never comes round during the test.
+        config.spill_retry_interval = Duration::from_secs(3600);
+        let (writer, _task) = LedgerWriter::spawn(db.store.clone(), &config).unwrap();
+        db.go_down().await;
+        record(&writer, 0..120).await;
+        writer.flush().await;
+        assert_eq!(writer.spilled_rows(), 120, "{name}");
+        assert_eq!(
+            writer.replay_spill().await,
+            120,
+            "{name}: still down, all kept"
+        );
+        assert_eq!(lines_in(&segments(spill.path())), 120, "{name}");
+
+        db.come_back().await;
+        assert_eq!(writer.replay_spill().await, 0, "{name}");
+        assert!(segments(spill.path()).is_empty(), "{name}");
+        assert_eq!(db.counted().await, (120, sum_of_ids(120)), "{name}");
+        // Nothing spilled: the ask is answered without touching the database.
+        assert_eq!(writer.replay_spill().await, 0, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn a_restarted_writer_replays_what_the_last_one_spilled() {
     for backend in backends().await {

@@ -98,6 +98,8 @@ pub struct LedgerWriter {
     /// Set by the writer when an insert fails, cleared when the database answers.
     spilling: Arc<AtomicBool>,
     failures: Arc<WriteFailures>,
+    /// Asks the replay task for a replay now; answered once it has tried.
+    replay_now: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 /// A row that will be recorded. Taken when a request is admitted, before the client can
@@ -145,17 +147,19 @@ impl LedgerWriter {
         let failures = Arc::new(WriteFailures::default());
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let stop = CancellationToken::new();
-        let replay = tokio::spawn(replay_loop(
-            Sink {
+        let (replay_now, asks) = mpsc::channel(1);
+        let replayer = Replayer {
+            sink: Sink {
                 store: store.clone(),
                 spill: Arc::clone(&spill),
                 spilling: Arc::clone(&spilling),
                 failures: Arc::clone(&failures),
             },
-            config.spill_retry_interval,
-            config.batch_size,
-            stop.clone(),
-        ));
+            batch_size: config.batch_size,
+            unsure: false,
+            failing: false,
+        };
+        let replay = tokio::spawn(replayer.run(config.spill_retry_interval, asks, stop.clone()));
         let sink = Sink {
             store,
             spill: Arc::clone(&spill),
@@ -184,6 +188,7 @@ impl LedgerWriter {
             spill,
             spilling,
             failures,
+            replay_now,
         };
         Ok((writer, task))
     }
@@ -210,6 +215,26 @@ impl LedgerWriter {
     /// Whether the last insert failed and batches are going to the spill file.
     pub fn is_spilling(&self) -> bool {
         self.spilling.load(Ordering::Acquire)
+    }
+
+    /// Offers the spill to the database now rather than at the next retry interval, and
+    /// returns the rows still in it. For shutdown: a batch spilled in the last second of
+    /// a busy run (a pool wait that timed out) is stored before the process exits
+    /// instead of waiting on disk for the next start. The replay task does the work, so
+    /// two replays never read the same segment at once.
+    pub async fn replay_spill(&self) -> u64 {
+        if self.spill.rows() > 0 || self.is_spilling() {
+            let (ack, done) = oneshot::channel();
+            if self.replay_now.send(ack).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+        self.spill.rows()
+    }
+
+    /// Where rows wait while the database does not take them (for logs).
+    pub fn spill_dir(&self) -> &std::path::Path {
+        self.spill.dir()
     }
 
     /// Failed writes since start, for the `tollgate_ledger_write_failures_total` counter.
@@ -374,65 +399,86 @@ async fn insert_once(store: &Store, rows: &[LedgerRow]) -> Result<(), AttemptErr
     }
 }
 
-/// Offers the spill back to the database every `interval` while it holds rows or the
-/// writer is spilling: a ping first, so an outage costs one cheap query per interval,
-/// then a replay of every closed segment. Starts with segments an earlier process left.
-async fn replay_loop(sink: Sink, interval: Duration, batch_size: usize, stop: CancellationToken) {
-    let Sink {
-        store,
-        spill,
-        spilling,
-        failures,
-    } = &sink;
-    // If the earlier segments cannot even be counted, try replaying them anyway.
-    let mut unsure = match spill.adopt().await {
-        Ok(0) => false,
-        Ok(rows) => {
-            tracing::warn!(
+/// The replay task's state: offers the spill back to the database every `interval`
+/// while it holds rows or the writer is spilling, and whenever `replay_spill` asks.
+struct Replayer {
+    sink: Sink,
+    batch_size: usize,
+    /// The segments an earlier process left could not even be counted: try them anyway.
+    unsure: bool,
+    /// The last replay failed: log the next failure at debug, the gauge tracks it.
+    failing: bool,
+}
+
+impl Replayer {
+    /// Starts with segments an earlier process left.
+    async fn run(
+        mut self,
+        interval: Duration,
+        mut asks: mpsc::Receiver<oneshot::Sender<()>>,
+        stop: CancellationToken,
+    ) {
+        let spill = &self.sink.spill;
+        match spill.adopt().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::warn!(
                 rows,
                 spill_dir = %spill.dir().display(),
                 "spill holds ledger rows from an earlier run: replaying once the database answers"
-            );
-            false
+            ),
+            Err(error) => {
+                tracing::error!(%error, "cannot count the rows left in the spill");
+                self.unsure = true;
+            }
         }
-        Err(error) => {
-            tracing::error!(%error, "cannot count the rows left in the spill");
-            true
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let asked = tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => None,
+                Some(ack) = asks.recv() => Some(ack),
+            };
+            self.offer().await;
+            if let Some(ack) = asked {
+                let _ = ack.send(());
+            }
         }
-    };
-    let mut failing = false;
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        if !unsure && spill.rows() == 0 && !spilling.load(Ordering::Acquire) {
-            continue;
+    }
+
+    /// A ping first, so an outage costs one cheap query, then a replay of every segment.
+    async fn offer(&mut self) {
+        let Sink {
+            store,
+            spill,
+            spilling,
+            failures,
+        } = &self.sink;
+        if !self.unsure && spill.rows() == 0 && !spilling.load(Ordering::Acquire) {
+            return;
         }
         let answers = tokio::time::timeout(ATTEMPT_TIMEOUT, store.ping()).await;
         if !matches!(answers, Ok(true)) {
-            continue;
+            return;
         }
         // The database answers: let the writer try it again rather than wait for the
         // backlog. If it still refuses writes, the writer spills again after its tries.
         spilling.store(false, Ordering::Release);
-        match spill.replay(store, batch_size, ATTEMPT_TIMEOUT).await {
+        match spill.replay(store, self.batch_size, ATTEMPT_TIMEOUT).await {
             Ok(rows) => {
                 if rows > 0 {
                     tracing::info!(rows, "replayed spilled ledger rows into the database");
                 }
-                unsure = false;
-                failing = false;
+                self.unsure = false;
+                self.failing = false;
             }
             Err(error) => {
                 failures.database();
                 // Once per outage: the gauge, not the log, tracks a long one.
-                if failing {
+                if self.failing {
                     tracing::debug!(%error, "spill replay stopped again");
                 } else {
-                    failing = true;
+                    self.failing = true;
                     tracing::warn!(%error, "spill replay stopped; retrying every interval");
                 }
             }

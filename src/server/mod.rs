@@ -456,5 +456,29 @@ async fn serve(
             "ledger flush timed out: the database is not accepting rows"
         );
     }
+    replay_spill_before_exit(&state.proxy.ledger).await;
     tracing::info!("shutdown complete");
+}
+
+/// Rows spilled in the last second of a busy run (a pool wait that timed out, with the
+/// database up) would otherwise wait on disk for the next start, and a reader of the
+/// ledger in between would see them missing. A database that is really down costs one
+/// ping here; the rows stay safe in the spill either way.
+async fn replay_spill_before_exit(ledger: &crate::ledger::LedgerWriter) {
+    if ledger.spilled_rows() == 0 && !ledger.is_spilling() {
+        return;
+    }
+    let left = match tokio::time::timeout(Duration::from_secs(10), ledger.replay_spill()).await {
+        Ok(left) => left,
+        Err(_) => ledger.spilled_rows(),
+    };
+    if left == 0 {
+        tracing::info!("spilled ledger rows replayed before exit");
+    } else {
+        tracing::warn!(
+            rows = left,
+            spill_dir = %ledger.spill_dir().display(),
+            "ledger rows left in the spill at exit: the next start replays them"
+        );
+    }
 }
