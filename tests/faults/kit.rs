@@ -99,6 +99,25 @@ pub fn config(port: u16, db_url: &str, upstream: &str, spill_dir: &Path, extra: 
     )
 }
 
+/// One tollgate on `db_url` with open limits, its spill in `dir/spill`, and 10 keys in 5
+/// teams: where each single-process scenario starts. Returns the spill directory too.
+pub async fn one_tollgate(dir: &Path, db_url: &str) -> (Tollgate, Vec<Key>, PathBuf) {
+    let upstream = upstream().await;
+    let spill = dir.join("spill");
+    let port = free_port();
+    let config = config(port, db_url, &upstream, &spill, OPEN_LIMITS);
+    let tollgate = Tollgate::start(dir, "tollgate", port, &config).await;
+    let keys = tollgate.keys(5, 2, |_| json!({})).await;
+    (tollgate, keys, spill)
+}
+
+/// Replayed segments are deleted: nothing is left in the spill directory.
+#[track_caller]
+pub fn assert_spill_deleted(spill: &Path) {
+    let left: Vec<_> = std::fs::read_dir(spill).unwrap().collect();
+    assert!(left.is_empty(), "replayed segments are deleted: {left:?}");
+}
+
 impl Tollgate {
     /// Writes `toml` to `dir/NAME.toml` and starts tollgate on `port`.
     pub async fn start(dir: &Path, name: &str, port: u16, toml: &str) -> Self {
@@ -180,6 +199,37 @@ impl Tollgate {
             assert!(Instant::now() < deadline, "tollgate did not exit");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGTERM, a clean exit within 60 s (drain, flush, spill replay), no panic logged.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(60)).await;
+        assert!(status.success(), "{status}: {}", self.log_text());
+        self.assert_no_panic();
+    }
+
+    /// Rows in the spill, as `/readyz` reports them.
+    pub async fn spilled(&self) -> u64 {
+        self.ready().await["ledger_spilled"].as_u64().unwrap()
+    }
+
+    /// Waits (up to 10 s) until an outage has sent rows to the spill.
+    pub async fn await_spilling(&self) {
+        eventually(
+            "rows to go to the spill",
+            Duration::from_secs(10),
+            async || self.spilled().await > 0,
+        )
+        .await;
+    }
+
+    /// Waits until the spill is empty again.
+    pub async fn await_replayed(&self, within: Duration) {
+        eventually("the spill to be replayed", within, async || {
+            self.spilled().await == 0
+        })
+        .await;
     }
 
     pub fn log_text(&self) -> String {
@@ -441,6 +491,24 @@ fn header_number(request: &Request, name: &str) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+/// Rows waiting in a spill directory's segments (one JSON line each).
+pub fn spilled_rows(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+        .sum()
 }
 
 /// An upstream whose usage each request scripts with `x-mock-prompt` and

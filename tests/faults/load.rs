@@ -145,10 +145,13 @@ async fn two_replicas_100k_requests_exact_totals_and_bounded_limits() {
         );
     }
     for tollgate in &mut replicas {
-        tollgate.signal("TERM");
-        assert!(tollgate.wait(Duration::from_secs(60)).await.success());
-        tollgate.assert_no_panic();
+        tollgate.stop().await;
     }
+    // The database answered throughout: batches spilled by a pool wait that timed out
+    // are replayed before each replica exits, none left for a next start.
+    let left: Vec<usize> = ["a", "b"]
+        .map(|name| kit::spilled_rows(&dir.path().join(format!("spill-{name}"))))
+        .into();
     let rows = kit::ledger_rows(&db_url).await;
     let audit = kit::audit(&told, &rows, &keys);
     eprintln!(
@@ -164,12 +167,12 @@ async fn two_replicas_100k_requests_exact_totals_and_bounded_limits() {
     );
     eprintln!("  budget checks that did not get an answer in time: {check_errors:?}");
     assert_eq!(told.len(), CLIENTS * PER_CLIENT);
-    assert!(audit.lost.is_empty(), "rows lost: {:?}", audit.lost);
-    assert!(
-        audit.doubled.is_empty(),
-        "rows doubled: {:?}",
-        audit.doubled
+    assert_eq!(
+        left,
+        [0, 0],
+        "rows left in the spills of replicas a and b at exit"
     );
+    audit.assert_none_lost_or_doubled();
     assert_eq!(audit.rows, audit.answered);
     assert_eq!(audit.unanswered_rows, 0);
     // The database never went down: no check may have been taken for an outage and

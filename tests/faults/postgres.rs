@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use crate::kit::{self, Load, PrivatePostgres, Shape, Tollgate};
+use crate::kit::{self, Load, PrivatePostgres, Shape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
@@ -12,22 +10,13 @@ async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
         return;
     }
     let postgres = PrivatePostgres::start();
-    let upstream = kit::upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let spill = dir.path().join("spill");
-    let port = kit::free_port();
-    let config = kit::config(port, &postgres.url(), &upstream, &spill, kit::OPEN_LIMITS);
-    let mut tollgate = Tollgate::start(dir.path(), "tollgate", port, &config).await;
-    let keys = tollgate.keys(5, 2, |_| json!({})).await;
-
-    let shape = Shape {
-        clients: 50,
-        pause: Duration::from_millis(20),
-        stream_every: 4,
-        chunk_delay: Duration::from_millis(20),
-        per_client: 0,
-    };
-    let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
+    let (mut tollgate, keys, spill) = kit::one_tollgate(dir.path(), &postgres.url()).await;
+    let load = Load::start(
+        std::slice::from_ref(&tollgate.base),
+        &keys,
+        &Shape::steady(50, Duration::from_millis(20)),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     postgres.down();
@@ -35,8 +24,7 @@ async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
     let mut most_spilled = 0;
     while outage.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let ready = tollgate.ready().await;
-        most_spilled = most_spilled.max(ready["ledger_spilled"].as_u64().unwrap());
+        most_spilled = most_spilled.max(tollgate.spilled().await);
     }
     postgres.up();
     let back = Instant::now();
@@ -47,19 +35,12 @@ async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
     )
     .await;
     let answered_after = back.elapsed();
-    kit::eventually(
-        "the spill to be replayed",
-        Duration::from_secs(60),
-        async || tollgate.ready().await["ledger_spilled"] == 0,
-    )
-    .await;
+    tollgate.await_replayed(Duration::from_secs(60)).await;
     let replayed_after = back.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let told = load.stop().await;
 
-    tollgate.signal("TERM");
-    assert!(tollgate.wait(Duration::from_secs(40)).await.success());
-    tollgate.assert_no_panic();
+    tollgate.stop().await;
     let rows = kit::ledger_rows(&postgres.url()).await;
     let audit = kit::audit(&told, &rows, &keys);
     eprintln!(
@@ -75,12 +56,7 @@ async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
         replayed_after,
         audit.refused
     );
-    assert!(audit.lost.is_empty(), "rows lost: {:?}", audit.lost);
-    assert!(
-        audit.doubled.is_empty(),
-        "rows doubled: {:?}",
-        audit.doubled
-    );
+    audit.assert_none_lost_or_doubled();
     assert_eq!(audit.rows, audit.answered, "one row per answered request");
     assert!(
         audit.refused.is_empty(),
@@ -96,8 +72,7 @@ async fn postgres_down_30s_under_load_loses_and_doubles_nothing() {
         log.contains("replayed spilled ledger rows into the database"),
         "{log}"
     );
-    let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
-    assert!(left.is_empty(), "replayed segments are deleted: {left:?}");
+    kit::assert_spill_deleted(&spill);
     // Served all along: the load went on at its rate through the outage.
     let during = told
         .iter()

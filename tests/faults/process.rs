@@ -4,9 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use crate::kit::{self, Load, Shape, Told, Tollgate};
+use crate::kit::{self, Load, Shape, Told};
 use crate::sqlite::{Immutable, assert_immutable_refuses_writes, ledger_files};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,19 +12,9 @@ async fn sigterm_under_load_finishes_streams_and_flushes_every_row() {
     if !kit::enabled("sigterm_under_load") {
         return;
     }
-    let upstream = kit::upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let port = kit::free_port();
-    let config = kit::config(
-        port,
-        &db_url,
-        &upstream,
-        &dir.path().join("spill"),
-        kit::OPEN_LIMITS,
-    );
-    let mut tollgate = Tollgate::start(dir.path(), "tollgate", port, &config).await;
-    let keys = tollgate.keys(5, 2, |_| json!({})).await;
+    let (mut tollgate, keys, _spill) = kit::one_tollgate(dir.path(), &db_url).await;
 
     // Every other request a stream of ~1 s, so SIGTERM always finds dozens open.
     let shape = Shape {
@@ -63,12 +51,7 @@ async fn sigterm_under_load_finishes_streams_and_flushes_every_row() {
         finished_after_term.len(),
         audit.refused
     );
-    assert!(audit.lost.is_empty(), "rows lost: {:?}", audit.lost);
-    assert!(
-        audit.doubled.is_empty(),
-        "rows doubled: {:?}",
-        audit.doubled
-    );
+    audit.assert_none_lost_or_doubled();
     assert_eq!(
         audit.unanswered_rows, 0,
         "no request was cut: each had its answer or was never taken"
@@ -93,23 +76,12 @@ async fn kill_9_under_load_keeps_written_rows_replays_the_spill_and_bounds_the_l
     if !kit::enabled("kill_9_under_load") {
         return;
     }
-    let upstream = kit::upstream().await;
     let dir = tempfile::tempdir().unwrap();
     assert_immutable_refuses_writes(dir.path());
     let db = dir.path().join("ledger.db");
     let db_url = format!("sqlite://{}", db.display());
-    let spill = dir.path().join("spill");
-    let port = kit::free_port();
-    let config = kit::config(port, &db_url, &upstream, &spill, kit::OPEN_LIMITS);
-    let mut tollgate = Tollgate::start(dir.path(), "tollgate", port, &config).await;
-    let keys = tollgate.keys(5, 2, |_| json!({})).await;
-    let shape = Shape {
-        clients: 50,
-        pause: Duration::from_millis(10),
-        stream_every: 4,
-        chunk_delay: Duration::from_millis(20),
-        per_client: 0,
-    };
+    let (mut tollgate, keys, _spill) = kit::one_tollgate(dir.path(), &db_url).await;
+    let shape = Shape::steady(50, Duration::from_millis(10));
     let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
 
     // 1. The database healthy: rows die only between the answer and the commit.
@@ -123,32 +95,20 @@ async fn kill_9_under_load_keeps_written_rows_replays_the_spill_and_bounds_the_l
     // 2. The database refusing writes, rows going to the spill: killed mid-outage, the
     // spill is replayed by the next process.
     let frozen = Immutable::set(&ledger_files(&db));
-    kit::eventually(
-        "rows to go to the spill",
-        Duration::from_secs(10),
-        async || tollgate.ready().await["ledger_spilled"].as_u64().unwrap() > 0,
-    )
-    .await;
+    tollgate.await_spilling().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let spilled_at_kill = tollgate.ready().await["ledger_spilled"].as_u64().unwrap();
+    let spilled_at_kill = tollgate.spilled().await;
     let second_kill = Instant::now();
     tollgate.signal("KILL");
     tollgate.wait(Duration::from_secs(10)).await;
     drop(frozen);
     let restart = Instant::now();
     tollgate.spawn().await;
-    kit::eventually(
-        "the spill to be replayed",
-        Duration::from_secs(30),
-        async || tollgate.ready().await["ledger_spilled"] == 0,
-    )
-    .await;
+    tollgate.await_replayed(Duration::from_secs(30)).await;
     let replayed_after = restart.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let told = load.stop().await;
-    tollgate.signal("TERM");
-    assert!(tollgate.wait(Duration::from_secs(40)).await.success());
-    tollgate.assert_no_panic();
+    tollgate.stop().await;
 
     let rows = kit::ledger_rows(&db_url).await;
     let audit = kit::audit(&told, &rows, &keys);

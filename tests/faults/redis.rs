@@ -51,13 +51,7 @@ async fn redis_down_10s_under_load_follows_the_policy_and_recovers_within_second
         let keys = tollgate.keys(5, 2, |_| json!({})).await;
         replicas.push((tollgate, keys, db_url));
     }
-    let shape = Shape {
-        clients: 25,
-        pause: Duration::from_millis(20),
-        stream_every: 4,
-        chunk_delay: Duration::from_millis(20),
-        per_client: 0,
-    };
+    let shape = Shape::steady(25, Duration::from_millis(20));
     let loads: Vec<Load> = replicas
         .iter()
         .map(|(tollgate, keys, _)| Load::start(std::slice::from_ref(&tollgate.base), keys, &shape))
@@ -133,9 +127,7 @@ async fn redis_down_10s_under_load_follows_the_policy_and_recovers_within_second
     );
 
     for ((mut tollgate, keys, db_url), told) in replicas.into_iter().zip(&told) {
-        tollgate.signal("TERM");
-        assert!(tollgate.wait(Duration::from_secs(40)).await.success());
-        tollgate.assert_no_panic();
+        tollgate.stop().await;
         let rows = kit::ledger_rows(&db_url).await;
         let audit = kit::audit(told, &rows, &keys);
         eprintln!(
@@ -147,7 +139,7 @@ async fn redis_down_10s_under_load_follows_the_policy_and_recovers_within_second
             audit.doubled.len(),
             audit.refused
         );
-        assert!(audit.lost.is_empty() && audit.doubled.is_empty());
+        audit.assert_none_lost_or_doubled();
         assert_eq!(audit.rows, audit.answered);
         // fail_open refuses nothing; fail_closed refuses with 503 and records no row.
         let allowed: &[&str] = if db_url.contains("fail_open") {

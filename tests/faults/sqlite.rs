@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tollgate::ledger::{LedgerRow, Store};
 
 use crate::common::db::count_and_completion;
 use crate::common::rows::usage;
-use crate::kit::{self, Load, Shape, Tollgate};
+use crate::kit::{self, Load, Shape};
 
 /// Files marked immutable, cleared again on drop so the temp dir can go even when the
 /// test fails half-way.
@@ -75,52 +74,31 @@ async fn sqlite_unwritable_for_10s_under_load_loses_and_doubles_nothing() {
     if !kit::enabled("sqlite_unwritable") {
         return;
     }
-    let upstream = kit::upstream().await;
     let dir = tempfile::tempdir().unwrap();
     assert_immutable_refuses_writes(dir.path());
     let db = dir.path().join("ledger.db");
     let db_url = format!("sqlite://{}", db.display());
-    let spill = dir.path().join("spill");
-    let port = kit::free_port();
-    let config = kit::config(port, &db_url, &upstream, &spill, kit::OPEN_LIMITS);
-    let mut tollgate = Tollgate::start(dir.path(), "tollgate", port, &config).await;
-    let keys = tollgate.keys(5, 2, |_| json!({})).await;
-
-    let shape = Shape {
-        clients: 50,
-        pause: Duration::from_millis(20),
-        stream_every: 4,
-        chunk_delay: Duration::from_millis(20),
-        per_client: 0,
-    };
-    let load = Load::start(std::slice::from_ref(&tollgate.base), &keys, &shape);
+    let (mut tollgate, keys, spill) = kit::one_tollgate(dir.path(), &db_url).await;
+    let load = Load::start(
+        std::slice::from_ref(&tollgate.base),
+        &keys,
+        &Shape::steady(50, Duration::from_millis(20)),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let frozen = Immutable::set(&ledger_files(&db));
     let outage = Instant::now();
-    kit::eventually(
-        "rows to go to the spill",
-        Duration::from_secs(10),
-        async || tollgate.ready().await["ledger_spilled"].as_u64().unwrap() > 0,
-    )
-    .await;
+    tollgate.await_spilling().await;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
-    let most_spilled = tollgate.ready().await["ledger_spilled"].as_u64().unwrap();
+    let most_spilled = tollgate.spilled().await;
     drop(frozen);
     let back = Instant::now();
-    kit::eventually(
-        "the spill to be replayed",
-        Duration::from_secs(30),
-        async || tollgate.ready().await["ledger_spilled"] == 0,
-    )
-    .await;
+    tollgate.await_replayed(Duration::from_secs(30)).await;
     let replayed_after = back.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let told = load.stop().await;
 
-    tollgate.signal("TERM");
-    assert!(tollgate.wait(Duration::from_secs(40)).await.success());
-    tollgate.assert_no_panic();
+    tollgate.stop().await;
     let rows = kit::ledger_rows(&db_url).await;
     let audit = kit::audit(&told, &rows, &keys);
     eprintln!(
@@ -134,20 +112,14 @@ async fn sqlite_unwritable_for_10s_under_load_loses_and_doubles_nothing() {
         replayed_after,
         audit.refused
     );
-    assert!(audit.lost.is_empty(), "rows lost: {:?}", audit.lost);
-    assert!(
-        audit.doubled.is_empty(),
-        "rows doubled: {:?}",
-        audit.doubled
-    );
+    audit.assert_none_lost_or_doubled();
     assert_eq!(audit.rows, audit.answered, "one row per answered request");
     assert!(audit.refused.is_empty(), "{:?}", audit.refused);
     assert!(
         most_spilled > 100,
         "the outage went to the spill: {most_spilled}"
     );
-    let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
-    assert!(left.is_empty(), "replayed segments are deleted: {left:?}");
+    kit::assert_spill_deleted(&spill);
 }
 
 fn row(id: usize) -> LedgerRow {

@@ -27,6 +27,20 @@ pub struct Shape {
     pub per_client: usize,
 }
 
+impl Shape {
+    /// Clients that go on until stopped, every fourth request a stream of 4 chunks
+    /// 20 ms apart: the steady traffic an outage scenario runs under.
+    pub fn steady(clients: usize, pause: Duration) -> Self {
+        Self {
+            clients,
+            pause,
+            stream_every: 4,
+            chunk_delay: Duration::from_millis(20),
+            per_client: 0,
+        }
+    }
+}
+
 /// What one request was told.
 #[derive(Debug, Clone)]
 pub struct Told {
@@ -235,6 +249,15 @@ pub struct Audit {
     pub unanswered_rows: usize,
     /// Requests refused (non-200) or not answered at all, by status or error kind.
     pub refused: BTreeMap<String, usize>,
+}
+
+impl Audit {
+    /// No answered request without its row, no request stored twice.
+    #[track_caller]
+    pub fn assert_none_lost_or_doubled(&self) {
+        assert!(self.lost.is_empty(), "rows lost: {:?}", self.lost);
+        assert!(self.doubled.is_empty(), "rows doubled: {:?}", self.doubled);
+    }
 }
 
 /// Matches every answered request to its row: one row each, the cost it was told,
