@@ -369,15 +369,9 @@ async fn an_upstream_that_never_answers_is_a_504() {
         config.upstreams[0].first_byte_timeout = std::time::Duration::from_millis(200);
     })
     .await;
-    let response = tollgate
-        .post("/v1/chat/completions")
-        .json(&say_hello(false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 504);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(assert_openai_error(&body)["code"], "upstream_timeout");
+    tollgate
+        .say_hello_refused(false, 504, "upstream_timeout")
+        .await;
     let rows = tollgate.rows().await;
     assert_eq!(Harness::only(&rows).outcome, "upstream_timeout");
 }

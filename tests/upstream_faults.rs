@@ -25,15 +25,9 @@ fn event(data: &str) -> String {
 #[tokio::test]
 async fn a_refused_stream_is_a_502_and_a_zero_token_estimated_row() {
     let tollgate = Harness::start(&refused_url().await).await;
-    let response = tollgate
-        .post("/v1/chat/completions")
-        .json(&say_hello(true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(assert_openai_error(&body)["code"], "upstream_unreachable");
+    tollgate
+        .say_hello_refused(true, 502, "upstream_unreachable")
+        .await;
     let row = tollgate.only_row().await;
     assert!(row.streamed);
     assert_eq!(
@@ -116,15 +110,9 @@ async fn a_stream_whose_first_byte_never_comes_is_a_504() {
         config.upstreams[0].first_byte_timeout = Duration::from_millis(200);
     })
     .await;
-    let response = tollgate
-        .post("/v1/chat/completions")
-        .json(&say_hello(true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 504);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(assert_openai_error(&body)["code"], "upstream_timeout");
+    tollgate
+        .say_hello_refused(true, 504, "upstream_timeout")
+        .await;
     let row = tollgate.only_row().await;
     assert!(row.streamed);
     assert_eq!(
@@ -210,15 +198,9 @@ async fn a_plain_answer_that_never_ends_is_a_504() {
         config.upstreams[0].total_timeout = Duration::from_secs(1);
     })
     .await;
-    let response = tollgate
-        .post("/v1/chat/completions")
-        .json(&say_hello(false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 504);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(assert_openai_error(&body)["code"], "upstream_timeout");
+    tollgate
+        .say_hello_refused(false, 504, "upstream_timeout")
+        .await;
     let row = tollgate.only_row().await;
     assert_eq!(
         (row.status, row.outcome.as_str(), row.usage_source.as_str()),

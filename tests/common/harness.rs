@@ -228,6 +228,20 @@ impl Harness {
             .collect()
     }
 
+    /// Sends `say_hello(stream)` and asserts the answer is an OpenAI-shaped error with
+    /// this status and code: the story of every upstream that fails before a byte.
+    pub async fn say_hello_refused(&self, stream: bool, status: u16, code: &str) {
+        let response = self
+            .post("/v1/chat/completions")
+            .json(&say_hello(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(assert_openai_error(&body)["code"], code, "{body}");
+    }
+
     /// The one ledger row a test of one request expects, flushed and read back.
     pub async fn only_row(&self) -> Row {
         let rows = self.rows().await;
