@@ -1,7 +1,8 @@
 //! The spend ledger: one row per metered request, written by a background writer so the
 //! request path never waits on the database. Knows no HTTP.
 
-/// Binds one row's 40 columns, in `INSERT_COLUMNS` order, for either backend.
+/// Binds one row's 40 columns to a query, in `INSERT_COLUMNS` order (statement.rs), for
+/// either backend, and returns the query.
 macro_rules! push_row {
     ($b:expr, $row:expr) => {{
         let row: &$crate::ledger::LedgerRow = $row;
@@ -10,53 +11,54 @@ macro_rules! push_row {
         let rate = |pick: fn(&$crate::pricing::UnitRates) -> $crate::pricing::Rate| {
             price.map(|p| to_i64(pick(&p.rates).micros_per_million()))
         };
-        $b.push_bind(&row.id)
-            .push_bind(&row.request_id)
-            .push_bind(&row.upstream_request_id)
-            .push_bind(row.ts_ms)
-            .push_bind(&row.caller)
-            .push_bind(&row.upstream)
-            .push_bind(&row.endpoint)
-            .push_bind(&row.model_requested)
-            .push_bind(&row.model_answered)
-            .push_bind(row.streamed)
-            .push_bind(to_i64(row.usage.prompt_tokens))
-            .push_bind(to_i64(row.usage.cached_tokens))
-            .push_bind(to_i64(row.usage.completion_tokens))
-            .push_bind(to_i64(row.usage.reasoning_tokens))
-            .push_bind(row.usage_source.as_str())
-            .push_bind(i64::from(row.status))
-            .push_bind(row.outcome.as_str())
-            .push_bind(to_i64(row.latency_ms))
-            .push_bind(row.ttfb_ms.map(to_i64))
-            .push_bind(price.map(|p| i64::try_from(p.cost.as_pico()).unwrap_or(i64::MAX)))
-            .push_bind(price.map(|p| p.model.clone()))
-            .push_bind(price.map(|p| p.variant.as_str()))
-            .push_bind(rate(|r| r.input))
-            .push_bind(rate(|r| r.cached_input))
-            .push_bind(rate(|r| r.output))
-            .push_bind(&row.key_id)
-            .push_bind(&row.team_id)
-            .push_bind(row.kind.as_str())
-            .push_bind(&row.service_tier_requested)
-            .push_bind(&row.service_tier)
-            .push_bind(&row.route.model_alias)
-            .push_bind(i64::from(row.route.attempt))
-            .push_bind(&row.route.downgraded_from)
-            .push_bind(row.route.shadow.as_ref().map(|s| s.of.clone()))
-            .push_bind(row.route.shadow.as_ref().and_then(|s| s.text_match))
-            .push_bind(row.route.shadow.as_ref().and_then(|s| s.value_match))
-            .push_bind(&row.provider)
-            .push_bind(to_i64(row.usage.cache_write_tokens))
-            .push_bind(rate(|r| r.cache_write()))
-            .push_bind(&row.tokenizer);
+        $b.bind(&row.id)
+            .bind(&row.request_id)
+            .bind(&row.upstream_request_id)
+            .bind(row.ts_ms)
+            .bind(&row.caller)
+            .bind(&row.upstream)
+            .bind(&row.endpoint)
+            .bind(&row.model_requested)
+            .bind(&row.model_answered)
+            .bind(row.streamed)
+            .bind(to_i64(row.usage.prompt_tokens))
+            .bind(to_i64(row.usage.cached_tokens))
+            .bind(to_i64(row.usage.completion_tokens))
+            .bind(to_i64(row.usage.reasoning_tokens))
+            .bind(row.usage_source.as_str())
+            .bind(i64::from(row.status))
+            .bind(row.outcome.as_str())
+            .bind(to_i64(row.latency_ms))
+            .bind(row.ttfb_ms.map(to_i64))
+            .bind(price.map(|p| i64::try_from(p.cost.as_pico()).unwrap_or(i64::MAX)))
+            .bind(price.map(|p| p.model.clone()))
+            .bind(price.map(|p| p.variant.as_str()))
+            .bind(rate(|r| r.input))
+            .bind(rate(|r| r.cached_input))
+            .bind(rate(|r| r.output))
+            .bind(&row.key_id)
+            .bind(&row.team_id)
+            .bind(row.kind.as_str())
+            .bind(&row.service_tier_requested)
+            .bind(&row.service_tier)
+            .bind(&row.route.model_alias)
+            .bind(i64::from(row.route.attempt))
+            .bind(&row.route.downgraded_from)
+            .bind(row.route.shadow.as_ref().map(|s| s.of.clone()))
+            .bind(row.route.shadow.as_ref().and_then(|s| s.text_match))
+            .bind(row.route.shadow.as_ref().and_then(|s| s.value_match))
+            .bind(&row.provider)
+            .bind(to_i64(row.usage.cache_write_tokens))
+            .bind(rate(|r| r.cache_write()))
+            .bind(&row.tokenizer)
     }};
 }
 
 /// Inserts `rows` in one transaction, in statements of power-of-two sizes, on either
-/// backend; `$head` and `$tail` carry the dialect's way of skipping a replayed id.
+/// backend; `$dialect` (statement.rs) has the texts, with its way of skipping a
+/// replayed id.
 macro_rules! insert_rows {
-    ($pool:expr, $rows:expr, $db:ty, $head:expr, $tail:expr, $then:expr) => {{
+    ($pool:expr, $rows:expr, $db:ty, $dialect:expr, $then:expr) => {{
         let then: Option<&$crate::ledger::Then<'_>> = $then;
         let rows: &[$crate::ledger::LedgerRow] = $rows;
         let write_error = |source| $crate::ledger::LedgerError::Write {
@@ -64,14 +66,12 @@ macro_rules! insert_rows {
             source,
         };
         let mut tx = $pool.begin().await.map_err(write_error)?;
-        for chunk in $crate::ledger::power_of_two_chunks(rows) {
-            let mut query: sqlx::QueryBuilder<$db> =
-                sqlx::QueryBuilder::new(format!("{} {} ", $head, $crate::ledger::INSERT_COLUMNS));
-            query.push_values(chunk, |mut b, row| {
-                push_row!(b, row);
-            });
-            query.push($tail);
-            query.build().execute(&mut *tx).await.map_err(write_error)?;
+        for chunk in $crate::ledger::statement::power_of_two_chunks(rows) {
+            let mut query = sqlx::query::<$db>($dialect.insert(chunk.len()));
+            for row in chunk {
+                query = push_row!(query, row);
+            }
+            query.execute(&mut *tx).await.map_err(write_error)?;
         }
         if let Some(then) = then {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(then.sql.to_owned()));
@@ -168,6 +168,7 @@ pub mod rollup;
 pub mod shadow;
 mod spill;
 mod sqlite;
+mod statement;
 mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -178,38 +179,6 @@ use crate::pricing::{Cost, UnitRates, Variant};
 pub use pool::{Health, PoolSettings};
 pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
-
-/// The columns every insert names, in the order `push_row!` binds them.
-const INSERT_COLUMNS: &str = "(id, request_id, upstream_request_id, ts_ms, caller, upstream, \
-    endpoint, model_requested, model_answered, streamed, prompt_tokens, cached_tokens, \
-    completion_tokens, reasoning_tokens, usage_source, status, outcome, latency_ms, ttfb_ms, \
-    cost_pico, priced_model, price_variant, input_rate, cached_input_rate, output_rate, \
-    key_id, team_id, kind, service_tier_requested, service_tier, model_alias, attempt, \
-    downgraded_from, shadow_of, shadow_text_match, shadow_value_match, provider, \
-    cache_write_tokens, cache_write_rate, tokenizer)";
-
-// Bound parameters per statement are capped (SQLite 32766, Postgres 65535); 40 a row.
-const ROWS_PER_STATEMENT: usize = 256;
-
-/// Splits rows into statements of 256, 128, …, 1 rows. sqlx caches one prepared
-/// statement per distinct SQL text, so a batch of any size reuses at most nine shapes
-/// instead of preparing (and caching) a new one per batch size.
-fn power_of_two_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = &[LedgerRow]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let size = if rest.len() >= ROWS_PER_STATEMENT {
-            ROWS_PER_STATEMENT
-        } else {
-            1 << rest.len().ilog2()
-        };
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
-}
 
 /// Token counts, rates and milliseconds never approach i64::MAX; saturate, never wrap.
 fn to_i64(value: u64) -> i64 {
@@ -550,6 +519,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::statement::power_of_two_chunks;
     use super::*;
 
     #[test]

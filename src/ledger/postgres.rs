@@ -75,17 +75,9 @@ impl PostgresLedger {
         then: Option<&Then<'_>>,
     ) -> Result<(), LedgerError> {
         // A replayed row (same id) is skipped, never counted twice.
-        let inserted = async {
-            insert_rows!(
-                self.pool,
-                rows,
-                Postgres,
-                "INSERT INTO requests",
-                " ON CONFLICT (id) DO NOTHING",
-                then
-            )
-        }
-        .await;
+        let inserted =
+            async { insert_rows!(self.pool, rows, Postgres, super::statement::POSTGRES, then) }
+                .await;
         if inserted.is_ok() {
             self.health.answered();
         }

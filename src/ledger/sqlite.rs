@@ -102,17 +102,8 @@ impl SqliteLedger {
             })?;
         // A replayed row (same id) is skipped, never counted twice. In a block of its
         // own, so a failure at any step (not only the commit) reaches the check below.
-        let inserted = async {
-            insert_rows!(
-                connection,
-                rows,
-                Sqlite,
-                "INSERT OR IGNORE INTO requests",
-                "",
-                then
-            )
-        }
-        .await;
+        let inserted =
+            async { insert_rows!(connection, rows, Sqlite, super::statement::SQLITE, then) }.await;
         // A connection that failed a write is not trusted with the next one: beside the
         // case `after_release` catches, SQLite opens a file it may not write read-only,
         // and such a connection would refuse every write after the file is writable.
