@@ -14,6 +14,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 KIND=${1:-plain}
 REQUESTS=${2:-2000}
 MODES=${BENCH_MODES:-"keys-on keys-off passthrough-on passthrough-off"}
@@ -34,39 +36,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$RELEASE/tollgate-mock-upstream" --listen 127.0.0.1:0 >"$WORK/mock.out" &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q '^listening on ' "$WORK/mock.out" && break; sleep 0.05; done
-MOCK_ADDR=$(sed -n 's/^listening on //p' "$WORK/mock.out")
+start_mock "$RELEASE/tollgate-mock-upstream" "$WORK"
+PIDS+=("$MOCK_PID")
 # The same request as bench/load.sh.
 BODY=$(sed -n '/^chat_body() {/,/^}/p' bench/load.sh | bash -c "$(cat); chat_body $KIND")
 mkdir -p "$RESULTS_DIR"
 
 measure() {
     local auth=$1 limits=$2 port admin="ins-admin-$RANDOM$RANDOM" key="sk-ins-$RANDOM" tg
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    cat >"$WORK/tollgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$port"
-[auth]
-mode = "$auth"
-[database]
-url = "sqlite://$WORK/ledger-$auth-$limits.db"
-[log]
-filter = "warn"
-[limits]
-enabled = $([[ $limits == off ]] && echo false || echo true)
-default_tier = "bench"
-[limits.tiers.bench]
-rpm = 1000000000
-tpm = 1000000000000
-rpd = 100000000000
-tpd = 100000000000000
-[[upstreams]]
-name = "mock"
-base_url = "http://$MOCK_ADDR/v1"
-models = ["*"]
-EOF
+    port=$(free_port)
+    bench_config "127.0.0.1:$port" "$auth" "$limits" "$WORK/ledger-$auth-$limits.db" >"$WORK/tollgate.toml"
     local out="$RESULTS_DIR/callgrind-$KIND-$auth-$limits.out"
     TOLLGATE_ADMIN_KEY=$admin valgrind --tool=callgrind --callgrind-out-file="$out" \
         --collect-atstart=yes "$RELEASE/tollgate" serve --config "$WORK/tollgate.toml" \

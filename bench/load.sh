@@ -23,6 +23,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNS:-32}
@@ -130,18 +132,9 @@ else
     PINNING="not pinned (only $CPUS core)"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # === start the mock, nginx and tollgate ===
 
-"${PIN_LOAD[@]}" "$MOCK" --listen 127.0.0.1:0 --threads 1 >"$WORK/mock.out" 2>"$WORK/mock.log" &
-MOCK_PID=$!
-for _ in $(seq 100); do
-    grep -q '^listening on ' "$WORK/mock.out" 2>/dev/null && break
-    sleep 0.05
-done
-MOCK_ADDR=$(sed -n 's/^listening on //p' "$WORK/mock.out" | head -n1)
-[[ -n $MOCK_ADDR ]] || die "mock upstream did not start: $(cat "$WORK/mock.log")"
+start_mock "$MOCK" "$WORK" "${PIN_LOAD[@]}" || die "no mock upstream"
 
 # nginx with no logic: one worker process (no master, so its pid is the one to
 # measure), access log off, HTTP/1.1 keep-alive to the mock, responses unbuffered so
@@ -193,36 +186,7 @@ EOF
 fi
 
 TG_ADDR="127.0.0.1:$(free_port)"
-# A custom tier whose limits no run reaches: every figure checked on every request,
-# nothing refused. Passthrough callers get it as the default tier, keys as their tier.
-cat >"$WORK/tollgate.toml" <<EOF
-[server]
-listen = "$TG_ADDR"
-
-[auth]
-mode = "$AUTH"
-
-[database]
-url = "sqlite://$WORK/ledger.db"
-
-[log]
-filter = "warn"
-
-[limits]
-enabled = $([[ $LIMITS == off ]] && echo false || echo true)
-default_tier = "bench"
-
-[limits.tiers.bench]
-rpm = 1000000000
-tpm = 1000000000000
-rpd = 100000000000
-tpd = 100000000000000
-
-[[upstreams]]
-name = "mock"
-base_url = "http://$MOCK_ADDR/v1"
-models = ["*"]
-EOF
+bench_config "$TG_ADDR" "$AUTH" "$LIMITS" "$WORK/ledger.db" >"$WORK/tollgate.toml"
 if [[ -n ${BENCH_EXTRA_CONFIG:-} ]]; then
     cat "$BENCH_EXTRA_CONFIG" >>"$WORK/tollgate.toml" || die "cannot read $BENCH_EXTRA_CONFIG"
 fi

@@ -15,6 +15,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 KIND=${1:-plain}
 CONNS=${2:-64}
 SECONDS_=${3:-4}
@@ -35,34 +37,11 @@ trap cleanup EXIT
 
 [[ "${BENCH_SKIP_BUILD:-0}" == 1 ]] || cargo build --release --bins >&2
 RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-taskset -c 1 "$RELEASE/tollgate-mock-upstream" --listen 127.0.0.1:0 >"$WORK/mock.out" &
-PIDS+=($!)
-for _ in $(seq 100); do grep -q '^listening on ' "$WORK/mock.out" && break; sleep 0.05; done
-MOCK_ADDR=$(sed -n 's/^listening on //p' "$WORK/mock.out")
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start_mock "$RELEASE/tollgate-mock-upstream" "$WORK" taskset -c 1
+PIDS+=("$MOCK_PID")
+PORT=$(free_port)
 AUTH=${BENCH_AUTH:-keys}
-cat >"$WORK/tollgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-[auth]
-mode = "$AUTH"
-[database]
-url = "sqlite://$WORK/ledger.db"
-[log]
-filter = "warn"
-[limits]
-enabled = $([[ ${BENCH_LIMITS:-on} == off ]] && echo false || echo true)
-default_tier = "bench"
-[limits.tiers.bench]
-rpm = 1000000000
-tpm = 1000000000000
-rpd = 100000000000
-tpd = 100000000000000
-[[upstreams]]
-name = "mock"
-base_url = "http://$MOCK_ADDR/v1"
-models = ["*"]
-EOF
+bench_config "127.0.0.1:$PORT" "$AUTH" "${BENCH_LIMITS:-on}" "$WORK/ledger.db" >"$WORK/tollgate.toml"
 ADMIN_KEY="profile-admin-$RANDOM$RANDOM"
 TOLLGATE_ADMIN_KEY=$ADMIN_KEY taskset -c 0 "$RELEASE/tollgate" serve --config "$WORK/tollgate.toml" \
     2>"$WORK/tollgate.log" &
@@ -101,15 +80,16 @@ perf report -i "$WORK/flat.data" --stdio --no-children --sort sym -g none 2>/dev
 perf report -i "$WORK/dwarf.data" --stdio --children --sort sym -g none 2>/dev/null >"$out-inclusive.txt"
 
 echo "## CPU by thread and binary ($KIND, $CONNS connections)"
-grep -E '^ +[0-9]' "$out-threads.txt" | head -12
+# `|| true`: head leaves early, and under pipefail grep's SIGPIPE would end the script.
+grep -E '^ +[0-9]' "$out-threads.txt" | head -12 || true
 echo
 echo "## Hottest symbols (self time)"
-grep -E '^ +[0-9]' "$out-symbols.txt" | head -25 | cut -c1-150
+grep -E '^ +[0-9]' "$out-symbols.txt" | head -25 | cut -c1-150 || true
 echo
 echo "## Inclusive time of tollgate's stages and the big dependencies"
 grep -E '^ +[0-9]' "$out-inclusive.txt" | grep -v inlined |
     grep -E 'tollgate::|sqlite3_step|sqlx_sqlite::connection::handle|reqwest::async_impl::client::PendingRequest|serde_json::de::from_trait|url::parser::Parser::parse_url|do_fsync|__x64_sys_futex|_int_malloc|_int_free|writev|readv|recvfrom' |
-    head -40 | cut -c1-150
+    head -40 | cut -c1-150 || true
 echo
 echo "## Stages (innermost stage frame per sample; folded stacks for a flame graph)"
 perf script -i "$WORK/dwarf.data" 2>/dev/null | python3 "$ROOT/bench/stages.py" "$out-folded.txt" ${BENCH_CPU_US:+"$BENCH_CPU_US"}

@@ -19,6 +19,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION=${SOAK_DURATION:-1800}
 RATE=${SOAK_RATE:-50}
@@ -64,16 +66,9 @@ TOLLGATE="$TARGET_DIR/$PROFILE/tollgate"
 MOCK="$TARGET_DIR/$PROFILE/tollgate-mock-upstream"
 [[ -x $TOLLGATE && -x $MOCK ]] || die "$PROFILE binaries missing"
 
-"$MOCK" --listen 127.0.0.1:0 --threads 1 >"$WORK/mock.out" 2>"$WORK/mock.log" &
-MOCK_PID=$!
-for _ in $(seq 100); do
-    grep -q '^listening on ' "$WORK/mock.out" 2>/dev/null && break
-    sleep 0.05
-done
-MOCK_ADDR=$(sed -n 's/^listening on //p' "$WORK/mock.out" | head -n1)
-[[ -n $MOCK_ADDR ]] || die "mock upstream did not start: $(cat "$WORK/mock.log")"
+start_mock "$MOCK" "$WORK" || die "no mock upstream"
 
-TG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+TG_PORT=$(free_port)
 TG_ADDR="127.0.0.1:$TG_PORT"
 cat >"$WORK/tollgate.toml" <<EOF
 [server]
