@@ -36,6 +36,15 @@ fn config(spill_dir: &Path) -> LedgerConfig {
     }
 }
 
+/// The same, but the replay task's interval never comes round during a test: whatever
+/// is replayed comes from an ask or from the writer's own retries.
+fn config_without_replay_interval(spill_dir: &Path) -> LedgerConfig {
+    LedgerConfig {
+        spill_retry_interval: Duration::from_secs(3600),
+        ..config(spill_dir)
+    }
+}
+
 /// A database that can really go away: Postgres behind a forwarder that drops its
 /// connections; SQLite with a trigger that aborts every insert, as a full or read-only
 /// disk would. (Holding its write lock from another connection also works, but every
@@ -198,9 +207,8 @@ async fn a_replay_asked_for_stores_the_spill_now_or_says_what_is_left() {
         let name = backend.name;
         let db = Db::open(&backend).await;
         let spill = tempfile::tempdir().unwrap();
-        let mut config = config(spill.path());
-        // Only the ask can replay: the interval never comes round during the test.
-        config.spill_retry_interval = Duration::from_secs(3600);
+        // Only the ask can replay.
+        let config = config_without_replay_interval(spill.path());
         let (writer, _task) = LedgerWriter::spawn(db.store.clone(), &config).unwrap();
         db.go_down().await;
         record(&writer, 0..120).await;
@@ -355,9 +363,8 @@ async fn rows_wait_in_memory_while_neither_the_database_nor_the_disk_takes_them(
         let name = backend.name;
         let db = Db::open(&backend).await;
         let spill = tempfile::tempdir().unwrap();
-        let mut config = config(spill.path());
         // Recovery must come from the writer's own retries, not from a replay.
-        config.spill_retry_interval = Duration::from_secs(3600);
+        let config = config_without_replay_interval(spill.path());
         let (writer, _task) = LedgerWriter::spawn(db.store.clone(), &config).unwrap();
         // A file where the directory was: every new segment fails, as on a full disk.
         std::fs::remove_dir(spill.path()).unwrap();
