@@ -20,7 +20,7 @@ fn row(id: usize) -> LedgerRow {
 }
 
 #[tokio::test]
-async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored() {
+async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored_in_rows_and_rollups() {
     for backend in backends().await {
         let store = backend.open().await;
         let spill = tempfile::tempdir().unwrap();
@@ -43,15 +43,32 @@ async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored() {
         for task in tasks {
             task.await.unwrap();
         }
-        // The same ids again, as a replay would send them.
+        // The same ids again, as a replay would send them, with a new row among every
+        // five: batches that mix ids the ledger holds with new ones.
         for i in 0..100 {
             writer.begin().record(row(i)).await;
+            if i % 5 == 0 {
+                writer.begin().record(row(1000 + i / 5)).await;
+            }
         }
         writer.flush().await;
 
         let (count, completion) = count_and_completion(&store).await;
-        assert_eq!(count, 1000, "{}", backend.name);
-        assert_eq!(completion, (0..1000).sum::<i64>(), "{}", backend.name);
+        assert_eq!(count, 1020, "{}", backend.name);
+        assert_eq!(completion, (0..1020).sum::<i64>(), "{}", backend.name);
+        // The rollups, which reports and budgets read, count each row once too.
+        use tollgate::ledger::rollup::{RollupFilter, RollupGroup, rollup_spend};
+        let all = rollup_spend(&store, RollupGroup::All, &RollupFilter::default())
+            .await
+            .unwrap();
+        let requests: u64 = all.iter().map(|line| line.requests).sum();
+        let completion_tokens: u64 = all.iter().map(|line| line.completion_tokens).sum();
+        assert_eq!(
+            (requests, completion_tokens),
+            (1020, (0..1020).sum::<u64>()),
+            "{}",
+            backend.name
+        );
     }
 }
 
@@ -322,6 +339,162 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Every rollup row, key columns and figures, as the table holds it.
+type RollupRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    [i64; 8],
+);
+
+/// Both rollup tables, and what grouping `requests` directly gives for each: the
+/// definition the triggers (Postgres, and a reprice's on SQLite) and SQLite's per-batch
+/// upsert must both meet, column for column.
+async fn rollups_and_their_definition(
+    store: &tollgate::ledger::Store,
+) -> Vec<(Vec<RollupRow>, Vec<RollupRow>)> {
+    use tollgate::ledger::Store;
+    let figures = "requests, prompt_tokens, cached_tokens, completion_tokens, \
+                   reasoning_tokens, cost_pico, unpriced, unpriced_tokens";
+    let mut pairs = Vec::new();
+    for (table, bucket, span) in [
+        ("spend_hourly", "hour_ms", 3_600_000),
+        ("spend_daily", "day_ms", 86_400_000),
+    ] {
+        let casts = figures
+            .split(", ")
+            .map(|c| format!("CAST({c} AS BIGINT)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let stored = format!(
+            "SELECT {bucket}, team_id, key_id, model, kind, service_tier, provider, {casts} \
+             FROM {table} WHERE requests <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        );
+        let defined = format!(
+            "SELECT ts_ms - ts_ms % {span}, coalesce(team_id, ''), coalesce(key_id, caller), \
+             coalesce(priced_model, model_answered, model_requested, ''), kind, \
+             coalesce(service_tier, ''), coalesce(provider, 'openai'), CAST(count(*) AS BIGINT), \
+             CAST(sum(prompt_tokens) AS BIGINT), CAST(sum(cached_tokens) AS BIGINT), \
+             CAST(sum(completion_tokens) AS BIGINT), CAST(sum(reasoning_tokens) AS BIGINT), \
+             CAST(sum(coalesce(cost_pico, 0)) AS BIGINT), \
+             CAST(sum(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(sum(CASE WHEN cost_pico IS NULL THEN prompt_tokens + completion_tokens \
+                      ELSE 0 END) AS BIGINT) \
+             FROM requests GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        );
+        let mut both = Vec::new();
+        for sql in [stored, defined] {
+            type Raw = (
+                i64,
+                String,
+                String,
+                String,
+                String,
+                String,
+                String,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            );
+            let raw: Vec<Raw> = match store {
+                Store::Sqlite(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(ledger.pool())
+                    .await
+                    .unwrap(),
+                Store::Postgres(ledger) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(ledger.pool())
+                    .await
+                    .unwrap(),
+            };
+            both.push(
+                raw.into_iter()
+                    .map(|r| {
+                        (
+                            r.0,
+                            r.1,
+                            r.2,
+                            r.3,
+                            r.4,
+                            r.5,
+                            r.6,
+                            [r.7, r.8, r.9, r.10, r.11, r.12, r.13, r.14],
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let defined = both.pop().unwrap();
+        pairs.push((both.pop().unwrap(), defined));
+    }
+    pairs
+}
+
+#[tokio::test]
+async fn the_rollup_tables_are_exactly_a_grouping_of_the_rows() {
+    use tollgate::ledger::RowPrice;
+    use tollgate::pricing::Catalog;
+    let catalog = Catalog::builtin();
+    // Rows that vary every grouping column and figure: team or none, key or caller only,
+    // priced or not, answered model or not, three kinds, a tier or none, two providers,
+    // cached and reasoning tokens, over two days.
+    let varied = |i: usize| {
+        let mut row = row(i);
+        row.ts_ms = 1_700_000_000_000 + i64::try_from(i).unwrap() * 700_000;
+        row.team_id = (i % 4 != 0).then(|| format!("team-{}", i % 3));
+        row.key_id = (i % 5 != 0).then(|| format!("key-{}", i % 7));
+        row.caller = format!("fp:{}", i % 2);
+        row.kind = [Kind::Realtime, Kind::Batch, Kind::Shadow][i % 3];
+        row.service_tier = (i % 2 == 0).then(|| ["default", "flex"][i % 4 / 2].to_owned());
+        row.provider = ["openai", "anthropic"][i % 2].to_owned();
+        row.model_answered = (i % 6 == 1).then(|| "gpt-4o-mini-2024-07-18".to_owned());
+        row.usage = usage(100 + i as u64, (i as u64 * 7) % 100, 5 + i as u64);
+        row.usage.reasoning_tokens = i as u64 % 3;
+        row.price = (i % 3 != 2).then(|| {
+            let priced = catalog
+                .price(None, Some("gpt-4o-mini"), &row.usage, false)
+                .unwrap();
+            RowPrice {
+                cost: priced.cost,
+                model: priced.model.to_owned(),
+                variant: priced.variant,
+                rates: priced.rates,
+            }
+        });
+        row
+    };
+    for backend in backends().await {
+        let store = backend.open().await;
+        let spill = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            spill_dir: spill.path().to_owned(),
+            ..LedgerConfig::default()
+        };
+        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        for i in 0..300 {
+            writer.begin().record(varied(i)).await;
+        }
+        writer.flush().await;
+        // Then batches mixing ids the ledger holds with new ones, as a replay sends them.
+        for i in 250..400 {
+            writer.begin().record(varied(i)).await;
+        }
+        writer.flush().await;
+        for (stored, defined) in rollups_and_their_definition(&store).await {
+            assert!(defined.len() > 50, "{}: the rows vary", backend.name);
+            assert_eq!(stored, defined, "{}", backend.name);
         }
     }
 }

@@ -56,9 +56,10 @@ macro_rules! push_row {
 
 /// Inserts `rows` in one transaction, in statements of power-of-two sizes, on either
 /// backend; `$dialect` (statement.rs) has the texts, with its way of skipping a
-/// replayed id.
+/// replayed id. `$after` runs in the same transaction with the statements' results
+/// (SQLite keeps its rollups there).
 macro_rules! insert_rows {
-    ($pool:expr, $rows:expr, $db:ty, $dialect:expr, $then:expr) => {{
+    ($pool:expr, $rows:expr, $db:ty, $dialect:expr, $after:path, $then:expr) => {{
         let then: Option<&$crate::ledger::Then<'_>> = $then;
         let rows: &[$crate::ledger::LedgerRow] = $rows;
         let write_error = |source| $crate::ledger::LedgerError::Write {
@@ -66,13 +67,18 @@ macro_rules! insert_rows {
             source,
         };
         let mut tx = $pool.begin().await.map_err(write_error)?;
+        let mut statements = Vec::new();
         for chunk in $crate::ledger::statement::power_of_two_chunks(rows) {
             let mut query = sqlx::query::<$db>($dialect.insert(chunk.len()));
             for row in chunk {
                 query = push_row!(query, row);
             }
-            query.execute(&mut *tx).await.map_err(write_error)?;
+            statements.push(query.execute(&mut *tx).await.map_err(write_error)?);
         }
+        let chunks = $crate::ledger::statement::power_of_two_chunks(rows);
+        $after(&mut *tx, chunks, &statements)
+            .await
+            .map_err(write_error)?;
         if let Some(then) = then {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(then.sql.to_owned()));
             for bind in then.binds {
@@ -157,6 +163,15 @@ macro_rules! embedded_migrations {
                 "routing",
                 include_str!(concat!("../../migrations/", $backend, "/0007_routing.sql")),
             ),
+            migration(
+                8,
+                "batch_rollups",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $backend,
+                    "/0008_batch_rollups.sql"
+                )),
+            ),
         ])
     }};
 }
@@ -168,6 +183,7 @@ pub mod rollup;
 pub mod shadow;
 mod spill;
 mod sqlite;
+mod sqlite_rollup;
 mod statement;
 mod writer;
 

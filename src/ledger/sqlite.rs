@@ -83,6 +83,18 @@ impl SqliteLedger {
         &self.health
     }
 
+    /// Adds the rows with rowids `first..=last` to the rollups, as the writer does for
+    /// each batch it inserts: for rows that reached `requests` another way (a bulk
+    /// `INSERT … SELECT`, such as the spend-report bench's seed).
+    pub async fn roll_up_rowids(&self, first: i64, last: i64) -> Result<(), LedgerError> {
+        let write_error = |source| LedgerError::Write { rows: 0, source };
+        let mut tx = self.pool.begin().await.map_err(write_error)?;
+        super::sqlite_rollup::roll_up_rowids(&mut tx, first, last)
+            .await
+            .map_err(write_error)?;
+        tx.commit().await.map_err(write_error)
+    }
+
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
         self.insert_then(rows, None).await
     }
@@ -102,8 +114,17 @@ impl SqliteLedger {
             })?;
         // A replayed row (same id) is skipped, never counted twice. In a block of its
         // own, so a failure at any step (not only the commit) reaches the check below.
-        let inserted =
-            async { insert_rows!(connection, rows, Sqlite, super::statement::SQLITE, then) }.await;
+        let inserted = async {
+            insert_rows!(
+                connection,
+                rows,
+                Sqlite,
+                super::statement::SQLITE,
+                super::sqlite_rollup::roll_up,
+                then
+            )
+        }
+        .await;
         // A connection that failed a write is not trusted with the next one: beside the
         // case `after_release` catches, SQLite opens a file it may not write read-only,
         // and such a connection would refuse every write after the file is writable.
