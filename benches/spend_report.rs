@@ -270,7 +270,8 @@ async fn finished_seed(store: &Store, rows: u64) -> Option<Seed> {
 
 /// One `INSERT … SELECT` of rows `from..to` of `total`, spread evenly over the span,
 /// with the same scramble as the writer bench: the rollups are kept as for rows the
-/// writer inserts (Postgres's triggers; on SQLite, `roll_up_rowids` after each chunk). Ids are UUIDv7-shaped and time-ordered.
+/// writer inserts (Postgres's triggers; on SQLite, `roll_up_rowids` after each chunk).
+/// Ids are UUIDv7-shaped and time-ordered.
 fn seed_sql(store: &Store, from: u64, to: u64, total: u64, start_ms: i64, span_ms: i64) -> String {
     let (series, id) = match store {
         Store::Sqlite(_) => (
