@@ -7,7 +7,7 @@ mod common;
 use common::db::{backends, count_and_completion, direct_totals};
 use common::rows::usage;
 use tollgate::config::LedgerConfig;
-use tollgate::ledger::{Kind, LedgerRow, LedgerWriter};
+use tollgate::ledger::{Kind, LedgerRow, LedgerWriter, Store};
 
 fn row(id: usize) -> LedgerRow {
     LedgerRow {
@@ -19,17 +19,27 @@ fn row(id: usize) -> LedgerRow {
     }
 }
 
+/// A writer over `store` with `config` and a spill directory of its own, which lives as
+/// long as the returned guard.
+fn spawn_writer(store: &Store, config: LedgerConfig) -> (LedgerWriter, tempfile::TempDir) {
+    let spill = tempfile::tempdir().unwrap();
+    let config = LedgerConfig {
+        spill_dir: spill.path().to_owned(),
+        ..config
+    };
+    let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+    (writer, spill)
+}
+
 #[tokio::test]
 async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored_in_rows_and_rollups() {
     for backend in backends().await {
         let store = backend.open().await;
-        let spill = tempfile::tempdir().unwrap();
         let config = LedgerConfig {
             batch_size: 64,
-            spill_dir: spill.path().to_owned(),
             ..LedgerConfig::default()
         };
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        let (writer, _spill) = spawn_writer(&store, config);
 
         let mut tasks = Vec::new();
         for worker in 0..10 {
@@ -76,12 +86,7 @@ async fn concurrent_rows_are_all_stored_once_and_replays_are_ignored_in_rows_and
 async fn flush_waits_for_rows_begun_but_not_yet_recorded() {
     for backend in backends().await {
         let store = backend.open().await;
-        let spill = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            spill_dir: spill.path().to_owned(),
-            ..LedgerConfig::default()
-        };
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        let (writer, _spill) = spawn_writer(&store, LedgerConfig::default());
 
         let pending = writer.begin();
         let flush = tokio::spawn({
@@ -111,12 +116,7 @@ async fn spend_and_reprice_agree_on_both_backends() {
         .unwrap();
     for backend in backends().await {
         let store = backend.open().await;
-        let spill = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            spill_dir: spill.path().to_owned(),
-            ..LedgerConfig::default()
-        };
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        let (writer, _spill) = spawn_writer(&store, LedgerConfig::default());
         for (i, model) in ["gpt-4o-mini", "gpt-4o-mini", "mystery"].iter().enumerate() {
             let mut row = row(i);
             row.model_requested = Some((*model).to_owned());
@@ -233,12 +233,7 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
     ];
     for backend in backends().await {
         let store = backend.open().await;
-        let spill = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            spill_dir: spill.path().to_owned(),
-            ..LedgerConfig::default()
-        };
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        let (writer, _spill) = spawn_writer(&store, LedgerConfig::default());
         // 200 rows 21m40s apart: three days and a bit, two teams, two kinds, priced
         // and (for "mystery", until the reprice) unpriced.
         for i in 0..200 {
@@ -358,10 +353,7 @@ type RollupRow = (
 /// Both rollup tables, and what grouping `requests` directly gives for each: the
 /// definition the triggers (Postgres, and a reprice's on SQLite) and SQLite's per-batch
 /// upsert must both meet, column for column.
-async fn rollups_and_their_definition(
-    store: &tollgate::ledger::Store,
-) -> Vec<(Vec<RollupRow>, Vec<RollupRow>)> {
-    use tollgate::ledger::Store;
+async fn rollups_and_their_definition(store: &Store) -> Vec<(Vec<RollupRow>, Vec<RollupRow>)> {
     let figures = "requests, prompt_tokens, cached_tokens, completion_tokens, \
                    reasoning_tokens, cost_pico, unpriced, unpriced_tokens";
     let mut pairs = Vec::new();
@@ -477,12 +469,7 @@ async fn the_rollup_tables_are_exactly_a_grouping_of_the_rows() {
     };
     for backend in backends().await {
         let store = backend.open().await;
-        let spill = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            spill_dir: spill.path().to_owned(),
-            ..LedgerConfig::default()
-        };
-        let (writer, _task) = LedgerWriter::spawn(store.clone(), &config).unwrap();
+        let (writer, _spill) = spawn_writer(&store, LedgerConfig::default());
         for i in 0..300 {
             writer.begin().record(varied(i)).await;
         }
