@@ -338,7 +338,8 @@ async fn daily_and_hourly_rollups_agree_with_the_rows_over_any_range() {
     }
 }
 
-/// Every rollup row, key columns and figures, as the table holds it.
+/// Every rollup row, key columns and figures, as the table holds it (the figures as an
+/// array: tuples past twelve fields have no `PartialEq` or `Debug` to compare them by).
 type RollupRow = (
     i64,
     String,

@@ -71,35 +71,39 @@ macro_rules! rollup_from_rows {
     };
 }
 
-/// A rollup table, for the in-memory path.
+/// A rollup table: its statements and the span of its buckets.
 struct Table {
-    /// `INSERT INTO table (bucket, columns…) VALUES `
+    /// `INSERT INTO table (bucket, columns…) VALUES `, for the in-memory sums.
     head: &'static str,
     conflict: &'static str,
+    /// The upsert from the rows `rowid BETWEEN ?1 AND ?2`, read back from `requests`.
+    from_rows: &'static str,
     span_ms: i64,
 }
 
-const HOURLY_TABLE: Table = Table {
-    head: concat!(
-        "INSERT INTO spend_hourly (hour_ms, ",
-        rollup_columns!(),
-        ") VALUES "
-    ),
-    conflict: on_conflict!("hour_ms"),
-    span_ms: 3_600_000,
-};
-const DAILY_TABLE: Table = Table {
-    head: concat!(
-        "INSERT INTO spend_daily (day_ms, ",
-        rollup_columns!(),
-        ") VALUES "
-    ),
-    conflict: on_conflict!("day_ms"),
-    span_ms: 86_400_000,
-};
+macro_rules! rollup_table {
+    ($table:literal, $bucket:literal, $span:literal) => {
+        Table {
+            head: concat!(
+                "INSERT INTO ",
+                $table,
+                " (",
+                $bucket,
+                ", ",
+                rollup_columns!(),
+                ") VALUES "
+            ),
+            conflict: on_conflict!($bucket),
+            from_rows: rollup_from_rows!($table, $bucket, $span),
+            span_ms: $span,
+        }
+    };
+}
 
-const HOURLY: &str = rollup_from_rows!("spend_hourly", "hour_ms", "3600000");
-const DAILY: &str = rollup_from_rows!("spend_daily", "day_ms", "86400000");
+const TABLES: [Table; 2] = [
+    rollup_table!("spend_hourly", "hour_ms", 3600000),
+    rollup_table!("spend_daily", "day_ms", 86400000),
+];
 /// A row settles its budget reservation in the transaction that stores it.
 const SETTLE: &str = "DELETE FROM budget_reservations WHERE id IN \
      (SELECT id FROM requests WHERE rowid BETWEEN ?1 AND ?2)";
@@ -118,7 +122,7 @@ struct Sums {
 }
 
 /// bucket start (ms), team, key, model, kind, served tier, provider: the expressions of
-/// `rollup_upsert!` (and of the update triggers), computed from the row in memory.
+/// `rollup_from_rows!` (and of the update triggers), computed from the row in memory.
 type GroupKey<'a> = (
     i64,
     &'a str,
@@ -195,8 +199,7 @@ pub(super) async fn roll_up<'r>(
     chunks: impl Iterator<Item = &'r [LedgerRow]>,
     statements: &[SqliteQueryResult],
 ) -> Result<(), sqlx::Error> {
-    let mut hourly: BTreeMap<GroupKey<'r>, Sums> = BTreeMap::new();
-    let mut daily: BTreeMap<GroupKey<'r>, Sums> = BTreeMap::new();
+    let mut groups: [BTreeMap<GroupKey<'r>, Sums>; 2] = Default::default();
     let mut all: Option<(i64, i64)> = None;
     for (chunk, done) in chunks.zip(statements) {
         let Some((first, last)) = inserted_rowids(done) else {
@@ -205,14 +208,16 @@ pub(super) async fn roll_up<'r>(
         all = Some(all.map_or((first, last), |(start, _)| (start, last)));
         if u64::try_from(chunk.len()).ok() == Some(done.rows_affected()) {
             for row in chunk {
-                let hour = group_key(row, HOURLY_TABLE.span_ms);
-                hourly.entry(hour).or_default().add(row);
-                let day = group_key(row, DAILY_TABLE.span_ms);
-                daily.entry(day).or_default().add(row);
+                for (table, groups) in TABLES.iter().zip(&mut groups) {
+                    groups
+                        .entry(group_key(row, table.span_ms))
+                        .or_default()
+                        .add(row);
+                }
             }
         } else {
-            for sql in [HOURLY, DAILY] {
-                sqlx::query(sql)
+            for table in &TABLES {
+                sqlx::query(table.from_rows)
                     .bind(first)
                     .bind(last)
                     .execute(&mut *connection)
@@ -223,8 +228,9 @@ pub(super) async fn roll_up<'r>(
     let Some((first, last)) = all else {
         return Ok(());
     };
-    upsert(connection, &HOURLY_TABLE, &hourly).await?;
-    upsert(connection, &DAILY_TABLE, &daily).await?;
+    for (table, groups) in TABLES.iter().zip(&groups) {
+        upsert(connection, table, groups).await?;
+    }
     sqlx::query(SETTLE)
         .bind(first)
         .bind(last)
@@ -280,7 +286,7 @@ pub(super) async fn roll_up_rowids(
     first: i64,
     last: i64,
 ) -> Result<(), sqlx::Error> {
-    for sql in [HOURLY, DAILY, SETTLE] {
+    for sql in TABLES.iter().map(|table| table.from_rows).chain([SETTLE]) {
         sqlx::query(sql)
             .bind(first)
             .bind(last)
