@@ -111,18 +111,17 @@ pub struct PendingRow {
 
 impl PendingRow {
     /// Queues the row. Waits only for queue space, and only in the recording task.
-    pub async fn record(mut self, row: LedgerRow) {
-        if self
-            .writer
-            .tx
-            .send(Command::Row(Box::new(row)))
-            .await
-            .is_err()
-        {
-            tracing::error!("ledger writer has stopped; a row was not recorded");
+    /// The row is boxed when this is called, so the future holds a pointer to it rather
+    /// than the row itself (it is awaited inside every relay's future).
+    pub fn record(mut self, row: LedgerRow) -> impl Future<Output = ()> + Send + 'static {
+        let command = Command::Row(Box::new(row));
+        async move {
+            if self.writer.tx.send(command).await.is_err() {
+                tracing::error!("ledger writer has stopped; a row was not recorded");
+            }
+            self.done = true;
+            self.writer.pending.finish();
         }
-        self.done = true;
-        self.writer.pending.finish();
     }
 }
 

@@ -26,6 +26,9 @@ pub const X_TOLLGATE_CACHED_TOKENS: HeaderName =
 pub const X_TOLLGATE_COMPLETION_TOKENS: HeaderName =
     HeaderName::from_static("x-tollgate-completion-tokens");
 
+/// The paths most answers never take (a body that breaks off, times out, reports no
+/// usage or outgrows `BODY_KEEP_BYTES`) are boxed: this future is copied whole when
+/// the exchange's task boxes it, so only the common path's state should be in it.
 pub(super) async fn relay(
     mut exchange: Exchange,
     mut body: UpstreamBody,
@@ -43,13 +46,29 @@ pub(super) async fn relay(
                 let error = ApiError::UpstreamUnreachable {
                     upstream: exchange.upstream.clone(),
                 };
-                return fail(exchange, reply, error, Outcome::UpstreamCut, ttfb, head).await;
+                return Box::pin(fail(
+                    exchange,
+                    reply,
+                    error,
+                    Outcome::UpstreamCut,
+                    ttfb,
+                    head,
+                ))
+                .await;
             }
             Err(_elapsed) => {
                 let error = ApiError::UpstreamTimeout {
                     upstream: exchange.upstream.clone(),
                 };
-                return fail(exchange, reply, error, Outcome::UpstreamTimeout, ttfb, head).await;
+                return Box::pin(fail(
+                    exchange,
+                    reply,
+                    error,
+                    Outcome::UpstreamTimeout,
+                    ttfb,
+                    head,
+                ))
+                .await;
             }
         };
         ttfb.get_or_insert_with(|| exchange.started.elapsed());
@@ -62,7 +81,7 @@ pub(super) async fn relay(
             tee.push(&buffer);
             let _ = tx.send(Ok(buffer.freeze())).await;
             let (status, id) = (head.status, head.upstream_request_id);
-            return pump(exchange, body, tx, Meter::Body(tee), status, id, ttfb).await;
+            return Box::pin(pump(exchange, body, tx, Meter::Body(tee), status, id, ttfb)).await;
         }
     }
     let body_done = std::time::Instant::now();
@@ -73,7 +92,7 @@ pub(super) async fn relay(
         None => {
             let generated = usage::generated_text(&body);
             (
-                exchange.estimate(read.model.as_deref(), generated).await,
+                Box::pin(exchange.estimate(read.model.as_deref(), generated)).await,
                 UsageSource::Estimated,
             )
         }

@@ -80,9 +80,9 @@ pub struct Finish {
 impl Exchange {
     /// Prices the exchange and writes its row (through the background writer) and its
     /// log line.
-    pub async fn finish(self, finish: Finish) {
+    pub fn finish(self, finish: Finish) -> impl Future<Output = ()> + Send + 'static {
         let price = self.price(&finish);
-        self.finish_priced(finish, price).await;
+        self.finish_priced(finish, price)
     }
 
     /// What the usage in `finish` costs, by the answered model, else the requested one,
@@ -106,7 +106,16 @@ impl Exchange {
 
     /// As `finish`, with a price already computed (the buffered relay puts it in the
     /// response's headers first).
-    pub async fn finish_priced(mut self, finish: Finish, price: Option<RowPrice>) {
+    ///
+    /// Everything but queueing the row happens when this is called; the future only
+    /// waits for queue space. It is awaited inside every relay's future, so an
+    /// `async fn` here would hold the exchange and the row in that future (twice each,
+    /// as argument and local), and every spawn and box of it would copy them.
+    pub fn finish_priced(
+        mut self,
+        finish: Finish,
+        price: Option<RowPrice>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         if let Some(admission) = self.limits.take() {
             // The prompt as the upstream counted it (the admission may have charged its
             // bound), and at least the output reserved.
@@ -192,7 +201,12 @@ impl Exchange {
             kind: Kind::Realtime,
             route: self.route,
         };
-        self.pending.record(row).await;
+        let queued = self.pending.record(row);
+        let in_flight = self._in_flight;
+        async move {
+            queued.await;
+            drop(in_flight);
+        }
     }
 
     /// Counts usage locally: the prompt from the request, the completion from what was

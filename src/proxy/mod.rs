@@ -448,3 +448,6 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests;

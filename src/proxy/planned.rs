@@ -90,9 +90,15 @@ pub(super) async fn reserve(
         percent: candidate.percent,
         scope: candidate.scope,
     });
-    let reservation = proxy
-        .budgets
-        .reserve_or_downgrade(identity, row_id, dearest(&plan), ts_ms, ask)
+    // Boxed: the budget check's future (a database transaction) is ~10 KB, and held
+    // inline it would make every metered request's handler future that much larger,
+    // copied whole when axum boxes it, budgeted key or not.
+    let reservation =
+        Box::pin(
+            proxy
+                .budgets
+                .reserve_or_downgrade(identity, row_id, dearest(&plan), ts_ms, ask),
+        )
         .await?;
     let Some(reservation) = reservation else {
         return Ok(plan);
