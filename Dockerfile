@@ -9,6 +9,9 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
+# jemalloc (the binary's allocator) is built from C source with make.
+RUN apt-get update && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the build reads: the manifest, the sources, and the files the binary embeds
 # (migrations, the price catalog). benches/ too, because Cargo.toml names targets there

@@ -16,6 +16,11 @@ use tollgate::ledger::shadow;
 use tollgate::pricing::{self, Catalog};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc in place of the system allocator: see Cargo.toml.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 type Error = Box<dyn std::error::Error>;
 
 /// `tollgate reconcile`'s status when no report could be made (1 means drift).

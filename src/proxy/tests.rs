@@ -70,7 +70,10 @@ fn the_futures_of_a_metered_request_stay_small() {
     assert!(handler <= HANDLER_BYTES, "metered(): {handler} bytes");
     assert!(attempts <= TASK_BYTES, "routed::run(): {attempts} bytes");
     assert!(relay <= TASK_BYTES, "relay::run(): {relay} bytes");
-    assert!(buffered <= TASK_BYTES, "buffered::relay(): {buffered} bytes");
+    assert!(
+        buffered <= TASK_BYTES,
+        "buffered::relay(): {buffered} bytes"
+    );
 }
 
 /// A value of any type, for naming a function's future type: the closures that call
