@@ -275,7 +275,54 @@ impl<'a> Sum<&'a Cost> for Option<Cost> {
 // === decimal text <-> scaled integers ===
 
 /// Formats `value / 10^scale` as a decimal with trailing zeros (and a bare point) trimmed.
+///
+/// Every priced answer's cost header goes through here. A value that fits 64 bits (any
+/// cost under $18M) is written digit by digit in 64-bit arithmetic: `u128`'s `Display`
+/// divides in software, and the formatter's padding machinery costs more than the
+/// digits.
 fn format_scaled(value: u128, scale: u32) -> String {
+    let Ok(small) = u64::try_from(value) else {
+        return format_scaled_wide(value, scale);
+    };
+    let mut buf = [b'0'; 20];
+    let mut start = buf.len();
+    let mut rest = small;
+    loop {
+        start -= 1;
+        buf[start] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &buf[start..];
+    let scale = scale as usize;
+    let (whole, frac): (&[u8], &[u8]) = match digits.len().checked_sub(scale) {
+        Some(split) if split > 0 => (&digits[..split], &digits[split..]),
+        _ => (b"0", digits),
+    };
+    // Leading zeros of the fraction, when the value has fewer digits than the scale.
+    let zeros = scale.saturating_sub(frac.len());
+    let frac = match frac.iter().rposition(|&digit| digit != b'0') {
+        Some(last) => &frac[..=last],
+        None => &[],
+    };
+    let mut text = String::with_capacity(whole.len() + 1 + zeros + frac.len());
+    for &digit in whole {
+        text.push(char::from(digit));
+    }
+    if !frac.is_empty() {
+        text.push('.');
+        text.extend(std::iter::repeat_n('0', zeros));
+        for &digit in frac {
+            text.push(char::from(digit));
+        }
+    }
+    text
+}
+
+/// `format_scaled` for values past 64 bits, with the formatter.
+fn format_scaled_wide(value: u128, scale: u32) -> String {
     let unit = 10u128.pow(scale);
     let (whole, frac) = (value / unit, value % unit);
     if frac == 0 {
@@ -331,6 +378,37 @@ fn split_digits(text: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_decimal_writer_agrees_with_the_formatter() {
+        let mut values: Vec<u128> = vec![0, 1, 9, 10, 11, 100, 101, 999_999, 1_000_000, 1_000_001];
+        values.extend((0..=20).map(|power| 10u128.pow(power)));
+        values.extend((1..=20).map(|power| 10u128.pow(power) - 1));
+        values.extend([
+            450_000_000,
+            123_456_789_012,
+            1_000_000_000_000,
+            15_000_000_000_001,
+        ]);
+        values.extend([u128::from(u64::MAX), u128::from(u64::MAX) + 1, u128::MAX]);
+        // A deterministic spread of the rest of the range.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(u128::from(x >> (x % 64)));
+        }
+        for scale in [0, 1, 6, 12, 19, 20, 25] {
+            for &value in &values {
+                assert_eq!(
+                    format_scaled(value, scale),
+                    format_scaled_wide(value, scale),
+                    "{value} at scale {scale}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn rates_parse_exactly() {
