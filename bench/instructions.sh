@@ -27,14 +27,7 @@ done
 [[ "${BENCH_SKIP_BUILD:-0}" == 1 ]] || cargo build --release --bins >&2
 RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
-WORK=$(mktemp -d -t tollgate-instructions.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir instructions
 
 start_mock "$RELEASE/tollgate-mock-upstream" "$WORK"
 PIDS+=("$MOCK_PID")
@@ -53,12 +46,7 @@ measure() {
     tg=$!
     PIDS+=("$tg")
     for _ in $(seq 600); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-    if [[ $auth == keys ]]; then
-        curl -fsS "http://127.0.0.1:$port/admin/teams" -H "Authorization: Bearer $admin" \
-            -d '{"name":"ins"}' >/dev/null
-        key=$(curl -fsS "http://127.0.0.1:$port/admin/keys" -H "Authorization: Bearer $admin" \
-            -d '{"team":"ins","name":"load","tier":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-    fi
+    [[ $auth == keys ]] && key=$(bench_key "http://127.0.0.1:$port" "$admin" ins)
     local load=(oha --no-tui --worker-threads 1 -c 1 -m POST -T application/json -d "$BODY"
         -H "Authorization: Bearer $key" "http://127.0.0.1:$port/v1/chat/completions")
     "${load[@]}" -n 300 >/dev/null # warm-up: pools, allocator, lazily built state

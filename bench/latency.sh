@@ -32,14 +32,7 @@ done
 RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 TOLLGATE=${TOLLGATE_BIN:-$RELEASE/tollgate}
 
-WORK=$(mktemp -d -t tollgate-latency.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir latency
 
 start_mock "$RELEASE/tollgate-mock-upstream" "$WORK" taskset -c 1
 PIDS+=("$MOCK_PID")
@@ -53,12 +46,7 @@ TG_PID=$!
 PIDS+=("$TG_PID")
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 key="sk-latency-$RANDOM" # passthrough: the caller's own upstream key (the mock takes any)
-if [[ $AUTH == keys ]]; then
-    curl -fsS "http://127.0.0.1:$port/admin/teams" -H "Authorization: Bearer $admin" \
-        -d '{"name":"lat"}' >/dev/null
-    key=$(curl -fsS "http://127.0.0.1:$port/admin/keys" -H "Authorization: Bearer $admin" \
-        -d '{"team":"lat","name":"load","tier":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-fi
+[[ $AUTH == keys ]] && key=$(bench_key "http://127.0.0.1:$port" "$admin" lat)
 # The same request as bench/load.sh.
 BODY=$(sed -n '/^chat_body() {/,/^}/p' bench/load.sh | bash -c "$(cat); chat_body plain")
 load() {

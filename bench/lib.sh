@@ -59,3 +59,28 @@ base_url = "http://$MOCK_ADDR/v1"
 models = ["*"]
 TOML
 }
+
+# bench_workdir NAME: sets WORK (a fresh temp dir) and PIDS (empty), and on exit stops
+# every process in PIDS and removes WORK.
+bench_workdir() {
+    WORK=$(mktemp -d -t "tollgate-$1.XXXXXX")
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+
+# bench_key URL ADMIN_KEY TEAM: creates TEAM and a key for it on the bench tier through
+# the admin API at URL; the key on stdout.
+bench_key() {
+    local url=$1 admin=$2 team=$3
+    curl -fsS "$url/admin/teams" -H "Authorization: Bearer $admin" \
+        -d "{\"name\":\"$team\"}" >/dev/null
+    curl -fsS "$url/admin/keys" -H "Authorization: Bearer $admin" \
+        -d "{\"team\":\"$team\",\"name\":\"load\",\"tier\":\"bench\"}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}

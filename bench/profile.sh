@@ -26,14 +26,7 @@ for tool in perf oha taskset curl python3; do
     command -v "$tool" >/dev/null || { echo "profile.sh: $tool is required" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d -t tollgate-profile.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir profile
 
 [[ "${BENCH_SKIP_BUILD:-0}" == 1 ]] || cargo build --release --bins >&2
 RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
@@ -51,12 +44,7 @@ for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>
 # Keys mode, as in production: the profile includes checking the key (on the bench
 # tier, whose limits no run reaches). BENCH_AUTH=passthrough profiles the other mode.
 KEY="sk-profile-$RANDOM"
-if [[ $AUTH == keys ]]; then
-    curl -fsS "http://127.0.0.1:$PORT/admin/teams" -H "Authorization: Bearer $ADMIN_KEY" \
-        -d '{"name":"profile"}' >/dev/null
-    KEY=$(curl -fsS "http://127.0.0.1:$PORT/admin/keys" -H "Authorization: Bearer $ADMIN_KEY" \
-        -d '{"team":"profile","name":"load","tier":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-fi
+[[ $AUTH == keys ]] && KEY=$(bench_key "http://127.0.0.1:$PORT" "$ADMIN_KEY" profile)
 
 # The 1 KB chat body of bench/load.sh.
 BODY=$(sed -n '/^chat_body() {/,/^}/p' bench/load.sh | bash -c "$(cat); chat_body $KIND")
