@@ -54,13 +54,10 @@ load() {
         -d "$BODY" -H "Authorization: Bearer $key" --output-format json "$@" \
         "http://127.0.0.1:$port/v1/chat/completions"
 }
-# utime + stime in clock ticks: fields 14 and 15 of /proc/PID/stat, counted after the
-# command name's closing parenthesis (the name may hold spaces).
-cpu_ticks() { sed 's/.*) //' "/proc/$TG_PID/stat" | awk '{print $12 + $13}'; }
 load -z 2s >/dev/null
-before=$(cpu_ticks)
+before=$(pid_ticks "$TG_PID")
 load -z "$DURATION" >"$WORK/oha.json"
-after=$(cpu_ticks)
+after=$(pid_ticks "$TG_PID")
 python3 - "$WORK/oha.json" "$CONNS" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))

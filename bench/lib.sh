@@ -84,3 +84,9 @@ bench_key() {
         -d "{\"team\":\"$team\",\"name\":\"load\",\"tier\":\"bench\"}" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
 }
+
+# utime + stime of a whole process (all threads), in clock ticks; 0 for no process.
+pid_ticks() {
+    [[ -n $1 ]] || { echo 0; return; }
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}

@@ -193,11 +193,6 @@ fi
 
 # === measurements ===
 
-# utime + stime of a whole process (all threads), in clock ticks; 0 for no process.
-pid_ticks() {
-    [[ -n $1 ]] || { echo 0; return; }
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
 pid_status() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
 # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0), so each
 # run reports its own peak; where that is refused the peak is since startup.
