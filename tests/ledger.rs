@@ -6,7 +6,7 @@ mod common;
 
 use common::db::{backends, count_and_completion, direct_totals};
 use common::rows::usage;
-use tollgate::config::LedgerConfig;
+use tollgate::config::{LedgerConfig, WriterPriority};
 use tollgate::ledger::{Kind, LedgerRow, LedgerWriter, Store};
 
 fn row(id: usize) -> LedgerRow {
@@ -100,6 +100,68 @@ async fn flush_waits_for_rows_begun_but_not_yet_recorded() {
 
         assert_eq!(count_and_completion(&store).await.0, 1, "{}", backend.name);
     }
+}
+
+/// Either priority, with batches that keep up (64) or come out full (1, the shared
+/// pool's path even under `background`), stores every row once; under `background`
+/// with SQLite on Linux, the writer's own connection runs on a thread at nice 19.
+#[tokio::test]
+async fn every_writer_priority_stores_every_row_and_background_lowers_its_thread() {
+    for priority in [WriterPriority::Background, WriterPriority::Normal] {
+        for batch_size in [64, 1] {
+            for backend in backends().await {
+                let store = backend.open().await;
+                let config = LedgerConfig {
+                    batch_size,
+                    writer_priority: priority,
+                    ..LedgerConfig::default()
+                };
+                let (writer, _spill) = spawn_writer(&store, config);
+                for i in 0..50 {
+                    writer.begin().record(row(i)).await;
+                }
+                writer.flush().await;
+
+                let what = format!("{} {priority:?} batch {batch_size}", backend.name);
+                let (count, completion) = count_and_completion(&store).await;
+                assert_eq!((count, completion), (50, (0..50).sum()), "{what}");
+                #[cfg(target_os = "linux")]
+                if backend.name == "sqlite"
+                    && priority == WriterPriority::Background
+                    && batch_size == 64
+                {
+                    // The writer still holds its connection, so its thread is alive.
+                    let writers = threads_named("tollgate-ledger");
+                    assert!(!writers.is_empty(), "{what}: no writer thread");
+                    assert!(
+                        writers.iter().all(|&nice| nice == 19),
+                        "{what}: {writers:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The nice values of this process's threads called `name`.
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue; // ended meanwhile
+        };
+        if comm.trim_end() == name {
+            // Field 19 of stat; the name, field 2, is in parentheses and may hold spaces.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            nice.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+    }
+    nice
 }
 
 #[tokio::test]

@@ -80,6 +80,22 @@ pub struct LedgerConfig {
     /// How often the spill is offered to the database: a ping, then a replay.
     #[serde(with = "humantime_serde")]
     pub spill_retry_interval: Duration,
+    /// The scheduling priority of the writer's SQLite work while it keeps up.
+    pub writer_priority: WriterPriority,
+}
+
+/// Whose turn it is on a busy core: the proxy's requests or the ledger's inserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriterPriority {
+    /// SQLite: batches go through a connection of their own whose thread runs at the
+    /// lowest priority (Linux's nice 19), so a request never waits behind an insert on
+    /// a shared core; a full batch (the writer is behind) goes through the shared pool
+    /// at normal priority, so the writer cannot be starved. No effect on Postgres, whose
+    /// work happens in the server, or off Linux.
+    Background,
+    /// Every batch through the shared pool, at the process's priority.
+    Normal,
 }
 
 impl Default for LedgerConfig {
@@ -90,6 +106,7 @@ impl Default for LedgerConfig {
             max_batch_delay: Duration::from_millis(50),
             spill_dir: PathBuf::from("tollgate-spill"),
             spill_retry_interval: Duration::from_secs(1),
+            writer_priority: WriterPriority::Background,
         }
     }
 }

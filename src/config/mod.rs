@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AuthMode, BUILTIN_TIERS, BudgetConfig, StoreFailure};
 pub use batch::BatchConfig;
-pub use database::{DatabaseConfig, LedgerConfig, PoolSettings};
+pub use database::{DatabaseConfig, LedgerConfig, PoolSettings, WriterPriority};
 pub use limits::{LimitsBackend, LimitsConfig, RateFigures, TierConfig};
 pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;

@@ -185,6 +185,7 @@ macro_rules! embedded_migrations {
     }};
 }
 
+mod background;
 mod pool;
 mod postgres;
 pub mod report;
@@ -468,6 +469,23 @@ impl Store {
     pub async fn insert(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
         match self {
             Self::Sqlite(ledger) => ledger.insert(rows).await,
+            Self::Postgres(ledger) => ledger.insert(rows).await,
+        }
+    }
+
+    /// This store with a connection of its own for the ledger writer, on a thread of the
+    /// least priority (SQLite; Postgres does the work in its own server, and is as is).
+    pub fn with_background_writer(self) -> Self {
+        match self {
+            Self::Sqlite(ledger) => Self::Sqlite(ledger.with_background_writer()),
+            postgres @ Self::Postgres(_) => postgres,
+        }
+    }
+
+    /// As `insert`, through the background connection when the store has one.
+    pub async fn insert_in_background(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(ledger) => ledger.insert_in_background(rows).await,
             Self::Postgres(ledger) => ledger.insert(rows).await,
         }
     }

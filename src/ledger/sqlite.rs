@@ -8,6 +8,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection as _, Sqlite};
 
+use super::background;
 use super::pool::{Health, PoolSettings};
 use super::{LedgerError, LedgerRow, Then};
 
@@ -19,6 +20,9 @@ fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     pool: SqlitePool,
+    /// The writer's own connection, on a thread of the least priority: see
+    /// `ledger::background`. Only the writer's copy of the store has one.
+    background: Option<SqlitePool>,
     health: Health,
 }
 
@@ -45,27 +49,42 @@ impl SqliteLedger {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(settings.acquire_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(
-                settings
-                    .max_connections
-                    .unwrap_or(PoolSettings::SQLITE_CONNECTIONS),
-            )
-            .acquire_timeout(settings.acquire_timeout)
-            // After a write fails with an I/O error, sqlx can lose track of the
-            // connection's transaction (its ROLLBACK fails, and it still counts one
-            // open): the connection's next begin() is then a SAVEPOINT whose "commit"
-            // reports success, stores nothing and leaves the write lock held (seen with
-            // the ledger file made unwritable). Such a connection is closed instead of
-            // going back to the pool.
-            .after_release(|connection, _| {
-                Box::pin(async move { Ok(!connection.is_in_transaction()) })
-            })
-            .connect_lazy_with(options);
+        let connections = settings
+            .max_connections
+            .unwrap_or(PoolSettings::SQLITE_CONNECTIONS);
+        let pool = pool_options(connections, settings.acquire_timeout).connect_lazy_with(options);
         Ok(Self {
             pool,
+            background: None,
             health: Health::default(),
         })
+    }
+
+    /// This ledger with a connection of its own for the writer's batches, whose SQLite
+    /// thread runs at the least priority. Connects on first use, as the pool does.
+    pub fn with_background_writer(self) -> Self {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .thread_name(|_| background::THREAD_NAME.to_owned());
+        let pool = pool_options(1, self.pool.options().get_acquire_timeout())
+            // The pool replaces a connection it closed (one that failed a write) with a
+            // new one, on a new thread: each is lowered as it connects.
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    if let Err(error) = background::lower_writer_threads() {
+                        tracing::warn!(
+                            %error,
+                            "cannot lower the ledger writer's thread priority: it keeps the process's"
+                        );
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Self {
+            background: Some(pool),
+            ..self
+        }
     }
 
     pub async fn migrate(&self) -> Result<(), LedgerError> {
@@ -104,14 +123,25 @@ impl SqliteLedger {
         rows: &[LedgerRow],
         then: Option<&Then<'_>>,
     ) -> Result<(), LedgerError> {
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|source| LedgerError::Write {
-                rows: rows.len(),
-                source,
-            })?;
+        self.insert_on(&self.pool, rows, then).await
+    }
+
+    /// As `insert`, through the background connection when there is one.
+    pub async fn insert_in_background(&self, rows: &[LedgerRow]) -> Result<(), LedgerError> {
+        let pool = self.background.as_ref().unwrap_or(&self.pool);
+        self.insert_on(pool, rows, None).await
+    }
+
+    async fn insert_on(
+        &self,
+        pool: &SqlitePool,
+        rows: &[LedgerRow],
+        then: Option<&Then<'_>>,
+    ) -> Result<(), LedgerError> {
+        let mut connection = pool.acquire().await.map_err(|source| LedgerError::Write {
+            rows: rows.len(),
+            source,
+        })?;
         // A replayed row (same id) is skipped, never counted twice. In a block of its
         // own, so a failure at any step (not only the commit) reaches the check below.
         let inserted = async {
@@ -134,4 +164,17 @@ impl SqliteLedger {
         }
         inserted
     }
+}
+
+/// The pool's settings, shared by the writer's background connection. After a write
+/// fails with an I/O error, sqlx can lose track of the connection's transaction (its
+/// ROLLBACK fails, and it still counts one open): the connection's next begin() is then
+/// a SAVEPOINT whose "commit" reports success, stores nothing and leaves the write lock
+/// held (seen with the ledger file made unwritable). Such a connection is closed
+/// instead of going back to the pool.
+fn pool_options(connections: u32, acquire_timeout: std::time::Duration) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(acquire_timeout)
+        .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
 }

@@ -12,9 +12,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::background;
 use super::spill::{Spill, SpillError};
 use super::{LedgerError, LedgerRow, Store};
-use crate::config::LedgerConfig;
+use crate::config::{LedgerConfig, WriterPriority};
 
 /// Pauses between the tries a batch gets before it is spilled (three tries in ~0.5 s):
 /// enough to ride out a blip such as a pooler restart without touching the disk.
@@ -153,17 +154,24 @@ impl LedgerWriter {
                 spill: Arc::clone(&spill),
                 spilling: Arc::clone(&spilling),
                 failures: Arc::clone(&failures),
+                background_below: None,
             },
             batch_size: config.batch_size,
             unsure: false,
             failing: false,
         };
         let replay = tokio::spawn(replayer.run(config.spill_retry_interval, asks, stop.clone()));
+        // Replays stay at normal priority: they follow an outage, with rows waiting.
+        let (store, background_below) = match config.writer_priority {
+            WriterPriority::Background => (store.with_background_writer(), Some(config.batch_size)),
+            WriterPriority::Normal => (store, None),
+        };
         let sink = Sink {
             store,
             spill: Arc::clone(&spill),
             spilling: Arc::clone(&spilling),
             failures: Arc::clone(&failures),
+            background_below,
         };
         let (batch_size, linger) = (config.batch_size, config.max_batch_delay);
         let left = Arc::clone(&spill);
@@ -296,6 +304,9 @@ struct Sink {
     spill: Arc<Spill>,
     spilling: Arc<AtomicBool>,
     failures: Arc<WriteFailures>,
+    /// The batch size below which a batch goes through the store's background
+    /// connection; `None`: every batch at normal priority.
+    background_below: Option<usize>,
 }
 
 // === impl Sink ===
@@ -339,8 +350,11 @@ impl Sink {
     /// Three tries in about half a second.
     async fn insert_with_retries(&self, rows: &[LedgerRow]) -> Result<(), AttemptError> {
         let mut pauses = INSERT_BACKOFF.iter();
+        let background = self
+            .background_below
+            .is_some_and(|batch_size| background::keeps_up(rows.len(), batch_size));
         loop {
-            match insert_once(&self.store, rows).await {
+            match insert_once(&self.store, rows, background).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     self.failures.database();
@@ -365,7 +379,7 @@ impl Sink {
         loop {
             tokio::time::sleep(delay).await;
             attempt += 1;
-            match insert_once(&self.store, rows).await {
+            match insert_once(&self.store, rows, false).await {
                 Ok(()) => {
                     tracing::info!(rows = rows.len(), attempt, "ledger write recovered");
                     self.spilling.store(false, Ordering::Release);
@@ -391,8 +405,20 @@ impl Sink {
     }
 }
 
-async fn insert_once(store: &Store, rows: &[LedgerRow]) -> Result<(), AttemptError> {
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, store.insert(rows)).await {
+/// One try, through the store's background connection if `background`.
+async fn insert_once(
+    store: &Store,
+    rows: &[LedgerRow],
+    background: bool,
+) -> Result<(), AttemptError> {
+    let insert = async {
+        if background {
+            store.insert_in_background(rows).await
+        } else {
+            store.insert(rows).await
+        }
+    };
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, insert).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(AttemptError::TimedOut(ATTEMPT_TIMEOUT)),
     }
@@ -452,6 +478,7 @@ impl Replayer {
             spill,
             spilling,
             failures,
+            background_below: _,
         } = &self.sink;
         if !self.unsure && spill.rows() == 0 && !spilling.load(Ordering::Acquire) {
             return;
