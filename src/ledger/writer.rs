@@ -350,13 +350,16 @@ impl Sink {
     /// Three tries in about half a second.
     async fn insert_with_retries(&self, rows: &[LedgerRow]) -> Result<(), AttemptError> {
         let mut pauses = INSERT_BACKOFF.iter();
-        let background = self
+        let mut background = self
             .background_below
             .is_some_and(|batch_size| background::keeps_up(rows.len(), batch_size));
         loop {
             match insert_once(&self.store, rows, background).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
+                    // A try cut off by its timeout may have been a starved background
+                    // thread rather than the database: the next goes at normal priority.
+                    background = false;
                     self.failures.database();
                     match pauses.next() {
                         Some(pause) => {
