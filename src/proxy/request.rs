@@ -33,11 +33,36 @@ pub struct MeteredRequest {
 struct Probe {
     model: Option<Value>,
     stream: Option<Value>,
-    stream_options: Option<Value>,
+    #[serde(default)]
+    stream_options: Field,
     max_completion_tokens: Option<Value>,
     max_tokens: Option<Value>,
     max_output_tokens: Option<Value>,
     service_tier: Option<Value>,
+}
+
+/// A member that may be absent, which `Option` cannot tell from `null`: the rewrite may
+/// add `stream_options` only where the client sent none at all.
+#[derive(Default)]
+enum Field {
+    #[default]
+    Absent,
+    Present(Value),
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Self::Present)
+    }
+}
+
+impl Field {
+    fn value(&self) -> Option<&Value> {
+        match self {
+            Self::Absent => None,
+            Self::Present(value) => Some(value),
+        }
+    }
 }
 
 impl MeteredRequest {
@@ -65,7 +90,7 @@ impl MeteredRequest {
             .unwrap_or(false);
         let asked = probe
             .stream_options
-            .as_ref()
+            .value()
             .and_then(|options| options.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
@@ -82,10 +107,10 @@ impl MeteredRequest {
             Some(Value::String(text)) => Some(tier::recorded(&text).to_owned()),
             Some(other) => Some(tier::recorded(&other.to_string()).to_owned()),
         };
-        let body = if hide_usage {
-            with_include_usage(&body)?
-        } else {
-            body
+        let body = match (hide_usage, &probe.stream_options) {
+            (false, _) => body,
+            (true, Field::Absent) => with_stream_options_added(&body),
+            (true, Field::Present(_)) => with_include_usage(&body)?,
         };
         Ok(Self {
             model,
@@ -100,6 +125,26 @@ impl MeteredRequest {
 
 fn invalid_json(detail: String) -> ApiError {
     ApiError::InvalidJson { detail }
+}
+
+/// The body with `"stream_options":{"include_usage":true}` as its first member, the
+/// client's bytes otherwise as sent: for a body that has no `stream_options` (the
+/// common stream), without parsing it again or re-serialising it, which would also
+/// reorder its keys and rewrite its numbers. `body` is a JSON object (the probe read it
+/// as one), so its first non-blank byte is the `{`, and it is not empty: it holds
+/// `"stream":true`, so the added member is followed by a comma.
+fn with_stream_options_added(body: &[u8]) -> Bytes {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let open = body
+        .iter()
+        .position(|&b| b == b'{')
+        .map_or(0, |at| at + 1);
+    let (head, rest) = body.split_at(open);
+    let mut out = Vec::with_capacity(body.len() + MEMBER.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(MEMBER);
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 /// The body with `stream_options.include_usage = true`, merged into the client's other
@@ -164,6 +209,40 @@ mod tests {
             sent["stream_options"],
             serde_json::json!({"include_obfuscation": false, "include_usage": true})
         );
+    }
+
+    #[test]
+    fn a_stream_without_options_gets_them_added_and_its_bytes_kept() {
+        let cases = [
+            (
+                r#"{"model":"m","stream":true,"seed":18446744073709551616,"temperature":0.70}"#,
+                r#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"seed":18446744073709551616,"temperature":0.70}"#,
+            ),
+            (
+                " \n{ \"stream\" : true }",
+                " \n{\"stream_options\":{\"include_usage\":true}, \"stream\" : true }",
+            ),
+        ];
+        for (body, want) in cases {
+            let request = parse(Endpoint::ChatCompletions, body).unwrap();
+            assert!(request.hide_usage, "{body}");
+            assert_eq!(std::str::from_utf8(&request.body).unwrap(), want);
+            let sent: Value = serde_json::from_slice(&request.body).unwrap();
+            assert_eq!(sent["stream_options"]["include_usage"], true, "{body}");
+        }
+    }
+
+    #[test]
+    fn null_or_odd_stream_options_are_replaced_not_doubled() {
+        for options in ["null", "5", r#""x""#, "{}", r#"{"include_usage":false}"#] {
+            let body = format!(r#"{{"model":"m","stream":true,"stream_options":{options}}}"#);
+            let request = parse(Endpoint::ChatCompletions, &body).unwrap();
+            assert!(request.hide_usage, "{body}");
+            let sent = std::str::from_utf8(&request.body).unwrap();
+            assert_eq!(sent.matches("stream_options").count(), 1, "{sent}");
+            let sent: Value = serde_json::from_str(sent).unwrap();
+            assert_eq!(sent["stream_options"]["include_usage"], true, "{body}");
+        }
     }
 
     #[test]
