@@ -21,6 +21,12 @@ use super::{Endpoint, Usage};
 /// the memory. Short answers (a few hundred chunks) stay under it and are never parsed.
 const DEFERRED_LIMIT: usize = 64 * 1024;
 
+/// Room taken for deferred chunks when the first arrives: about twenty chunks, so a
+/// short answer never regrows (a doubling Vec would copy itself six times to get there,
+/// ~4,500 instructions a 20-chunk stream), and no more than it would have grown to.
+const DEFERRED_START: usize = 4 * 1024;
+const DEFERRED_START_CHUNKS: usize = 32;
+
 /// What one event was, for the relay's filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -175,6 +181,10 @@ impl StreamMeter {
             // Every chat chunk repeats the tier; the last chunk to name it wins. It is
             // read from the bytes: no parse, and no allocation while it stays put.
             self.deferred_tier(data);
+            if self.deferred.capacity() == 0 {
+                self.deferred.reserve(DEFERRED_START.max(data.len()));
+                self.deferred_ends.reserve(DEFERRED_START_CHUNKS);
+            }
             self.deferred.extend_from_slice(data);
             self.deferred_ends.push(self.deferred.len());
             if self.deferred.len() > self.deferred_limit {
@@ -327,14 +337,19 @@ impl StreamMeter {
 }
 
 /// Whether a chunk has a usage object (not `"usage":null`). Inside JSON strings quotes
-/// are escaped, so these byte patterns can only be structural.
+/// are escaped, so these byte patterns can only be structural. One search for the key,
+/// then a look at what follows it (any blanks around the colon), rather than a search
+/// per spelling: every chunk of an `include_usage` stream is scanned, and has the key.
 // Built once: building a finder costs more than a search of a chunk with it.
-static USAGE: LazyLock<[Finder<'static>; 2]> =
-    LazyLock::new(|| [Finder::new(b"\"usage\":{"), Finder::new(b"\"usage\": {")]);
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 
 fn carries_usage(data: &[u8]) -> bool {
-    USAGE.iter().any(|finder| finder.find(data).is_some())
+    let blank = |b: &u8| b" \t\r\n".contains(b);
+    USAGE.find_iter(data).any(|at| {
+        let mut rest = data[at + USAGE.needle().len()..].iter().skip_while(|b| blank(b));
+        rest.next() == Some(&b':') && rest.find(|b| !blank(b)) == Some(&b'{')
+    })
 }
 
 fn may_be_error(data: &[u8]) -> bool {
@@ -383,6 +398,29 @@ mod tests {
         r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
         "[DONE]",
     ];
+
+    #[test]
+    fn a_usage_object_is_seen_in_any_spacing_and_null_or_a_value_is_not() {
+        for yes in [
+            r#"{"usage":{"prompt_tokens":1}}"#,
+            r#"{"usage": {"prompt_tokens":1}}"#,
+            "{\"usage\" :\n\t{\"prompt_tokens\":1}}",
+            r#"{"a":"usage","usage":{"prompt_tokens":1}}"#,
+        ] {
+            assert!(carries_usage(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            r#"{"usage":null}"#,
+            r#"{"usage": null}"#,
+            r#"{"a":"usage"}"#,
+            r#"{"a":["usage",{"b":1}]}"#,
+            r#"{"content":"say \"usage\":{ here"}"#,
+            r#"{"usage":"#,
+            r#"{"usage""#,
+        ] {
+            assert!(!carries_usage(no.as_bytes()), "{no}");
+        }
+    }
 
     #[test]
     fn chat_stream_yields_usage_text_and_model() {
