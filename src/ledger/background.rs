@@ -11,8 +11,9 @@
 /// length Linux keeps (`/proc/self/task/*/comm`).
 pub(super) const THREAD_NAME: &str = "tollgate-ledger";
 
-/// The least priority a thread can have without giving up fair scheduling (SCHED_IDLE
-/// would also do, but it has no safe wrapper and measured no better).
+/// The least priority a thread can have without giving up fair scheduling. SCHED_IDLE
+/// did as well when set from the shell, but needs `sched_setscheduler`, which has no
+/// safe wrapper in the dependency tree; the nice-19 thread built here measured as low.
 pub(super) const NICE: i32 = 19;
 
 /// Lowers every thread of this process named [`THREAD_NAME`] that is not at [`NICE`]

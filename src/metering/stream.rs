@@ -347,7 +347,9 @@ static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error
 fn carries_usage(data: &[u8]) -> bool {
     let blank = |b: &u8| b" \t\r\n".contains(b);
     USAGE.find_iter(data).any(|at| {
-        let mut rest = data[at + USAGE.needle().len()..].iter().skip_while(|b| blank(b));
+        let mut rest = data[at + USAGE.needle().len()..]
+            .iter()
+            .skip_while(|b| blank(b));
         rest.next() == Some(&b':') && rest.find(|b| !blank(b)) == Some(&b'{')
     })
 }

@@ -135,10 +135,7 @@ fn invalid_json(detail: String) -> ApiError {
 /// `"stream":true`, so the added member is followed by a comma.
 fn with_stream_options_added(body: &[u8]) -> Bytes {
     const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
-    let open = body
-        .iter()
-        .position(|&b| b == b'{')
-        .map_or(0, |at| at + 1);
+    let open = body.iter().position(|&b| b == b'{').map_or(0, |at| at + 1);
     let (head, rest) = body.split_at(open);
     let mut out = Vec::with_capacity(body.len() + MEMBER.len());
     out.extend_from_slice(head);
